@@ -1,0 +1,44 @@
+# pg_lifecycle — PGXS build, plus the project's own commands:
+#   make test    install what is missing, build, install, run every test suite
+#   make demo    install what is missing, build, install, walk through the features
+#   make bench   benchmarks against the baselines in SPEC.md (not part of make test)
+
+EXTENSION   = pg_lifecycle
+MODULE_big  = pg_lifecycle
+SOURCES     = $(sort $(wildcard src/*.cpp src/*/*.cpp))
+OBJS        = $(SOURCES:.cpp=.o)
+DATA        = $(sort $(wildcard src/sql/pg_lifecycle--*.sql))
+
+# pg_regress / isolation / TAP suites (also runnable as `make installcheck`
+# against a server that preloads pg_lifecycle).
+REGRESS        = $(sort $(notdir $(basename $(wildcard sql/*.sql))))
+REGRESS_OPTS   = --inputdir=. --temp-config=test/pg_lifecycle.conf
+ISOLATION      = $(sort $(notdir $(basename $(wildcard test/isolation/specs/*.spec))))
+ISOLATION_OPTS = --inputdir=test/isolation --temp-config=test/pg_lifecycle.conf
+TAP_TESTS      = 1
+PROVE_TESTS    = $(wildcard test/t/*.pl)
+
+PG_CPPFLAGS += -I$(srcdir)/src
+PG_CXXFLAGS += -std=c++20 -Wno-register -Wno-missing-field-initializers -fvisibility-inlines-hidden
+SHLIB_LINK  += -lstdc++ -lfmt
+# PGXS's bitcode rule ignores PG_CXXFLAGS, and JIT-inlining C++ buys nothing.
+override with_llvm = no
+
+PG_CONFIG ?= /usr/lib/postgresql/15/bin/pg_config
+PGXS := $(shell $(PG_CONFIG) --pgxs 2>/dev/null)
+ifneq ($(wildcard $(PGXS)),)
+include $(PGXS)
+else
+all install:
+	@echo "PostgreSQL 15 server headers are missing: run 'make test' or 'make demo' (they install them)" >&2; exit 1
+endif
+
+.PHONY: test demo bench deps
+deps:
+	bash test/deps.sh
+test:
+	bash test/run.sh
+demo:
+	bash test/demo.sh
+bench:
+	bash bench/run.sh

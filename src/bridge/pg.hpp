@@ -1,0 +1,63 @@
+/*
+ * pg.hpp — the one place PostgreSQL headers enter C++.
+ *
+ * Every translation unit that talks to PostgreSQL includes this header and no
+ * PostgreSQL header directly.  C++ standard, Boost and fmt headers are included
+ * first; PostgreSQL's come last inside extern "C", and afterwards the macros in
+ * port.h and c.h that would rewrite C++ library names (snprintf -> pg_snprintf,
+ * strerror, qsort, gettext, ...) are undone.  Pure C++ files (those named in
+ * CMakeLists.txt as PURE_SOURCES, and test/unit) must not include it.
+ */
+#pragma once
+
+#include <cstdarg>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <exception>
+#include <new>
+#include <string>
+#include <string_view>
+#include <type_traits>
+#include <utility>
+
+#include <fmt/format.h>
+
+extern "C" {
+#include "postgres.h"
+
+#include "access/htup_details.h"
+#include "access/xact.h"
+#include "access/xlog.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_type.h"
+#include "commands/trigger.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "funcapi.h"
+#include "lib/stringinfo.h"
+#include "miscadmin.h"
+#include "utils/builtins.h"
+#include "utils/guc.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/snapmgr.h"
+#include "utils/timestamp.h"
+}
+
+/* Undo port.h / c.h macros that collide with the C++ standard library. */
+#undef vsnprintf
+#undef snprintf
+#undef vsprintf
+#undef sprintf
+#undef vfprintf
+#undef fprintf
+#undef printf
+#undef strerror
+#undef strerror_r
+#undef strtof
+#undef qsort
+#undef gettext
+#undef dgettext
+#undef ngettext
+#undef dngettext

@@ -1,0 +1,126 @@
+/*
+ * spi.cpp — SPI helpers (see spi.hpp).
+ */
+#include "bridge/spi.hpp"
+
+namespace pg_lifecycle::bridge {
+
+SpiConnection::SpiConnection() {
+    int rc = pg_call([] { return SPI_connect(); });
+    if (rc != SPI_OK_CONNECT) {
+        throw Error(sqlstate::internal_error, fmt::format("SPI_connect failed: {}", SPI_result_code_string(rc)));
+    }
+}
+
+SpiConnection::~SpiConnection() {
+    /* SPI_finish only pops SPI's stack; on an error path the transaction
+     * abort that follows would clean it up anyway. */
+    SPI_finish();
+}
+
+static void check_rc(int rc, const char* sql) {
+    if (rc < 0) {
+        throw Error(sqlstate::internal_error,
+                    fmt::format("SPI failed: {}", SPI_result_code_string(rc)),
+                    fmt::format("statement: {}", sql));
+    }
+}
+
+int Statement::execute(const Datum* values, const char* nulls, bool read_only, long count) {
+    if (plan_ == nullptr) {
+        plan_ = pg_call([this] {
+            SPIPlanPtr p = SPI_prepare(sql_, nargs_, types_);
+            if (p == nullptr) {
+                elog(ERROR, "pg_lifecycle: SPI_prepare failed (%s) for: %s",
+                     SPI_result_code_string(SPI_result), sql_);
+            }
+            if (SPI_keepplan(p) != 0) elog(ERROR, "pg_lifecycle: SPI_keepplan failed");
+            return p;
+        });
+    }
+    int rc = pg_call([&] {
+        return SPI_execute_plan(plan_, const_cast<Datum*>(values), nulls, read_only, count);
+    });
+    check_rc(rc, sql_);
+    return rc;
+}
+
+int execute_sql(const std::string& sql, bool read_only, long count) {
+    int rc = pg_call([&] { return SPI_execute(sql.c_str(), read_only, count); });
+    check_rc(rc, sql.c_str());
+    return rc;
+}
+
+int execute_sql(const std::string& sql, int nargs, const Oid* types, const Datum* values, const char* nulls,
+                bool read_only, long count) {
+    int rc = pg_call([&] {
+        return SPI_execute_with_args(sql.c_str(), nargs, const_cast<Oid*>(types), const_cast<Datum*>(values),
+                                     nulls, read_only, count);
+    });
+    check_rc(rc, sql.c_str());
+    return rc;
+}
+
+uint64 processed_rows() { return SPI_processed; }
+
+std::optional<Datum> result_datum(uint64 row, int col) {
+    if (SPI_tuptable == nullptr || row >= SPI_processed) {
+        throw Error(sqlstate::internal_error, "pg_lifecycle: SPI result row out of range");
+    }
+    bool isnull = false;
+    Datum d = pg_call([&] { return SPI_getbinval(SPI_tuptable->vals[row], SPI_tuptable->tupdesc, col, &isnull); });
+    if (isnull) return std::nullopt;
+    return d;
+}
+
+std::optional<int64> result_int64(uint64 row, int col) {
+    auto d = result_datum(row, col);
+    if (!d) return std::nullopt;
+    Oid type = SPI_gettypeid(SPI_tuptable->tupdesc, col);
+    switch (type) {
+        case INT8OID: return DatumGetInt64(*d);
+        case INT4OID: return DatumGetInt32(*d);
+        case INT2OID: return DatumGetInt16(*d);
+        default:
+            throw Error(sqlstate::internal_error, fmt::format("pg_lifecycle: column {} is not an integer", col));
+    }
+}
+
+std::optional<std::string> result_text(uint64 row, int col) {
+    if (SPI_tuptable == nullptr || row >= SPI_processed) {
+        throw Error(sqlstate::internal_error, "pg_lifecycle: SPI result row out of range");
+    }
+    char* s = pg_call([&] { return SPI_getvalue(SPI_tuptable->vals[row], SPI_tuptable->tupdesc, col); });
+    if (s == nullptr) return std::nullopt;
+    std::string out(s);
+    pfree(s);
+    return out;
+}
+
+std::string quote_ident(std::string_view ident) {
+    std::string in(ident);
+    return pg_call([&] {
+        const char* q = quote_identifier(in.c_str());
+        std::string out(q);  // no PostgreSQL call while `out` is alive
+        if (q != in.c_str()) pfree(const_cast<char*>(q));
+        return out;
+    });
+}
+
+std::string qualified_relation_name(Oid relid) {
+    char* nsp = nullptr;
+    char* rel = nullptr;
+    pg_call([&] {
+        rel = get_rel_name(relid);
+        if (rel != nullptr) nsp = get_namespace_name(get_rel_namespace(relid));
+    });
+    if (rel == nullptr || nsp == nullptr) {
+        throw Error(sqlstate::undefined_table, fmt::format("relation with OID {} does not exist", relid));
+    }
+    std::string out = quote_ident(nsp) + "." + quote_ident(rel);
+    pfree(rel);
+    pfree(nsp);
+    return out;
+}
+
+}  // namespace pg_lifecycle::bridge

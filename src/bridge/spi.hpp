@@ -1,0 +1,69 @@
+/*
+ * spi.hpp — SPI for C++: a scoped connection, statements prepared once per
+ * backend (SPI_keepplan), typed access to results, identifier quoting.
+ *
+ * Every call that can ereport goes through pg_call, so errors arrive as
+ * PgError exceptions and the scoped connection is closed on the way out.
+ * Values are always passed as parameters; identifiers are quoted with
+ * PostgreSQL's own quote_identifier.
+ */
+#pragma once
+
+#include "bridge/guard.hpp"
+
+#include <initializer_list>
+#include <optional>
+#include <string>
+#include <string_view>
+
+namespace pg_lifecycle::bridge {
+
+/* SPI_connect for the lifetime of the object. */
+class SpiConnection {
+public:
+    SpiConnection();
+    ~SpiConnection();
+    SpiConnection(const SpiConnection&) = delete;
+    SpiConnection& operator=(const SpiConnection&) = delete;
+};
+
+/* A statement prepared on first use and kept for the life of the backend.
+ * Declare them as function-local or file-level statics; the object is
+ * trivially destructible. */
+class Statement {
+public:
+    static constexpr int max_args = 16;
+
+    constexpr Statement(const char* sql, std::initializer_list<Oid> types) : sql_(sql) {
+        for (Oid t : types) types_[nargs_++] = t;
+    }
+    /* Execute with the given parameters (nulls[i] == 'n' for NULL, as SPI). */
+    int execute(const Datum* values, const char* nulls, bool read_only, long count = 0);
+    const char* sql() const { return sql_; }
+
+private:
+    const char* sql_;
+    Oid types_[max_args] = {};
+    int nargs_ = 0;
+    SPIPlanPtr plan_ = nullptr;
+};
+
+/* Run SQL text without parameters (for DDL built from quoted identifiers). */
+int execute_sql(const std::string& sql, bool read_only, long count = 0);
+/* Run SQL text with parameters, planned once for this call. */
+int execute_sql(const std::string& sql, int nargs, const Oid* types, const Datum* values, const char* nulls,
+                bool read_only, long count = 0);
+
+/* Number of rows processed by the last SPI command. */
+uint64 processed_rows();
+/* Column `col` (1-based) of row `row` of the last SPI result. */
+std::optional<Datum> result_datum(uint64 row, int col);
+std::optional<int64> result_int64(uint64 row, int col);
+std::optional<std::string> result_text(uint64 row, int col);
+
+/* Identifier quoting through PostgreSQL's quote_identifier. */
+std::string quote_ident(std::string_view ident);
+/* "schema"."table" for a relation; throws 42P01 if it does not exist. */
+std::string qualified_relation_name(Oid relid);
+
+}  // namespace pg_lifecycle::bridge

@@ -1,0 +1,115 @@
+#!/usr/bin/env bash
+# make test: install what is missing, build, install, then run the pg_regress,
+# isolation, TAP and C++ unit suites, each on throwaway clusters started as
+# the postgres OS user with pg_lifecycle preloaded.  Prints the tally of all
+# suites as "N passed, N failed" on the last line; exits non-zero on failure.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+
+bash test/deps.sh || { echo "0 passed, 1 failed"; exit 1; }
+. test/common.sh
+echo "== build and install"
+build_and_install || { echo "build failed"; echo "0 passed, 1 failed"; exit 1; }
+
+make_workdir test
+cleanup() {
+    stop_clusters
+    if [ "${KEEP_TEST_OUTPUT:-}" = "" ]; then rm -rf "$WORK"; else echo "test output kept in $WORK"; fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# The suites read their inputs from a copy the postgres user can read.
+cp -r sql expected test "$WORK/"
+[ "$(id -u)" -eq 0 ] && chown -R postgres: "$WORK"
+
+PASSED=0
+FAILED=0
+tally() {  # tally SUITE PASSED FAILED
+    echo "-- $1: $2 passed, $3 failed"
+    PASSED=$((PASSED + $2))
+    FAILED=$((FAILED + $3))
+}
+
+# Count pg_regress-style result lines; a run that fails with no result line
+# (the instance did not start, say) counts as one failure.
+count_regress() {  # count_regress NAME LOG RC
+    local ok bad
+    ok=$(grep -cE '\.\.\. ok|^ok [0-9]+' "$2")
+    bad=$(grep -cE '\.\.\. FAILED|^not ok [0-9]+' "$2")
+    [ "$3" -ne 0 ] && [ "$bad" -eq 0 ] && bad=1
+    tally "$1" "$ok" "$bad"
+}
+
+show_diffs() {
+    [ -f "$1" ] && { echo "---- $1 (first 200 lines)"; head -200 "$1"; }
+}
+
+REGRESS_TESTS=$(cd sql && ls *.sql | sed 's/\.sql$//' | tr '\n' ' ')
+echo "== pg_regress: $REGRESS_TESTS"
+mkdir -p "$WORK/regress"; [ "$(id -u)" -eq 0 ] && chown postgres: "$WORK/regress"
+(cd "$WORK" && as_pg "$PGXS_SRC/test/regress/pg_regress" \
+    --bindir="$PGBIN" --inputdir="$WORK" --outputdir="$WORK/regress" \
+    --temp-instance="$WORK/regress/instance" --temp-config="$WORK/test/pg_lifecycle.conf" \
+    --port=${REGRESS_PORT:-56150} $REGRESS_TESTS) > "$WORK/regress.log" 2>&1
+rc=$?
+cat "$WORK/regress.log"
+count_regress regress "$WORK/regress.log" $rc
+[ $rc -ne 0 ] && show_diffs "$WORK/regress/regression.diffs"
+
+ISOLATION_TESTS=$(cd test/isolation/specs && ls *.spec 2>/dev/null | sed 's/\.spec$//' | tr '\n' ' ')
+echo "== isolation: $ISOLATION_TESTS"
+mkdir -p "$WORK/isolation"; [ "$(id -u)" -eq 0 ] && chown postgres: "$WORK/isolation"
+(cd "$WORK" && as_pg "$PGXS_SRC/test/isolation/pg_isolation_regress" \
+    --bindir="$PGBIN" --inputdir="$WORK/test/isolation" --outputdir="$WORK/isolation" \
+    --temp-instance="$WORK/isolation/instance" --temp-config="$WORK/test/pg_lifecycle.conf" \
+    --port=${ISOLATION_PORT:-56160} $ISOLATION_TESTS) > "$WORK/isolation.log" 2>&1
+rc=$?
+cat "$WORK/isolation.log"
+count_regress isolation "$WORK/isolation.log" $rc
+[ $rc -ne 0 ] && show_diffs "$WORK/isolation/regression.diffs"
+
+echo "== TAP"
+mkdir -p "$WORK/tap"; [ "$(id -u)" -eq 0 ] && chown postgres: "$WORK/tap"
+tap_ok=0; tap_bad=0
+for t in "$WORK"/test/t/*.pl; do
+    name=$(basename "$t")
+    (cd "$WORK/tap" && as_pg env PERL5LIB="$PGXS_SRC/test/perl" TESTDIR="$WORK/tap" \
+        PG_REGRESS="$PGXS_SRC/test/regress/pg_regress" PG_LIFECYCLE_SRC="$WORK" \
+        prove -v "$t") > "$WORK/tap-$name.log" 2>&1
+    rc=$?
+    cat "$WORK/tap-$name.log"
+    ok=$(grep -cE '^ *ok [0-9]+' "$WORK/tap-$name.log")
+    bad=$(grep -cE '^ *not ok [0-9]+' "$WORK/tap-$name.log")
+    [ $rc -ne 0 ] && [ "$bad" -eq 0 ] && bad=1
+    if [ $rc -ne 0 ]; then
+        for f in "$WORK"/tap/tmp_check/log/*"${name%.pl}"*.log; do
+            [ -f "$f" ] && { echo "---- $f (last 60 lines)"; tail -60 "$f"; }
+        done
+    fi
+    tap_ok=$((tap_ok + ok)); tap_bad=$((tap_bad + bad))
+done
+tally TAP $tap_ok $tap_bad
+
+echo "== C++ unit tests (ctest)"
+unit_log="$WORK/unit.log"
+{
+    cmake -S "$ROOT" -B "$ROOT/build" -DCMAKE_BUILD_TYPE=Debug >/dev/null &&
+    cmake --build "$ROOT/build" -j"$(nproc)" --target unit_tests >/dev/null &&
+    (cd "$ROOT/build" && ctest --output-on-failure)
+} > "$unit_log" 2>&1
+rc=$?
+cat "$unit_log"
+line=$(grep -E 'tests passed, [0-9]+ tests? failed out of [0-9]+' "$unit_log" | tail -1)
+if [ -n "$line" ]; then
+    total=$(echo "$line" | sed -E 's/.*out of ([0-9]+).*/\1/')
+    bad=$(echo "$line" | sed -E 's/.*passed, ([0-9]+) tests? failed.*/\1/')
+    tally unit $((total - bad)) "$bad"
+else
+    tally unit 0 1
+fi
+
+echo
+echo "$PASSED passed, $FAILED failed"
+[ "$FAILED" -eq 0 ] && [ "$PASSED" -gt 0 ]

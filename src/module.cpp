@@ -3,16 +3,93 @@
  * nothing else.
  */
 #include "bridge/guard.hpp"
+#include "expiry/expiry.hpp"
+#include "gucs.hpp"
+#include "worker/launcher.hpp"
 
 extern "C" {
 PG_MODULE_MAGIC;
 void _PG_init(void);
 }
 
-static void init_cpp() {
-    using pg_lifecycle::bridge::pg_call;
-    pg_call([] { MarkGUCPrefixReserved("lifecycle"); });
+namespace pg_lifecycle::gucs {
+
+bool enabled = true;
+int naptime_ms = 10000;
+char* history_retention = nullptr;
+char* session_history_retention = nullptr;
+
+Interval* interval_value(const char* text) {
+    return bridge::pg_call([text] {
+        return DatumGetIntervalP(DirectFunctionCall3(interval_in, CStringGetDatum(text),
+                                                     ObjectIdGetDatum(InvalidOid), Int32GetDatum(-1)));
+    });
 }
+
+}  // namespace pg_lifecycle::gucs
+
+namespace {
+
+using namespace pg_lifecycle;
+
+/* An interval setting must parse and be positive. */
+bool check_positive_interval_cpp(char** newval) {
+    try {
+        Interval* iv = gucs::interval_value(*newval);
+        bool positive = bridge::pg_call([iv] {
+            Interval zero{};
+            return DatumGetInt32(DirectFunctionCall2(interval_cmp, IntervalPGetDatum(iv),
+                                                     IntervalPGetDatum(&zero))) > 0;
+        });
+        if (!positive) {
+            GUC_check_errdetail("The value must be a positive interval, such as '7 days'.");
+            return false;
+        }
+        return true;
+    } catch (const bridge::PgError& e) {
+        /* interval_in has no side effects: reporting its message is all there is to do. */
+        GUC_check_errdetail("%s", e.what());
+        return false;
+    }
+}
+
+extern "C" bool check_positive_interval(char** newval, void** extra, GucSource source) {
+    (void)extra;
+    (void)source;
+    return bridge::entry_guard([newval] { return check_positive_interval_cpp(newval); });
+}
+
+void define_gucs() {
+    bridge::pg_call([] {
+        DefineCustomBoolVariable("lifecycle.enabled", "Whether the pg_lifecycle background worker does maintenance.",
+                                 nullptr, &gucs::enabled, true, PGC_SIGHUP, 0, nullptr, nullptr, nullptr);
+        DefineCustomIntVariable("lifecycle.naptime", "Time between maintenance passes of the pg_lifecycle worker.",
+                                "Also how soon a database that installs the extension is picked up.",
+                                &gucs::naptime_ms, 10000, 100, 24 * 3600 * 1000, PGC_SIGHUP, GUC_UNIT_MS,
+                                nullptr, nullptr, nullptr);
+        DefineCustomStringVariable("lifecycle.history_retention",
+                                   "How long lifecycle.job_runs keeps the history of maintenance passes.", nullptr,
+                                   &gucs::history_retention, "7 days", PGC_SIGHUP, 0, check_positive_interval,
+                                   nullptr, nullptr);
+        DefineCustomStringVariable("lifecycle.session_history_retention",
+                                   "How long ended sessions stay in lifecycle.sessions before the worker removes them.",
+                                   nullptr, &gucs::session_history_retention, "30 days", PGC_SIGHUP, 0,
+                                   check_positive_interval, nullptr, nullptr);
+        MarkGUCPrefixReserved("lifecycle");
+    });
+}
+
+void init_cpp() {
+    define_gucs();
+    /* Maintenance tasks, in the order a pass runs them. */
+    expiry::register_expire_task();
+    expiry::register_session_tasks();
+    worker::register_history_task();
+    /* The launcher exists only when preloaded; the SQL functions work either way. */
+    if (process_shared_preload_libraries_in_progress) worker::register_launcher();
+}
+
+}  // namespace
 
 extern "C" void _PG_init(void) {
     pg_lifecycle::bridge::entry_guard(init_cpp);

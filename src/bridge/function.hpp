@@ -12,7 +12,7 @@
  */
 #pragma once
 
-#include "bridge/guard.hpp"
+#include "bridge/spi.hpp"
 
 #define LIFECYCLE_FUNCTION(name)                                                       \
     extern "C" {                                                                       \
@@ -38,8 +38,5 @@ inline std::string text_arg(FunctionCallInfo fcinfo, int n) {
     return std::string(VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t));
 }
 
-inline Datum text_datum(std::string_view s) {
-    return pg_call([&] { return PointerGetDatum(cstring_to_text_with_len(s.data(), static_cast<int>(s.size()))); });
-}
 
 }  // namespace pg_lifecycle::bridge

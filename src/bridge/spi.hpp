@@ -61,6 +61,11 @@ std::optional<Datum> result_datum(uint64 row, int col);
 std::optional<int64> result_int64(uint64 row, int col);
 std::optional<std::string> result_text(uint64 row, int col);
 
+/* A text Datum in the current memory context. */
+inline Datum text_datum(std::string_view s) {
+    return pg_call([&] { return PointerGetDatum(cstring_to_text_with_len(s.data(), static_cast<int>(s.size()))); });
+}
+
 /* Identifier quoting through PostgreSQL's quote_identifier. */
 std::string quote_ident(std::string_view ident);
 /* "schema"."table" for a relation; throws 42P01 if it does not exist. */

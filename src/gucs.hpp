@@ -1,0 +1,18 @@
+/*
+ * gucs.hpp — the lifecycle.* settings (defined in module.cpp).
+ */
+#pragma once
+
+#include "bridge/pg.hpp"
+
+namespace pg_lifecycle::gucs {
+
+extern bool enabled;                    /* lifecycle.enabled */
+extern int naptime_ms;                  /* lifecycle.naptime */
+extern char* history_retention;         /* lifecycle.history_retention (interval text) */
+extern char* session_history_retention; /* lifecycle.session_history_retention (interval text) */
+
+/* The value of an interval-valued setting, parsed (validated by its check hook). */
+Interval* interval_value(const char* text);
+
+}  // namespace pg_lifecycle::gucs

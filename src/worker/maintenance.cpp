@@ -1,0 +1,129 @@
+/*
+ * maintenance.cpp — lifecycle.run_maintenance() (one pass from SQL, each
+ * batch in a subtransaction of the caller's transaction) and the history task
+ * that keeps lifecycle.job_runs bounded.
+ */
+#include "bridge/function.hpp"
+#include "bridge/spi.hpp"
+#include "gucs.hpp"
+#include "worker/tasks.hpp"
+
+namespace pg_lifecycle::worker {
+
+using bridge::pg_call;
+
+namespace {
+
+class Subtransactions final : public Executor {
+public:
+    bool run(const std::function<void()>& body, std::string& error) override {
+        MemoryContext cxt = CurrentMemoryContext;
+        ResourceOwner owner = CurrentResourceOwner;
+        pg_call([cxt] {
+            BeginInternalSubTransaction(nullptr);
+            MemoryContextSwitchTo(cxt);
+        });
+        bool ok = true;
+        try {
+            bridge::SpiConnection spi;
+            body();
+        } catch (const std::exception& e) {
+            /* A PgError's ErrorData lives in the top transaction's memory,
+             * which the subtransaction rollback leaves alone: it is freed here. */
+            error = describe_error(e);
+            ok = false;
+        }
+        pg_call([ok, cxt, owner] {
+            if (ok) ReleaseCurrentSubTransaction(); else RollbackAndReleaseCurrentSubTransaction();
+            MemoryContextSwitchTo(cxt);
+            CurrentResourceOwner = owner;
+        });
+        if (!ok) {
+            pg_call([&error] { ereport(WARNING, (errmsg("pg_lifecycle maintenance: %s", error.c_str()))); });
+        }
+        return ok;
+    }
+
+    void between_batches() override { bridge::check_for_interrupts(); }
+};
+
+/* Keeps lifecycle.job_runs to lifecycle.history_retention. */
+class HistoryPurge final : public Task {
+public:
+    const char* name() const override { return "job_runs_purge"; }
+
+    void collect(std::vector<Unit>& out) const override {
+        Oid rel = pg_call([] { return get_relname_relid("job_runs", get_namespace_oid("lifecycle", false)); });
+        out.push_back(Unit{this, rel, rel, "lifecycle.job_runs"});
+    }
+
+    BatchResult run_batch(const Unit&) const override {
+        static bridge::Statement purge(
+            "DELETE FROM lifecycle.job_runs WHERE id IN (SELECT id FROM lifecycle.job_runs "
+            "WHERE finished_at < now() - $1 ORDER BY id LIMIT $2)",
+            {INTERVALOID, INT4OID});
+        constexpr int batch = 5000;
+        Datum values[2] = {IntervalPGetDatum(gucs::interval_value(gucs::history_retention)), Int32GetDatum(batch)};
+        set_local_lock_timeout("100ms");
+        purge.execute(values, nullptr, false);
+        int64 rows = static_cast<int64>(bridge::processed_rows());
+        return {rows, rows >= batch};
+    }
+};
+
+const HistoryPurge history_purge;
+
+Interval* positive_interval_arg(FunctionCallInfo fcinfo, int n, const char* name) {
+    bridge::require_arg(fcinfo, n, name);
+    Interval* iv = PG_GETARG_INTERVAL_P(n);
+    bool positive = pg_call([iv] {
+        Interval zero{};
+        return DatumGetInt32(DirectFunctionCall2(interval_cmp, IntervalPGetDatum(iv), IntervalPGetDatum(&zero))) > 0;
+    });
+    if (!positive) {
+        throw Error(sqlstate::invalid_parameter_value, fmt::format("{} must be a positive interval", name));
+    }
+    return iv;
+}
+
+}  // namespace
+
+void register_history_task() { register_task(history_purge); }
+
+}  // namespace pg_lifecycle::worker
+
+using namespace pg_lifecycle;
+
+/* lifecycle.run_maintenance(max_runtime interval) RETURNS TABLE(task text, target regclass, rows bigint) */
+LIFECYCLE_FUNCTION(lifecycle_run_maintenance) {
+    Interval* max_runtime = worker::positive_interval_arg(fcinfo, 0, "max_runtime");
+    if (bridge::pg_call([] { return RecoveryInProgress(); })) {
+        throw Error(make_sqlstate("25006"), "lifecycle.run_maintenance cannot run on a standby",
+                    "A hot standby is read-only; maintenance runs on the primary and replicates.");
+    }
+    TimestampTz deadline = bridge::pg_call([max_runtime] {
+        return DatumGetTimestampTz(DirectFunctionCall2(timestamptz_pl_interval,
+                                                       TimestampTzGetDatum(GetCurrentTimestamp()),
+                                                       IntervalPGetDatum(max_runtime)));
+    });
+
+    worker::Subtransactions exec;
+    worker::PassOutcome pass = worker::run_pass(exec, deadline);
+    if (!pass.error.empty()) {
+        throw Error(sqlstate::internal_error, fmt::format("maintenance pass failed: {}", pass.error));
+    }
+    {
+        bridge::SpiConnection spi;
+        worker::record_pass(pass);
+    }
+
+    ReturnSetInfo* rsinfo = reinterpret_cast<ReturnSetInfo*>(fcinfo->resultinfo);
+    bridge::pg_call([fcinfo] { InitMaterializedSRF(fcinfo, 0); });
+    for (const auto& u : pass.units) {
+        Datum values[3] = {bridge::text_datum(u.unit.task->name()), ObjectIdGetDatum(u.unit.target),
+                           Int64GetDatum(u.rows)};
+        bool nulls[3] = {false, false, u.failed};
+        bridge::pg_call([&] { tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls); });
+    }
+    return (Datum)0;
+}

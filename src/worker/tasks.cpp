@@ -1,0 +1,121 @@
+/*
+ * tasks.cpp — the task registry and the round-robin maintenance pass.
+ */
+#include "worker/tasks.hpp"
+
+#include "bridge/spi.hpp"
+
+#include <array>
+
+namespace pg_lifecycle::worker {
+
+namespace {
+
+constexpr int max_tasks = 16;
+std::array<const Task*, max_tasks> registered{};
+int n_registered = 0;
+
+}  // namespace
+
+void register_task(const Task& task) {
+    for (int i = 0; i < n_registered; ++i) {
+        if (registered[i] == &task) return;
+    }
+    if (n_registered == max_tasks) throw Error(sqlstate::internal_error, "too many pg_lifecycle tasks");
+    registered[n_registered++] = &task;
+}
+
+std::string describe_error(const std::exception& e) {
+    if (auto* pg = dynamic_cast<const bridge::PgError*>(&e)) {
+        return fmt::format("{}: {}", sqlstate_text(pg->sqlerrcode()), pg->what());
+    }
+    if (auto* err = dynamic_cast<const Error*>(&e)) {
+        return fmt::format("{}: {}", sqlstate_text(err->code()), err->what());
+    }
+    return fmt::format("XX000: {}", e.what());
+}
+
+void set_local_lock_timeout(const char* value) {
+    bridge::pg_call([value] {
+        (void)set_config_option("lock_timeout", value, PGC_USERSET, PGC_S_SESSION, GUC_ACTION_LOCAL, true, 0,
+                                false);
+    });
+}
+
+PassOutcome run_pass(Executor& exec, TimestampTz deadline) {
+    PassOutcome pass;
+    pass.started = GetCurrentTimestamp();
+
+    std::vector<Unit> units;
+    if (!exec.run([&] {
+            for (int i = 0; i < n_registered; ++i) registered[i]->collect(units);
+        }, pass.error)) {
+        pass.finished = GetCurrentTimestamp();
+        return pass;
+    }
+    for (auto& u : units) pass.units.push_back(UnitOutcome{u});
+
+    /* Round-robin: one batch per unit with work left, until none has any or the
+     * deadline passes.  A failed unit is not retried in this pass. */
+    bool any_more = !pass.units.empty();
+    while (any_more) {
+        any_more = false;
+        for (auto& u : pass.units) {
+            if (!u.more || u.failed) continue;
+            if (GetCurrentTimestamp() >= deadline) {
+                pass.backlog = true;
+                any_more = false;
+                break;
+            }
+            exec.between_batches();
+            if (u.started == 0) u.started = GetCurrentTimestamp();
+            BatchResult r{0, false};
+            if (exec.run([&] { r = u.unit.task->run_batch(u.unit); }, u.error)) {
+                u.rows += r.rows;
+                u.more = r.more;
+            } else {
+                u.failed = true;
+                u.more = false;
+            }
+            u.finished = GetCurrentTimestamp();
+            any_more = any_more || u.more;
+        }
+    }
+    pass.finished = GetCurrentTimestamp();
+    return pass;
+}
+
+void record_pass(const PassOutcome& pass) {
+    static bridge::Statement insert(
+        "INSERT INTO lifecycle.job_runs (started_at, finished_at, task, target, rows, status, error) "
+        "VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        {TIMESTAMPTZOID, TIMESTAMPTZOID, TEXTOID, TEXTOID, INT8OID, TEXTOID, TEXTOID});
+
+    auto insert_row = [&](TimestampTz started, TimestampTz finished, const char* task, const std::string* target,
+                          int64 rows, const std::string& error) {
+        Datum values[7];
+        char nulls[8] = "       ";
+        values[0] = TimestampTzGetDatum(started);
+        values[1] = TimestampTzGetDatum(finished);
+        values[2] = bridge::text_datum(task);
+        if (target) values[3] = bridge::text_datum(*target); else nulls[3] = 'n';
+        values[4] = Int64GetDatum(rows);
+        values[5] = bridge::text_datum(error.empty() ? "ok" : "error");
+        if (!error.empty()) values[6] = bridge::text_datum(error); else nulls[6] = 'n';
+        insert.execute(values, nulls, false);
+    };
+
+    int64 total = 0;
+    std::string first_error = pass.error;
+    for (const auto& u : pass.units) {
+        total += u.rows;
+        if (u.failed && first_error.empty()) first_error = u.error;
+        if (u.rows > 0 || u.failed) {
+            insert_row(u.started, u.finished, u.unit.task->name(), &u.unit.target_name, u.rows,
+                       u.failed ? u.error : std::string());
+        }
+    }
+    insert_row(pass.started, pass.finished, "pass", nullptr, total, pass.error);
+}
+
+}  // namespace pg_lifecycle::worker

@@ -1,0 +1,121 @@
+/*
+ * worker.cpp — the per-database worker: one maintenance pass every
+ * lifecycle.naptime, back to back while a backlog remains, each batch in its
+ * own transaction.
+ */
+#include "bridge/spi.hpp"
+#include "gucs.hpp"
+#include "worker/launcher.hpp"
+#include "worker/tasks.hpp"
+
+extern "C" {
+PGDLLEXPORT void lifecycle_worker_main(Datum arg);
+}
+
+namespace pg_lifecycle::worker {
+
+using bridge::pg_call;
+
+namespace {
+
+void reload_config_if_asked() {
+    if (ConfigReloadPending) {
+        ConfigReloadPending = false;
+        pg_call([] { ProcessConfigFile(PGC_SIGHUP); });
+    }
+}
+
+/* Each body runs in a transaction of its own, committed on success. */
+class OwnTransactions final : public Executor {
+public:
+    bool run(const std::function<void()>& body, std::string& error) override {
+        pg_call([] {
+            SetCurrentStatementStartTimestamp();
+            StartTransactionCommand();
+            PushActiveSnapshot(GetTransactionSnapshot());
+        });
+        bool ok = true;
+        try {
+            {
+                bridge::SpiConnection spi;
+                body();
+            }
+            pg_call([] {
+                PopActiveSnapshot();
+                CommitTransactionCommand();
+            });
+        } catch (bridge::PgError& e) {
+            error = describe_error(e);
+            e.release(); /* its memory goes with the aborted transaction */
+            ok = false;
+        } catch (const std::exception& e) {
+            error = describe_error(e);
+            ok = false;
+        }
+        if (!ok) {
+            pg_call([] { AbortCurrentTransaction(); });
+            pg_call([&error] {
+                ereport(LOG, (errmsg("pg_lifecycle worker: %s", error.c_str())));
+            });
+        }
+        return ok;
+    }
+
+    void between_batches() override {
+        bridge::check_for_interrupts();
+        reload_config_if_asked();
+    }
+};
+
+bool extension_installed() {
+    return pg_call([] {
+        SetCurrentStatementStartTimestamp();
+        StartTransactionCommand();
+        bool installed = OidIsValid(get_extension_oid("pg_lifecycle", true));
+        CommitTransactionCommand();
+        return installed;
+    });
+}
+
+void set_activity(const char* what) {
+    pg_call([what] { pgstat_report_activity(what ? STATE_RUNNING : STATE_IDLE, what); });
+}
+
+void worker_main(Oid dboid) {
+    pqsignal(SIGTERM, die);
+    pqsignal(SIGHUP, SignalHandlerForConfigReload);
+    BackgroundWorkerUnblockSignals();
+    pg_call([dboid] { BackgroundWorkerInitializeConnectionByOid(dboid, InvalidOid, 0); });
+
+    if (!claim_database()) pg_call([] { proc_exit(0); }); /* another worker serves it */
+
+    OwnTransactions exec;
+    for (;;) {
+        bridge::check_for_interrupts();
+        reload_config_if_asked();
+
+        long wait_ms = gucs::naptime_ms;
+        if (gucs::enabled && !pg_call([] { return RecoveryInProgress(); })) {
+            if (!extension_installed()) pg_call([] { proc_exit(0); }); /* launcher retries after naptime */
+            set_activity("pg_lifecycle: maintenance pass");
+            TimestampTz deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), std::max(gucs::naptime_ms, 1000));
+            PassOutcome pass = run_pass(exec, deadline);
+            std::string error;
+            exec.run([&pass] { record_pass(pass); }, error);
+            set_activity(nullptr);
+            if (pass.backlog) wait_ms = 0; /* keep going: the next pass starts at once */
+        }
+        pg_call([wait_ms] {
+            (void)WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, wait_ms, PG_WAIT_EXTENSION);
+            ResetLatch(MyLatch);
+        });
+    }
+}
+
+}  // namespace
+
+}  // namespace pg_lifecycle::worker
+
+extern "C" void lifecycle_worker_main(Datum arg) {
+    pg_lifecycle::bridge::entry_guard([arg] { pg_lifecycle::worker::worker_main(DatumGetObjectId(arg)); });
+}

@@ -21,12 +21,12 @@ namespace {
 
 /* How a session that is no longer live ends: at the moment it died, for the
  * reason it died, unless it was live — then now, for the caller's reason. */
-#define DEAD "(expires_at <= now() OR idle_expires_at <= now())"
+#define DEAD "(expires_at <= now() OR idle_expires_at <= now())"  /* NULL, not false, when live without idle timeout */
 #define END_AT "CASE WHEN " DEAD " THEN least(expires_at, idle_expires_at) ELSE now() END"
 #define END_REASON                                                                            \
     "CASE WHEN expires_at <= now() AND expires_at <= coalesce(idle_expires_at, 'infinity') " \
     "THEN 'expired' WHEN idle_expires_at <= now() THEN 'idle' ELSE $2 END"
-#define WAS_LIVE "NOT " DEAD
+#define WAS_LIVE "(expires_at > now() AND (idle_expires_at IS NULL OR idle_expires_at > now()))"
 
 int compare_to_zero(Interval* iv) {
     return pg_call([iv] {
@@ -167,7 +167,7 @@ LIFECYCLE_FUNCTION(lifecycle_session_end) {
     Datum values[2] = {PG_GETARG_DATUM(0), PG_GETARG_DATUM(1)};
     bridge::SpiConnection spi;
     end.execute(values, nullptr, false);
-    bool live = bridge::processed_rows() == 1 && DatumGetBool(*bridge::result_datum(0, 1));
+    bool live = bridge::processed_rows() == 1 && DatumGetBool(bridge::result_datum(0, 1).value_or(BoolGetDatum(false)));
     PG_RETURN_BOOL(live);
 }
 
@@ -183,5 +183,5 @@ LIFECYCLE_FUNCTION(lifecycle_sessions_end_user) {
     Datum values[2] = {PG_GETARG_DATUM(0), PG_GETARG_DATUM(1)};
     bridge::SpiConnection spi;
     end_all.execute(values, nullptr, false);
-    PG_RETURN_INT64(*bridge::result_int64(0, 1));
+    PG_RETURN_INT64(bridge::result_int64(0, 1).value_or(0));
 }

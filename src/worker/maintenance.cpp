@@ -38,13 +38,15 @@ public:
             MemoryContextSwitchTo(cxt);
             CurrentResourceOwner = owner;
         });
-        if (!ok) {
-            pg_call([&error] { ereport(WARNING, (errmsg("pg_lifecycle maintenance: %s", error.c_str()))); });
-        }
         return ok;
     }
 
     void between_batches() override { bridge::check_for_interrupts(); }
+
+    void report_failure(const Unit& unit, const std::string& error) override {
+        std::string msg = describe_failure(unit, error);
+        pg_call([&msg] { ereport(WARNING, (errmsg("pg_lifecycle maintenance: %s", msg.c_str()))); });
+    }
 };
 
 /* Keeps lifecycle.job_runs to lifecycle.history_retention. */

@@ -35,6 +35,10 @@ std::string describe_error(const std::exception& e) {
     return fmt::format("XX000: {}", e.what());
 }
 
+std::string describe_failure(const Unit& unit, const std::string& error) {
+    return fmt::format("{} on {} failed: {}", unit.task ? unit.task->name() : "collecting", unit.target_name, error);
+}
+
 void set_local_lock_timeout(const char* value) {
     bridge::pg_call([value] {
         (void)set_config_option("lock_timeout", value, PGC_USERSET, PGC_S_SESSION, GUC_ACTION_LOCAL, true, 0,
@@ -50,6 +54,7 @@ PassOutcome run_pass(Executor& exec, TimestampTz deadline) {
     if (!exec.run([&] {
             for (int i = 0; i < n_registered; ++i) registered[i]->collect(units);
         }, pass.error)) {
+        exec.report_failure(Unit{nullptr, InvalidOid, InvalidOid, "its tasks"}, pass.error);
         pass.finished = GetCurrentTimestamp();
         return pass;
     }
@@ -76,6 +81,7 @@ PassOutcome run_pass(Executor& exec, TimestampTz deadline) {
             } else {
                 u.failed = true;
                 u.more = false;
+                exec.report_failure(u.unit, u.error);
             }
             u.finished = GetCurrentTimestamp();
             any_more = any_more || u.more;

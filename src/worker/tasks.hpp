@@ -55,6 +55,8 @@ public:
     virtual bool run(const std::function<void()>& body, std::string& error) = 0;
     /* Called between batches: interrupts, configuration reload. */
     virtual void between_batches() = 0;
+    /* Tell someone that a unit failed (the server log, or the caller). */
+    virtual void report_failure(const Unit& unit, const std::string& error) = 0;
 };
 
 struct UnitOutcome {
@@ -81,6 +83,8 @@ void record_pass(const PassOutcome& pass);
 
 /* Helpers for tasks. */
 std::string describe_error(const std::exception& e);
+/* "expire on public.t failed: 23503: ..." */
+std::string describe_failure(const Unit& unit, const std::string& error);
 /* SET LOCAL lock_timeout for the current (sub)transaction. */
 void set_local_lock_timeout(const char* value);
 

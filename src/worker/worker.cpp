@@ -52,18 +52,18 @@ public:
             error = describe_error(e);
             ok = false;
         }
-        if (!ok) {
-            pg_call([] { AbortCurrentTransaction(); });
-            pg_call([&error] {
-                ereport(LOG, (errmsg("pg_lifecycle worker: %s", error.c_str())));
-            });
-        }
+        if (!ok) pg_call([] { AbortCurrentTransaction(); });
         return ok;
     }
 
     void between_batches() override {
         bridge::check_for_interrupts();
         reload_config_if_asked();
+    }
+
+    void report_failure(const Unit& unit, const std::string& error) override {
+        std::string msg = describe_failure(unit, error);
+        pg_call([&msg] { ereport(LOG, (errmsg("pg_lifecycle worker: %s", msg.c_str()))); });
     }
 };
 

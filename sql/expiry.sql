@@ -1,0 +1,161 @@
+-- Row expiry (SPEC §3): expire_enable/expire_disable, run_maintenance, health,
+-- job_runs, the GUCs; every bad argument gives a clear error and changes nothing.
+CREATE EXTENSION IF NOT EXISTS pg_lifecycle;
+\set SHOW_CONTEXT never
+
+-- err(sql) shows the SQLSTATE and message a client receives.
+CREATE OR REPLACE FUNCTION err(sql text) RETURNS text LANGUAGE plpgsql AS $$
+DECLARE st text; msg text; hnt text;
+BEGIN
+    EXECUTE sql;
+    RETURN 'no error';
+EXCEPTION WHEN OTHERS THEN
+    GET STACKED DIAGNOSTICS st = RETURNED_SQLSTATE, msg = MESSAGE_TEXT, hnt = PG_EXCEPTION_HINT;
+    RETURN concat_ws(' | ', st, msg, nullif(hnt, ''));
+END $$;
+
+-- Settings and their defaults (the regress cluster runs with the worker off).
+SELECT name, setting, unit, context FROM pg_settings WHERE name LIKE 'lifecycle.%' ORDER BY name;
+ALTER SYSTEM SET lifecycle.history_retention = 'banana';
+ALTER SYSTEM SET lifecycle.session_history_retention = '-1 day';
+ALTER SYSTEM SET lifecycle.naptime = '10ms';
+SELECT err($$SET lifecycle.naptyme = '1s'$$);
+
+CREATE TABLE api_tokens (
+    id         int PRIMARY KEY,
+    expires_at timestamptz NOT NULL
+);
+INSERT INTO api_tokens SELECT g, now() - interval '1 hour' FROM generate_series(1, 25) g;       -- expired
+INSERT INTO api_tokens SELECT g, now() + interval '1 hour' FROM generate_series(26, 30) g;      -- live
+SELECT lifecycle.expire_enable('api_tokens', 'expires_at', batch_size => 10);
+SELECT tbl, column_name, after, batch_size FROM lifecycle.expire_tables;
+
+-- One pass: three batches of at most 10 rows, round-robin with the other tasks.
+SELECT * FROM lifecycle.run_maintenance();
+SELECT count(*) AS left_rows, min(id) AS first_live FROM api_tokens;
+SELECT * FROM lifecycle.run_maintenance() WHERE task = 'expire';
+
+-- job_runs: a 'pass' row per pass, and a row per task that did work.
+SELECT task, target, rows, status FROM lifecycle.job_runs WHERE task <> 'pass' ORDER BY id;
+SELECT count(*) AS passes FROM lifecycle.job_runs WHERE task = 'pass';
+
+-- after: a row expires when column + after <= now().
+CREATE TABLE grace (id int PRIMARY KEY, seen timestamp NOT NULL);
+INSERT INTO grace VALUES (1, localtimestamp - interval '2 hours'), (2, localtimestamp - interval '30 minutes');
+SELECT lifecycle.expire_enable('grace', 'seen', after => '1 hour');
+SELECT task, target, rows FROM lifecycle.run_maintenance() WHERE task = 'expire' ORDER BY target::text;
+SELECT id FROM grace;
+
+-- A date column, and re-enabling updates the settings in place.
+CREATE TABLE daily (id int PRIMARY KEY, valid_until date NOT NULL);
+INSERT INTO daily VALUES (1, current_date - 2), (2, current_date + 2);
+SELECT lifecycle.expire_enable('daily', 'valid_until', after => '1 day', batch_size => 5);
+SELECT lifecycle.expire_enable('daily', 'valid_until', batch_size => 50);
+SELECT tbl, column_name, after, batch_size FROM lifecycle.expire_tables WHERE tbl = 'daily'::regclass;
+SELECT rows FROM lifecycle.run_maintenance() WHERE target = 'daily'::regclass;
+SELECT id FROM daily;
+
+-- Ordinary DELETEs: foreign-key cascades and triggers apply.
+CREATE TABLE invites (id int PRIMARY KEY, expires_at timestamptz NOT NULL);
+CREATE TABLE invite_uses (id int PRIMARY KEY, invite_id int NOT NULL REFERENCES invites ON DELETE CASCADE);
+INSERT INTO invites VALUES (1, now() - interval '1 day'), (2, now() + interval '1 day');
+INSERT INTO invite_uses VALUES (10, 1), (11, 1), (20, 2);
+SELECT lifecycle.expire_enable('invites', 'expires_at');
+SELECT rows FROM lifecycle.run_maintenance() WHERE target = 'invites'::regclass;
+SELECT id, invite_id FROM invite_uses ORDER BY id;
+
+-- Partitioned tables: one unit per leaf partition.
+CREATE TABLE events (id int, at timestamptz NOT NULL) PARTITION BY RANGE (id);
+CREATE TABLE events_1 PARTITION OF events FOR VALUES FROM (0) TO (100);
+CREATE TABLE events_2 PARTITION OF events FOR VALUES FROM (100) TO (200);
+INSERT INTO events SELECT g, now() - interval '1 day' FROM generate_series(90, 109) g;
+INSERT INTO events VALUES (50, now() + interval '1 day'), (150, now() + interval '1 day');
+SELECT lifecycle.expire_enable('events', 'at');
+SELECT task, target, rows FROM lifecycle.run_maintenance() WHERE task = 'expire' ORDER BY target::text;
+SELECT id FROM events ORDER BY id;
+
+-- A task that fails is recorded (rows NULL, a WARNING, a job_runs row); the others go on.
+CREATE TABLE stubborn (id int PRIMARY KEY, expires_at timestamptz NOT NULL);
+CREATE FUNCTION refuse_delete() RETURNS trigger LANGUAGE plpgsql AS
+    $$BEGIN RAISE EXCEPTION 'stubborn rows cannot be deleted'; END$$;
+CREATE TRIGGER refuse BEFORE DELETE ON stubborn FOR EACH ROW EXECUTE FUNCTION refuse_delete();
+INSERT INTO stubborn VALUES (1, now() - interval '1 day');
+INSERT INTO api_tokens VALUES (100, now() - interval '1 minute');
+SELECT lifecycle.expire_enable('stubborn', 'expires_at');
+SELECT task, target, rows FROM lifecycle.run_maintenance() WHERE task = 'expire' ORDER BY target::text;
+SELECT count(*) AS stubborn_left FROM stubborn;
+SELECT count(*) AS expired_tokens_left FROM api_tokens WHERE expires_at <= now();
+SELECT task, target, rows, status, error FROM lifecycle.job_runs WHERE status = 'error';
+
+-- health(): per database; the worker is off in this cluster.
+SELECT h->'worker' AS worker, h->'enabled' AS enabled, h->'preloaded' AS preloaded,
+       h->'backlog' AS backlog, h->'last_error'->>'error' AS last_error,
+       h->'last_pass' ? 'finished_at' AS has_last_pass
+  FROM lifecycle.health() h;
+SELECT lifecycle.expire_disable('stubborn');
+
+-- Bad arguments: clear errors, nothing changed.
+CREATE TABLE no_ts (id int PRIMARY KEY, label text, created_at timestamptz);
+CREATE VIEW a_view AS SELECT * FROM no_ts;
+SELECT err($$SELECT lifecycle.expire_enable(NULL, 'created_at')$$);
+SELECT err($$SELECT lifecycle.expire_enable('no_ts', NULL)$$);
+SELECT err($$SELECT lifecycle.expire_enable('no_ts', 'created_at', NULL)$$);
+SELECT err($$SELECT lifecycle.expire_enable('no_ts', 'created_at', batch_size => NULL)$$);
+SELECT err($$SELECT lifecycle.expire_enable('no_such_table', 'created_at')$$);
+SELECT err($$SELECT lifecycle.expire_enable(4000000000::oid::regclass, 'created_at')$$);
+SELECT err($$SELECT lifecycle.expire_enable('no_ts', 'nope')$$);
+SELECT err($$SELECT lifecycle.expire_enable('no_ts', 'label')$$);
+SELECT err($$SELECT lifecycle.expire_enable('no_ts', 'created_at', after => '-1 hour')$$);
+SELECT err($$SELECT lifecycle.expire_enable('no_ts', 'created_at', batch_size => 0)$$);
+SELECT err($$SELECT lifecycle.expire_enable('no_ts', 'created_at', batch_size => -5)$$);
+SELECT err($$SELECT lifecycle.expire_enable('no_ts', 'created_at', batch_size => 2000000)$$);
+SELECT err($$SELECT lifecycle.expire_enable('a_view', 'created_at')$$);
+SELECT err($$SELECT lifecycle.expire_disable(NULL)$$);
+SELECT err($$SELECT lifecycle.expire_disable('no_ts')$$);
+SELECT err($$SELECT * FROM lifecycle.run_maintenance(NULL)$$);
+SELECT err($$SELECT * FROM lifecycle.run_maintenance('0')$$);
+SELECT err($$SELECT * FROM lifecycle.run_maintenance('-1 second')$$);
+SELECT tbl FROM lifecycle.expire_tables ORDER BY tbl::text;
+
+-- Privileges: only the table's owner enables expiry; run_maintenance and
+-- health are not for PUBLIC.
+CREATE ROLE lifecycle_app;
+GRANT USAGE ON SCHEMA public TO lifecycle_app;
+CREATE TABLE app_owned (id int PRIMARY KEY, expires_at timestamptz);
+ALTER TABLE app_owned OWNER TO lifecycle_app;
+SET ROLE lifecycle_app;
+SELECT err($$SELECT lifecycle.expire_enable('no_ts', 'created_at')$$);
+SELECT err($$SELECT lifecycle.expire_disable('api_tokens')$$);
+SELECT err($$SELECT * FROM lifecycle.run_maintenance()$$);
+SELECT err($$SELECT lifecycle.health()$$);
+SELECT err($$INSERT INTO lifecycle.expire_tables (tbl, column_name, batch_size) VALUES ('no_ts', 'created_at', 1)$$);
+SELECT lifecycle.expire_enable('app_owned', 'expires_at');   -- its own table: allowed
+SELECT lifecycle.expire_disable('app_owned');
+RESET ROLE;
+
+-- Expired rows are deleted as the table's owner, never as the superuser.
+INSERT INTO app_owned VALUES (1, now() - interval '1 day');
+CREATE TABLE deleted_by (who text);
+GRANT INSERT ON deleted_by TO lifecycle_app;
+CREATE FUNCTION note_deleter() RETURNS trigger LANGUAGE plpgsql AS
+    $$BEGIN INSERT INTO public.deleted_by VALUES (current_user); RETURN OLD; END$$;
+CREATE TRIGGER note BEFORE DELETE ON app_owned FOR EACH ROW EXECUTE FUNCTION note_deleter();
+SELECT lifecycle.expire_enable('app_owned', 'expires_at');
+SELECT rows FROM lifecycle.run_maintenance() WHERE target = 'app_owned'::regclass;
+SELECT who FROM deleted_by;
+
+-- Dropping a table or its expiry column forgets the registration.
+DROP TABLE grace;
+ALTER TABLE daily DROP COLUMN valid_until;
+SELECT tbl FROM lifecycle.expire_tables ORDER BY tbl::text;
+
+-- job_runs is kept to lifecycle.history_retention (7 days).
+INSERT INTO lifecycle.job_runs (started_at, finished_at, task, rows, status)
+    SELECT now() - interval '8 days', now() - interval '8 days', 'pass', 0, 'ok' FROM generate_series(1, 3);
+SELECT rows FROM lifecycle.run_maintenance() WHERE task = 'job_runs_purge';
+SELECT count(*) AS old_runs FROM lifecycle.job_runs WHERE finished_at < now() - interval '7 days';
+
+DROP TABLE api_tokens, daily, invite_uses, invites, events, stubborn, no_ts, app_owned, deleted_by CASCADE;
+DROP FUNCTION refuse_delete(), note_deleter();
+REVOKE USAGE ON SCHEMA public FROM lifecycle_app;
+DROP ROLE lifecycle_app;

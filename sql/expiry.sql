@@ -1,6 +1,8 @@
 -- Row expiry (SPEC §3): expire_enable/expire_disable, run_maintenance, health,
 -- job_runs, the GUCs; every bad argument gives a clear error and changes nothing.
+SET client_min_messages = warning;   -- the same whether or not an earlier file created it
 CREATE EXTENSION IF NOT EXISTS pg_lifecycle;
+RESET client_min_messages;
 \set SHOW_CONTEXT never
 
 -- err(sql) shows the SQLSTATE and message a client receives.

@@ -1,6 +1,8 @@
 -- Sessions (SPEC §3): session_create/touch/end, sessions_end_user, the worker's
 -- session_close and session_purge tasks, privileges, bad arguments.
+SET client_min_messages = warning;   -- the same whether or not an earlier file created it
 CREATE EXTENSION IF NOT EXISTS pg_lifecycle;
+RESET client_min_messages;
 \set SHOW_CONTEXT never
 
 CREATE OR REPLACE FUNCTION err(sql text) RETURNS text LANGUAGE plpgsql AS $$

@@ -3,6 +3,7 @@
 SET client_min_messages = warning;   -- the same whether or not an earlier file created it
 CREATE EXTENSION IF NOT EXISTS pg_lifecycle;
 RESET client_min_messages;
+DELETE FROM lifecycle.job_runs;     -- history of earlier test files
 \set SHOW_CONTEXT never
 
 -- err(sql) shows the SQLSTATE and message a client receives.

@@ -113,8 +113,8 @@ BEGIN
     RETURN jsonb_build_object(
         'database', current_database(),
         'preloaded', EXISTS (SELECT 1 FROM pg_stat_activity WHERE backend_type = 'pg_lifecycle launcher'),
-        'enabled', current_setting('lifecycle.enabled')::boolean,
-        'naptime', current_setting('lifecycle.naptime'),
+        'enabled', current_setting('lifecycle.enabled', true)::boolean,
+        'naptime', current_setting('lifecycle.naptime', true),
         'worker', coalesce(worker, jsonb_build_object('alive', false)),
         'last_pass', (SELECT jsonb_build_object('started_at', started_at, 'finished_at', finished_at,
                                                 'rows', rows)

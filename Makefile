@@ -7,7 +7,12 @@ EXTENSION   = pg_lifecycle
 MODULE_big  = pg_lifecycle
 SOURCES     = $(sort $(wildcard src/*.cpp src/*/*.cpp))
 OBJS        = $(SOURCES:.cpp=.o)
-DATA        = $(sort $(wildcard src/sql/pg_lifecycle--*.sql))
+# The install script of the current version is built from one part per
+# capability (src/sql/<version>/NN_<capability>.sql); upgrade scripts are
+# src/sql/pg_lifecycle--X--Y.sql.
+EXTVERSION  = 0.1
+DATA_built  = pg_lifecycle--$(EXTVERSION).sql
+DATA        = $(sort $(wildcard src/sql/pg_lifecycle--*--*.sql))
 
 # pg_regress / isolation / TAP suites (also runnable as `make installcheck`
 # against a server that preloads pg_lifecycle).
@@ -32,6 +37,9 @@ else
 all install:
 	@echo "PostgreSQL 15 server headers are missing: run 'make test' or 'make demo' (they install them)" >&2; exit 1
 endif
+
+pg_lifecycle--$(EXTVERSION).sql: $(sort $(wildcard src/sql/$(EXTVERSION)/*.sql))
+	cat $^ > $@
 
 .PHONY: test demo bench deps
 deps:

@@ -1,9 +1,3 @@
--- pg_lifecycle 0.1 — every object lives in schema lifecycle (created by CREATE EXTENSION).
-\echo Use "CREATE EXTENSION pg_lifecycle" to load this file. \quit
-
-COMMENT ON SCHEMA lifecycle IS 'pg_lifecycle: soft delete, token families, expiry, exact counts';
-GRANT USAGE ON SCHEMA lifecycle TO PUBLIC;
-
 ------------------------------------------------------------------------------
 -- §3 Expiry, sessions and the background worker
 ------------------------------------------------------------------------------

@@ -38,10 +38,12 @@ all install:
 	@echo "PostgreSQL 15 server headers are missing: run 'make test' or 'make demo' (they install them)" >&2; exit 1
 endif
 
-pg_lifecycle--$(EXTVERSION).sql: $(sort $(wildcard src/sql/$(EXTVERSION)/*.sql))
-	cat $^ > $@
+# Rebuilt every time: a part that was removed or renamed must not linger.
+pg_lifecycle--$(EXTVERSION).sql: FORCE
+	cat $(sort $(wildcard src/sql/$(EXTVERSION)/*.sql)) > $@
+FORCE:
 
-.PHONY: test demo bench deps
+.PHONY: test demo bench deps FORCE
 deps:
 	bash test/deps.sh
 test:

@@ -7,6 +7,18 @@
 
 namespace pg_lifecycle::bridge {
 
+char require_table(Oid relid, const char* feature) {
+    char kind = pg_call([relid] { return get_rel_relkind(relid); });
+    if (kind == '\0') {
+        throw Error(sqlstate::undefined_table, fmt::format("relation with OID {} does not exist", relid));
+    }
+    if (kind != RELKIND_RELATION && kind != RELKIND_PARTITIONED_TABLE) {
+        throw Error(make_sqlstate("42809"), fmt::format("\"{}\" is not a table", qualified_relation_name(relid)),
+                    {}, fmt::format("{} works on plain and partitioned tables.", feature));
+    }
+    return kind;
+}
+
 Oid relation_owner(Oid relid) {
     Oid owner = pg_call([relid] {
         HeapTuple tup = SearchSysCache1(RELOID, ObjectIdGetDatum(relid));

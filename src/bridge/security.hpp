@@ -25,6 +25,9 @@ private:
     int saved_context_;
 };
 
+/* A plain or partitioned table that exists (42P01 / 42809 otherwise); returns
+ * its relkind.  `feature` names what needs it, for the hint. */
+char require_table(Oid relid, const char* feature);
 /* Owner of a relation; throws 42P01 if it does not exist. */
 Oid relation_owner(Oid relid);
 /* The role that owns the pg_lifecycle extension. */

@@ -14,20 +14,6 @@ namespace pg_lifecycle::expiry {
 
 using bridge::pg_call;
 
-/* A table (plain or partitioned) that exists; 42P01 / 42809 otherwise. */
-char table_kind(Oid relid) {
-    char kind = pg_call([relid] { return get_rel_relkind(relid); });
-    if (kind == '\0') {
-        throw Error(sqlstate::undefined_table, fmt::format("relation with OID {} does not exist", relid));
-    }
-    if (kind != RELKIND_RELATION && kind != RELKIND_PARTITIONED_TABLE) {
-        throw Error(make_sqlstate("42809"),
-                    fmt::format("\"{}\" is not a table", bridge::qualified_relation_name(relid)),
-                    {}, "Row expiry works on plain and partitioned tables.");
-    }
-    return kind;
-}
-
 namespace {
 
 
@@ -126,7 +112,7 @@ LIFECYCLE_FUNCTION(lifecycle_expire_enable) {
     Interval* after = PG_GETARG_INTERVAL_P(2);
     int32 batch_size = PG_GETARG_INT32(3);
 
-    expiry::table_kind(relid);
+    bridge::require_table(relid, "Row expiry");
     std::string table = bridge::qualified_relation_name(relid);
     bridge::require_owner(relid, "enable expiry on it");
 
@@ -172,7 +158,7 @@ LIFECYCLE_FUNCTION(lifecycle_expire_enable) {
 LIFECYCLE_FUNCTION(lifecycle_expire_disable) {
     bridge::require_arg(fcinfo, 0, "tbl");
     Oid relid = PG_GETARG_OID(0);
-    expiry::table_kind(relid);
+    bridge::require_table(relid, "Row expiry");
     std::string table = bridge::qualified_relation_name(relid);
     bridge::require_owner(relid, "disable expiry on it");
 

@@ -7,7 +7,6 @@
 
 namespace pg_lifecycle::expiry {
 
-char table_kind(Oid relid);
 void register_expire_task();
 void register_session_tasks();
 

@@ -19,9 +19,13 @@ public:
     bool run(const std::function<void()>& body, std::string& error) override {
         MemoryContext cxt = CurrentMemoryContext;
         ResourceOwner owner = CurrentResourceOwner;
-        pg_call([cxt] {
+        /* A GUC nest level, so settings made by the batch (SET LOCAL
+         * lock_timeout) do not pass up to the caller's transaction when the
+         * subtransaction is released. */
+        int nest = pg_call([cxt] {
             BeginInternalSubTransaction(nullptr);
             MemoryContextSwitchTo(cxt);
+            return NewGUCNestLevel();
         });
         bool ok = true;
         try {
@@ -33,8 +37,13 @@ public:
             error = describe_error(e);
             ok = false;
         }
-        pg_call([ok, cxt, owner] {
-            if (ok) ReleaseCurrentSubTransaction(); else RollbackAndReleaseCurrentSubTransaction();
+        pg_call([ok, cxt, owner, nest] {
+            if (ok) {
+                AtEOXact_GUC(false, nest);
+                ReleaseCurrentSubTransaction();
+            } else {
+                RollbackAndReleaseCurrentSubTransaction();
+            }
             MemoryContextSwitchTo(cxt);
             CurrentResourceOwner = owner;
         });

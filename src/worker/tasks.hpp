@@ -85,7 +85,7 @@ void record_pass(const PassOutcome& pass);
 std::string describe_error(const std::exception& e);
 /* "expire on public.t failed: 23503: ..." */
 std::string describe_failure(const Unit& unit, const std::string& error);
-/* SET LOCAL lock_timeout for the current (sub)transaction. */
+/* SET LOCAL lock_timeout for the current batch (reverted after it, also in run_maintenance). */
 void set_local_lock_timeout(const char* value);
 
 }  // namespace pg_lifecycle::worker

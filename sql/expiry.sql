@@ -18,7 +18,9 @@ EXCEPTION WHEN OTHERS THEN
 END $$;
 
 -- Settings and their defaults (the regress cluster runs with the worker off).
-SELECT name, setting, unit, context FROM pg_settings WHERE name LIKE 'lifecycle.%' ORDER BY name;
+SELECT name, setting, unit, context FROM pg_settings
+ WHERE name IN ('lifecycle.enabled', 'lifecycle.naptime', 'lifecycle.history_retention',
+                'lifecycle.session_history_retention') ORDER BY name;
 ALTER SYSTEM SET lifecycle.history_retention = 'banana';
 ALTER SYSTEM SET lifecycle.session_history_retention = '-1 day';
 ALTER SYSTEM SET lifecycle.naptime = '10ms';

@@ -11,6 +11,9 @@ extern bool enabled;                    /* lifecycle.enabled */
 extern int naptime_ms;                  /* lifecycle.naptime */
 extern char* history_retention;         /* lifecycle.history_retention (interval text) */
 extern char* session_history_retention; /* lifecycle.session_history_retention (interval text) */
+extern bool include_deleted;            /* lifecycle.include_deleted */
+extern bool hard_delete;                /* lifecycle.hard_delete */
+extern char* actor;                     /* lifecycle.actor */
 
 /* The value of an interval-valued setting, parsed (validated by its check hook). */
 Interval* interval_value(const char* text);

@@ -5,6 +5,7 @@
 #include "bridge/guard.hpp"
 #include "expiry/expiry.hpp"
 #include "gucs.hpp"
+#include "softdelete/softdelete.hpp"
 #include "worker/launcher.hpp"
 
 extern "C" {
@@ -18,6 +19,9 @@ bool enabled = true;
 int naptime_ms = 10000;
 char* history_retention = nullptr;
 char* session_history_retention = nullptr;
+bool include_deleted = false;
+bool hard_delete = false;
+char* actor = nullptr;
 
 Interval* interval_value(const char* text) {
     return bridge::pg_call([text] {
@@ -75,6 +79,15 @@ void define_gucs() {
                                    "How long ended sessions stay in lifecycle.sessions before the worker removes them.",
                                    nullptr, &gucs::session_history_retention, "30 days", PGC_SIGHUP, 0,
                                    check_positive_interval, nullptr, nullptr);
+        DefineCustomBoolVariable("lifecycle.include_deleted", "Show soft-deleted rows to queries.",
+                                 "Off: rows deleted from a table with hide = true are invisible to SELECT, UPDATE "
+                                 "and DELETE.", &gucs::include_deleted, false, PGC_USERSET, 0, nullptr, nullptr,
+                                 nullptr);
+        DefineCustomBoolVariable("lifecycle.hard_delete", "DELETE on soft-delete tables removes rows for real.",
+                                 "Only for the table's owner or a superuser; others get an error.",
+                                 &gucs::hard_delete, false, PGC_USERSET, 0, nullptr, nullptr, nullptr);
+        DefineCustomStringVariable("lifecycle.actor", "Recorded in deleted_by by soft deletes (empty: current_user).",
+                                   nullptr, &gucs::actor, "", PGC_USERSET, 0, nullptr, nullptr, nullptr);
         MarkGUCPrefixReserved("lifecycle");
     });
 }
@@ -83,8 +96,10 @@ void init_cpp() {
     define_gucs();
     /* Maintenance tasks, in the order a pass runs them. */
     expiry::register_expire_task();
+    softdelete::register_retention_task();
     expiry::register_session_tasks();
     worker::register_history_task();
+    softdelete::init();
     /* The launcher exists only when preloaded; the SQL functions work either way. */
     if (process_shared_preload_libraries_in_progress) worker::register_launcher();
 }

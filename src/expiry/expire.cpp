@@ -8,6 +8,7 @@
 #include "bridge/security.hpp"
 #include "bridge/spi.hpp"
 #include "expiry/expiry.hpp"
+#include "softdelete/softdelete.hpp"
 #include "worker/tasks.hpp"
 
 namespace pg_lifecycle::expiry {
@@ -68,10 +69,13 @@ public:
 
         std::string table = bridge::qualified_relation_name(unit.target);
         std::string col = bridge::quote_ident(column);
+        /* On a soft-delete table the DELETE keeps the rows: pick live ones only
+         * (with hide on, the planner hook adds the same test). */
+        const char* live = softdelete::lookup(unit.target) ? " AND deleted_at IS NULL" : "";
         std::string sql = fmt::format(
-            "DELETE FROM ONLY {0} WHERE ctid = ANY (ARRAY(SELECT ctid FROM ONLY {0} WHERE {1} <= now() - $1 "
+            "DELETE FROM ONLY {0} WHERE ctid = ANY (ARRAY(SELECT ctid FROM ONLY {0} WHERE {1} <= now() - $1{2} "
             "LIMIT $2 FOR UPDATE SKIP LOCKED)) AND {1} <= now() - $1",
-            table, col);
+            table, col, live);
         Oid types[2] = {INTERVALOID, INT8OID};
         Datum values[2] = {after, Int64GetDatum(batch)};
 

@@ -61,14 +61,23 @@ PassOutcome run_pass(Executor& exec, TimestampTz deadline) {
     for (auto& u : units) pass.units.push_back(UnitOutcome{u});
 
     /* Round-robin: one batch per unit with work left, until none has any or the
-     * deadline passes.  A failed unit is not retried in this pass. */
-    bool any_more = !pass.units.empty();
+     * deadline passes.  A failed unit is not retried in this pass.  A pass cut
+     * short by its deadline is resumed by the next one at the unit where it
+     * stopped, so the units at the end of the list are never starved. */
+    static size_t resume_at = 0;
+    const size_t n = pass.units.size();
+    const size_t start = n ? resume_at % n : 0;
+    resume_at = 0;
+    bool any_more = n > 0;
     while (any_more) {
         any_more = false;
-        for (auto& u : pass.units) {
+        for (size_t k = 0; k < n; ++k) {
+            size_t idx = (start + k) % n;
+            UnitOutcome& u = pass.units[idx];
             if (!u.more || u.failed) continue;
             if (GetCurrentTimestamp() >= deadline) {
                 pass.backlog = true;
+                resume_at = idx;
                 any_more = false;
                 break;
             }

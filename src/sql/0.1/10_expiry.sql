@@ -106,7 +106,8 @@ BEGIN
      LIMIT 1;
     RETURN jsonb_build_object(
         'database', current_database(),
-        'preloaded', EXISTS (SELECT 1 FROM pg_stat_activity WHERE backend_type = 'pg_lifecycle launcher'),
+        'preloaded', current_setting('shared_preload_libraries') ~ '(^|[\s,])pg_lifecycle($|[\s,])',
+        'launcher_running', EXISTS (SELECT 1 FROM pg_stat_activity WHERE backend_type = 'pg_lifecycle launcher'),
         'enabled', current_setting('lifecycle.enabled', true)::boolean,
         'naptime', current_setting('lifecycle.naptime', true),
         'worker', coalesce(worker, jsonb_build_object('alive', false)),

@@ -1,0 +1,409 @@
+/*
+ * functions.cpp — lifecycle.soft_delete_enable/soft_delete_disable/restore/
+ * purge/soft_unique, and the two helpers used inside soft-deleting
+ * statements (current_delete_event, current_actor).
+ */
+#include "bridge/function.hpp"
+#include "bridge/security.hpp"
+#include "bridge/spi.hpp"
+#include "gucs.hpp"
+#include "softdelete/softdelete.hpp"
+
+#include <functional>
+
+namespace pg_lifecycle::softdelete {
+
+using bridge::pg_call;
+
+namespace {
+
+struct ColumnSpec {
+    const char* name;
+    Oid type;
+    const char* sql_type;
+};
+constexpr ColumnSpec soft_columns[] = {{"deleted_at", TIMESTAMPTZOID, "timestamptz"},
+                                       {"deleted_by", TEXTOID, "text"},
+                                       {"delete_event", INT8OID, "bigint"}};
+
+const TableInfo& require_enabled(Oid relid) {
+    const TableInfo* info = lookup(relid);
+    if (info == nullptr) {
+        throw Error(sqlstate::wrong_object_state,
+                    fmt::format("soft delete is not enabled on table {}", bridge::qualified_relation_name(relid)),
+                    {}, "See lifecycle.soft_delete_tables; enable it with lifecycle.soft_delete_enable().");
+    }
+    return *info;
+}
+
+/* Runs body with lifecycle.include_deleted (and optionally hard_delete) on,
+ * restoring the previous values afterwards. */
+void with_settings(bool hard, const std::function<void()>& body) {
+    int nest = pg_call([hard] {
+        int n = NewGUCNestLevel();
+        (void)set_config_option("lifecycle.include_deleted", "on", PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE,
+                                true, 0, false);
+        if (hard) {
+            (void)set_config_option("lifecycle.hard_delete", "on", PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE,
+                                    true, 0, false);
+        }
+        return n;
+    });
+    body();
+    pg_call([nest] { AtEOXact_GUC(true, nest); });
+}
+
+std::vector<std::string> primary_key_columns(Oid relid) {
+    static bridge::Statement pk(
+        "SELECT a.attname::text FROM pg_catalog.pg_index i "
+        "CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY k(attnum, n) "
+        "JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum "
+        "WHERE i.indrelid = $1 AND i.indisprimary ORDER BY k.n",
+        {OIDOID});
+    Datum key = ObjectIdGetDatum(relid);
+    pk.execute(&key, nullptr, true);
+    std::vector<std::string> cols;
+    for (uint64 i = 0; i < bridge::processed_rows(); ++i) cols.push_back(*bridge::result_text(i, 1));
+    return cols;
+}
+
+/* Restores the rows of `table` matching `where` (with params) that carry
+ * delete_event `event`, then, recursively, the rows its ON DELETE CASCADE
+ * children lost in the same event.  Returns the number of rows restored. */
+int64 restore_rows(Oid table, const std::string& where, std::vector<Oid> types, std::vector<Datum> values,
+                   int64 event) {
+    int n = static_cast<int>(values.size());
+    types.push_back(INT8OID);
+    values.push_back(Int64GetDatum(event));
+    std::string sql = fmt::format(
+        "UPDATE {} SET deleted_at = NULL, deleted_by = NULL, delete_event = NULL "
+        "WHERE {} AND deleted_at IS NOT NULL AND delete_event = ${} RETURNING *",
+        bridge::qualified_relation_name(table), where, n + 1);
+    bridge::execute_sql(sql, static_cast<int>(values.size()), types.data(), values.data(), nullptr, false);
+    uint64 restored = bridge::processed_rows();
+    if (restored == 0) return 0;
+
+    /* Copy what the children need out of this result before running more SQL. */
+    std::vector<ForeignKey> fks;
+    for (const ForeignKey& fk : incoming_fks(table)) {
+        if (fk.on_delete == FKCONSTR_ACTION_CASCADE && lookup(fk.referencing) != nullptr) fks.push_back(fk);
+    }
+    struct ChildWork {
+        const ForeignKey* fk;
+        std::vector<Oid> types;
+        std::vector<Datum> values;
+    };
+    std::vector<ChildWork> work;
+    SPITupleTable* tuptable = SPI_tuptable;
+    for (uint64 r = 0; r < restored; ++r) {
+        for (const ForeignKey& fk : fks) {
+            ChildWork w{&fk, {}, {}};
+            bool has_null = false;
+            for (const auto& col : fk.referenced_cols) {
+                int attnum = pg_call([&] { return SPI_fnumber(tuptable->tupdesc, col.c_str()); });
+                Oid type = pg_call([&] { return SPI_gettypeid(tuptable->tupdesc, attnum); });
+                bool isnull;
+                Datum d = pg_call([&] {
+                    Datum v = SPI_getbinval(tuptable->vals[r], tuptable->tupdesc, attnum, &isnull);
+                    int16 len;
+                    bool byval;
+                    get_typlenbyval(type, &len, &byval);
+                    return isnull ? v : datumCopy(v, byval, len);
+                });
+                has_null = has_null || isnull;
+                w.types.push_back(type);
+                w.values.push_back(d);
+            }
+            if (!has_null) work.push_back(std::move(w));
+        }
+    }
+    int64 total = static_cast<int64>(restored);
+    for (auto& w : work) {
+        std::string child_where;
+        for (size_t i = 0; i < w.fk->referencing_cols.size(); ++i) {
+            child_where += fmt::format("{}{} = ${}", i ? " AND " : "", bridge::quote_ident(w.fk->referencing_cols[i]),
+                                       i + 1);
+        }
+        total += restore_rows(w.fk->referencing, child_where, w.types, w.values, event);
+    }
+    return total;
+}
+
+}  // namespace
+
+}  // namespace pg_lifecycle::softdelete
+
+using namespace pg_lifecycle;
+using bridge::pg_call;
+
+/* lifecycle.soft_delete_enable(tbl regclass, retention interval, hide boolean) RETURNS void */
+LIFECYCLE_FUNCTION(lifecycle_soft_delete_enable) {
+    bridge::require_arg(fcinfo, 0, "tbl");
+    bridge::require_arg(fcinfo, 2, "hide");
+    Oid relid = PG_GETARG_OID(0);
+    bridge::require_table(relid, "Soft delete");
+    std::string table = bridge::qualified_relation_name(relid);
+    bridge::require_owner(relid, "enable soft delete on it");
+    if (!PG_ARGISNULL(1)) {
+        Interval* retention = PG_GETARG_INTERVAL_P(1);
+        bool positive = pg_call([retention] {
+            Interval zero{};
+            return DatumGetInt32(DirectFunctionCall2(interval_cmp, IntervalPGetDatum(retention),
+                                                     IntervalPGetDatum(&zero))) > 0;
+        });
+        if (!positive) throw Error(sqlstate::invalid_parameter_value, "retention must be a positive interval",
+                                   {}, "Pass NULL to keep soft-deleted rows until purged by hand.");
+    }
+
+    bridge::SpiConnection spi;
+    if (softdelete::primary_key_columns(relid).empty()) {
+        throw Error(sqlstate::wrong_object_state, fmt::format("table {} has no primary key", table),
+                    "Soft delete restores rows by their primary key.", "ALTER TABLE … ADD PRIMARY KEY (…);");
+    }
+    /* The three columns: added when missing, checked when present. */
+    for (const auto& col : softdelete::soft_columns) {
+        AttrNumber attnum = pg_call([&] { return get_attnum(relid, col.name); });
+        if (attnum == InvalidAttrNumber) {
+            bridge::execute_sql(fmt::format("ALTER TABLE {} ADD COLUMN {} {}", table, col.name, col.sql_type), false);
+        } else if (pg_call([&] { return get_atttype(relid, attnum); }) != col.type) {
+            throw Error(sqlstate::datatype_mismatch,
+                        fmt::format("column \"{}\" of table {} must be of type {}", col.name, table, col.sql_type),
+                        {}, "Rename or drop the column, then enable soft delete again.");
+        }
+    }
+    /* The triggers (created by the owner, as for any trigger). */
+    static bridge::Statement has_trigger(
+        "SELECT 1 FROM pg_catalog.pg_trigger WHERE tgrelid = $1 AND tgname = $2 AND tgparentid = 0", {OIDOID, TEXTOID});
+    auto ensure_trigger = [&](const char* name, const std::string& ddl) {
+        Datum args[2] = {ObjectIdGetDatum(relid), bridge::text_datum(name)};
+        has_trigger.execute(args, nullptr, true, 1);
+        if (bridge::processed_rows() == 0) bridge::execute_sql(ddl, false);
+    };
+    ensure_trigger("lifecycle_soft_delete_guard",
+                   fmt::format("CREATE TRIGGER lifecycle_soft_delete_guard BEFORE DELETE ON {} FOR EACH ROW "
+                               "EXECUTE FUNCTION lifecycle.soft_delete_guard()", table));
+    ensure_trigger("lifecycle_soft_delete_cascade",
+                   fmt::format("CREATE TRIGGER lifecycle_soft_delete_cascade AFTER UPDATE ON {} FOR EACH ROW "
+                               "WHEN (OLD.deleted_at IS NULL AND NEW.deleted_at IS NOT NULL) "
+                               "EXECUTE FUNCTION lifecycle.soft_delete_cascade()", table));
+
+    static bridge::Statement upsert(
+        "INSERT INTO lifecycle.soft_delete_tables (tbl, retention, hide) VALUES ($1, $2, $3) "
+        "ON CONFLICT (tbl) DO UPDATE SET retention = EXCLUDED.retention, hide = EXCLUDED.hide",
+        {REGCLASSOID, INTERVALOID, BOOLOID});
+    Datum values[3] = {ObjectIdGetDatum(relid), PG_ARGISNULL(1) ? (Datum)0 : PG_GETARG_DATUM(1), PG_GETARG_DATUM(2)};
+    char nulls[4] = "   ";
+    if (PG_ARGISNULL(1)) nulls[1] = 'n';
+    {
+        bridge::AsRole as_owner(bridge::extension_owner());
+        upsert.execute(values, nulls, false);
+    }
+    softdelete::invalidate(relid);
+    PG_RETURN_VOID();
+}
+
+/* lifecycle.soft_delete_disable(tbl regclass) RETURNS void: DELETE is hard again; the rows and columns stay. */
+LIFECYCLE_FUNCTION(lifecycle_soft_delete_disable) {
+    bridge::require_arg(fcinfo, 0, "tbl");
+    Oid relid = PG_GETARG_OID(0);
+    bridge::require_table(relid, "Soft delete");
+    std::string table = bridge::qualified_relation_name(relid);
+    bridge::require_owner(relid, "disable soft delete on it");
+    static bridge::Statement remove("DELETE FROM lifecycle.soft_delete_tables WHERE tbl = $1", {REGCLASSOID});
+    bridge::SpiConnection spi;
+    Datum key = ObjectIdGetDatum(relid);
+    {
+        bridge::AsRole as_owner(bridge::extension_owner());
+        remove.execute(&key, nullptr, false);
+    }
+    if (bridge::processed_rows() == 0) {
+        throw Error(sqlstate::wrong_object_state, fmt::format("soft delete is not enabled on table {}", table),
+                    {}, "See lifecycle.soft_delete_tables for the tables it is enabled on.");
+    }
+    bridge::execute_sql(fmt::format("DROP TRIGGER IF EXISTS lifecycle_soft_delete_guard ON {}", table), false);
+    bridge::execute_sql(fmt::format("DROP TRIGGER IF EXISTS lifecycle_soft_delete_cascade ON {}", table), false);
+    softdelete::invalidate(relid);
+    PG_RETURN_VOID();
+}
+
+/* lifecycle.restore(tbl regclass, id anyelement) RETURNS bigint: rows restored, cascade included. */
+LIFECYCLE_FUNCTION(lifecycle_restore) {
+    bridge::require_arg(fcinfo, 0, "tbl");
+    bridge::require_arg(fcinfo, 1, "id");
+    Oid relid = PG_GETARG_OID(0);
+    bridge::require_table(relid, "Soft delete");
+    softdelete::require_enabled(relid);
+    std::string table = bridge::qualified_relation_name(relid);
+    Oid id_type = pg_call([fcinfo] { return get_fn_expr_argtype(fcinfo->flinfo, 1); });
+    Datum id = PG_GETARG_DATUM(1);
+
+    bridge::SpiConnection spi;
+    std::vector<std::string> pk = softdelete::primary_key_columns(relid);
+    if (pk.size() != 1) {
+        throw Error(sqlstate::feature_not_supported,
+                    fmt::format("lifecycle.restore needs a single-column primary key; {} has {} columns", table,
+                                pk.size()));
+    }
+    std::string pk_col = bridge::quote_ident(pk[0]);
+    int64 total = 0;
+    softdelete::with_settings(false, [&] {
+        std::string find = fmt::format("SELECT delete_event, deleted_at IS NOT NULL FROM {} WHERE {} = $1", table, pk_col);
+        bridge::execute_sql(find, 1, &id_type, &id, nullptr, true, 2);
+        if (bridge::processed_rows() == 0) {
+            std::string shown = pg_call([&] {
+                Oid out;
+                bool varlena;
+                getTypeOutputInfo(id_type, &out, &varlena);
+                return std::string(OidOutputFunctionCall(out, id));
+            });
+            throw Error(sqlstate::invalid_parameter_value, fmt::format("no row with {} = {} in table {}", pk[0], shown, table));
+        }
+        bool deleted = DatumGetBool(*bridge::result_datum(0, 2));
+        if (!deleted) return; /* live already: nothing to restore */
+        std::optional<int64> event = bridge::result_int64(0, 1);
+
+        /* Every parent it references in an enabled table must be live. */
+        for (const auto& fk : softdelete::outgoing_fks(relid)) {
+            if (softdelete::lookup(fk.referenced) == nullptr) continue;
+            std::string cols, pcols;
+            for (size_t i = 0; i < fk.referencing_cols.size(); ++i) {
+                cols += fmt::format("{}c.{}", i ? ", " : "", bridge::quote_ident(fk.referencing_cols[i]));
+                pcols += fmt::format("{}p.{}", i ? ", " : "", bridge::quote_ident(fk.referenced_cols[i]));
+            }
+            std::string parent = bridge::qualified_relation_name(fk.referenced);
+            std::string check = fmt::format(
+                "SELECT 1 FROM {} c JOIN {} p ON ({}) = ({}) WHERE c.{} = $1 AND p.deleted_at IS NOT NULL", table, parent,
+                cols, pcols, pk_col);
+            bridge::execute_sql(check, 1, &id_type, &id, nullptr, true, 1);
+            if (bridge::processed_rows() > 0) {
+                throw Error(sqlstate::foreign_key_violation,
+                            fmt::format("cannot restore a row of {}: its parent row in {} is still deleted", table, parent),
+                            fmt::format("Foreign key \"{}\".", fk.name), "Restore the parent row first.");
+            }
+        }
+        if (event) {
+            total = softdelete::restore_rows(relid, fmt::format("{} = $1", pk_col), {id_type}, {id}, *event);
+        } else {
+            /* Deleted by hand, without an event: just the row. */
+            bridge::execute_sql(fmt::format("UPDATE {} SET deleted_at = NULL, deleted_by = NULL WHERE {} = $1", table, pk_col),
+                                1, &id_type, &id, nullptr, false);
+            total = static_cast<int64>(bridge::processed_rows());
+        }
+    });
+    PG_RETURN_INT64(total);
+}
+
+/* lifecycle.purge(tbl regclass, older_than interval) RETURNS bigint: rows hard-deleted. */
+LIFECYCLE_FUNCTION(lifecycle_purge) {
+    bridge::require_arg(fcinfo, 0, "tbl");
+    Oid relid = PG_GETARG_OID(0);
+    char kind = bridge::require_table(relid, "Soft delete");
+    softdelete::require_enabled(relid);
+    bridge::require_owner(relid, "purge it");
+    bridge::SpiConnection spi;
+    Interval* older_than = nullptr;
+    if (!PG_ARGISNULL(1)) {
+        older_than = PG_GETARG_INTERVAL_P(1);
+    } else {
+        static bridge::Statement retention("SELECT retention FROM lifecycle.soft_delete_tables WHERE tbl = $1",
+                                           {REGCLASSOID});
+        Oid registered = softdelete::lookup(relid)->registered;
+        Datum key = ObjectIdGetDatum(registered);
+        retention.execute(&key, nullptr, true, 1);
+        auto r = bridge::processed_rows() ? bridge::result_datum(0, 1) : std::nullopt;
+        if (!r) {
+            throw Error(sqlstate::invalid_parameter_value,
+                        fmt::format("table {} has no retention: pass older_than", bridge::qualified_relation_name(relid)),
+                        {}, "lifecycle.purge('t', '0') purges every soft-deleted row.");
+        }
+        older_than = DatumGetIntervalP(*r);
+    }
+    bool negative = pg_call([older_than] {
+        Interval zero{};
+        return DatumGetInt32(DirectFunctionCall2(interval_cmp, IntervalPGetDatum(older_than), IntervalPGetDatum(&zero))) < 0;
+    });
+    if (negative) throw Error(sqlstate::invalid_parameter_value, "older_than must not be negative");
+
+    std::vector<Oid> leaves{relid};
+    if (kind == RELKIND_PARTITIONED_TABLE) {
+        leaves.clear();
+        List* all = pg_call([relid] { return find_all_inheritors(relid, NoLock, nullptr); });
+        ListCell* lc;
+        foreach (lc, all) {
+            Oid leaf = lfirst_oid(lc);
+            if (pg_call([leaf] { return get_rel_relkind(leaf); }) == RELKIND_RELATION) leaves.push_back(leaf);
+        }
+    }
+    constexpr int batch = 1000;
+    int64 total = 0;
+    for (Oid leaf : leaves) {
+        for (;;) {
+            bridge::check_for_interrupts();
+            int64 rows = softdelete::purge_batch(leaf, older_than, batch);
+            total += rows;
+            if (rows < batch) break;
+        }
+    }
+    PG_RETURN_INT64(total);
+}
+
+/* lifecycle.soft_unique(tbl regclass, columns name[]) RETURNS name: a unique index over live rows. */
+LIFECYCLE_FUNCTION(lifecycle_soft_unique) {
+    bridge::require_arg(fcinfo, 0, "tbl");
+    bridge::require_arg(fcinfo, 1, "columns");
+    Oid relid = PG_GETARG_OID(0);
+    bridge::require_table(relid, "Soft delete");
+    softdelete::require_enabled(relid);
+    std::string table = bridge::qualified_relation_name(relid);
+    ArrayType* arr = PG_GETARG_ARRAYTYPE_P(1);
+    Datum* elems;
+    bool* nulls;
+    int n;
+    pg_call([&] { deconstruct_array(arr, NAMEOID, NAMEDATALEN, false, TYPALIGN_CHAR, &elems, &nulls, &n); });
+    if (n == 0) throw Error(sqlstate::invalid_parameter_value, "columns must name at least one column");
+    std::string cols, name_part;
+    for (int i = 0; i < n; ++i) {
+        if (nulls[i]) throw Error(sqlstate::null_value_not_allowed, "columns must not contain NULL");
+        std::string col = NameStr(*DatumGetName(elems[i]));
+        if (pg_call([&] { return get_attnum(relid, col.c_str()); }) == InvalidAttrNumber) {
+            throw Error(sqlstate::undefined_column, fmt::format("column \"{}\" of relation {} does not exist", col, table));
+        }
+        cols += (i ? ", " : "") + bridge::quote_ident(col);
+        name_part += (i ? "_" : "") + col;
+    }
+    std::string index = pg_call([&] {
+        return std::string(ChooseRelationName(get_rel_name(relid), name_part.c_str(), "live_key",
+                                              get_rel_namespace(relid), false));
+    });
+    bridge::SpiConnection spi;
+    bridge::execute_sql(fmt::format("CREATE UNIQUE INDEX {} ON {} ({}) WHERE deleted_at IS NULL",
+                                    bridge::quote_ident(index), table, cols),
+                        false);
+    Datum result = pg_call([&] { return DirectFunctionCall1(namein, CStringGetDatum(index.c_str())); });
+    return result;
+}
+
+/* One delete_event per soft-deleting statement: the planner puts this call in
+ * the statement's target list; all its rows get the same id. */
+LIFECYCLE_FUNCTION(lifecycle_current_delete_event) {
+    (void)fcinfo;
+    static LocalTransactionId lxid = InvalidLocalTransactionId;
+    static CommandId cid = InvalidCommandId;
+    static int64 event = 0;
+    LocalTransactionId my_lxid = MyProc->lxid;
+    CommandId my_cid = GetCurrentCommandId(false);
+    if (my_lxid != lxid || my_cid != cid) {
+        Oid seq = pg_call([] { return get_relname_relid("delete_event_seq", get_namespace_oid("lifecycle", false)); });
+        event = DatumGetInt64(pg_call([seq] { return DirectFunctionCall1(nextval_oid, ObjectIdGetDatum(seq)); }));
+        lxid = my_lxid;
+        cid = my_cid;
+    }
+    PG_RETURN_INT64(event);
+}
+
+/* lifecycle.actor when set, else current_user: recorded in deleted_by. */
+LIFECYCLE_FUNCTION(lifecycle_current_actor) {
+    (void)fcinfo;
+    if (gucs::actor != nullptr && gucs::actor[0] != '\0') return bridge::text_datum(gucs::actor);
+    return pg_call([] { return PointerGetDatum(cstring_to_text(GetUserNameFromId(GetUserId(), false))); });
+}

@@ -1,0 +1,190 @@
+/*
+ * planner.cpp — the planner hook that makes soft delete work for every
+ * client: after parse analysis and rewriting (views expanded, RLS applied),
+ *
+ *  - a DELETE whose target is an enabled table becomes
+ *        UPDATE … SET deleted_at = now(), deleted_by = lifecycle.current_actor(),
+ *                     delete_event = lifecycle.current_delete_event()
+ *        WHERE <the DELETE's quals> AND deleted_at IS NULL
+ *    keeping RETURNING and the DELETE's permission check.  The command tag is
+ *    taken from the raw statement, so the client sees "DELETE n" with n the
+ *    rows soft-deleted; prepared statements are replanned when a table is
+ *    enabled (relcache invalidation), so no cached plan hard-deletes.
+ *  - every scan of an enabled table with hide = true gets the security qual
+ *    deleted_at IS NULL (applied at the scan, like RLS, so outer joins stay
+ *    right), unless lifecycle.include_deleted is on or the query is a
+ *    foreign-key check (which must see every row).
+ */
+#include "bridge/guard.hpp"
+#include "bridge/security.hpp"
+#include "bridge/spi.hpp"
+#include "gucs.hpp"
+#include "softdelete/softdelete.hpp"
+
+namespace pg_lifecycle::softdelete {
+
+using bridge::pg_call;
+
+namespace {
+
+planner_hook_type prev_planner_hook = nullptr;
+
+Var* column_var(int rti, AttrNumber attnum, Oid type) {
+    return pg_call([=] { return makeVar(rti, attnum, type, -1, InvalidOid, 0); });
+}
+
+Node* is_null(Var* var) {
+    return pg_call([var] {
+        NullTest* nt = makeNode(NullTest);
+        nt->arg = (Expr*)var;
+        nt->nulltesttype = IS_NULL;
+        nt->argisrow = false;
+        nt->location = -1;
+        return (Node*)nt;
+    });
+}
+
+bool may_hard_delete(Oid relid) {
+    return pg_call([relid] { return pg_class_ownercheck(relid, GetUserId()); });
+}
+
+/* Returns true if q was turned into a soft-deleting UPDATE. */
+bool convert_delete(Query* q, bool hide) {
+    RangeTblEntry* rte = rt_fetch(q->resultRelation, q->rtable);
+    const TableInfo* found = lookup(rte->relid);
+    if (found == nullptr) return false;
+    TableInfo info = *found;
+
+    if (gucs::hard_delete) {
+        if (!may_hard_delete(rte->relid)) {
+            throw Error(sqlstate::insufficient_privilege,
+                        fmt::format("permission denied to hard-delete from soft-delete table {}",
+                                    bridge::qualified_relation_name(rte->relid)),
+                        {}, "Only the table's owner or a superuser may set lifecycle.hard_delete.");
+        }
+        return false; /* an ordinary DELETE */
+    }
+    if (in_ri_context()) {
+        /* ON DELETE CASCADE from a parent that is being hard-deleted. */
+        throw Error(sqlstate::foreign_key_violation,
+                    fmt::format("hard delete cascades into soft-delete table {}",
+                                bridge::qualified_relation_name(rte->relid)),
+                    "Its rows are protected by pg_lifecycle and are never removed by accident.",
+                    "Enable soft delete on the referenced table too, or SET lifecycle.hard_delete = on as its owner.");
+    }
+
+    Oid actor = actor_function();
+    Oid event = event_function();
+    if (!OidIsValid(actor) || !OidIsValid(event)) return false;
+
+    int rti = q->resultRelation;
+    pg_call([&] {
+        Expr* now_expr = (Expr*)makeFuncExpr(F_NOW, TIMESTAMPTZOID, NIL, InvalidOid, InvalidOid, COERCE_EXPLICIT_CALL);
+        Expr* actor_expr = (Expr*)makeFuncExpr(actor, TEXTOID, NIL, InvalidOid, DEFAULT_COLLATION_OID,
+                                               COERCE_EXPLICIT_CALL);
+        Expr* event_expr = (Expr*)makeFuncExpr(event, INT8OID, NIL, InvalidOid, InvalidOid, COERCE_EXPLICIT_CALL);
+        struct Set {
+            AttrNumber attnum;
+            Expr* expr;
+            const char* name;
+        } sets[3] = {{info.deleted_at, now_expr, "deleted_at"},
+                     {info.deleted_by, actor_expr, "deleted_by"},
+                     {info.delete_event, event_expr, "delete_event"}};
+        /* The planner expects an UPDATE's target list in attribute order. */
+        for (int i = 0; i < 3; ++i)
+            for (int j = i + 1; j < 3; ++j)
+                if (sets[j].attnum < sets[i].attnum) std::swap(sets[i], sets[j]);
+        List* tlist = NIL;
+        for (const Set& set : sets) {
+            tlist = lappend(tlist, makeTargetEntry(set.expr, set.attnum, pstrdup(set.name), false));
+            rte->updatedCols = bms_add_member(rte->updatedCols, set.attnum - FirstLowInvalidHeapAttributeNumber);
+        }
+        q->targetList = tlist;
+        q->commandType = CMD_UPDATE;
+        /* rte->requiredPerms keeps ACL_DELETE: DELETE privilege is what a soft delete needs. */
+    });
+    /* Deleting a deleted row is a no-op (and not counted).  With hide on,
+     * process_query adds the same test as a security qual. */
+    if (!(hide && info.hide)) {
+        Node* live = is_null(column_var(rti, info.deleted_at, TIMESTAMPTZOID));
+        pg_call([q, live] { q->jointree->quals = make_and_qual(q->jointree->quals, live); });
+    }
+    return true;
+}
+
+/* PostgreSQL's walkers take `bool (*)()`, which C++ reads as "no arguments". */
+using walker_type = bool (*)();
+walker_type walker_fn(bool (*fn)(Node*, void*)) {
+    return reinterpret_cast<walker_type>(reinterpret_cast<void (*)()>(fn));
+}
+
+/* Collects the Query nodes of sublinks; never throws (it runs inside
+ * PostgreSQL's C walker). */
+extern "C" bool collect_sublink_queries(Node* node, void* context) {
+    if (node == nullptr) return false;
+    if (IsA(node, Query)) {
+        auto* found = static_cast<List**>(context);
+        *found = lappend(*found, node);
+        return false;
+    }
+    return expression_tree_walker(node, walker_fn(collect_sublink_queries), context);
+}
+
+bool process_query(Query* q, bool hide) {
+    bool converted = q->commandType == CMD_DELETE && q->resultRelation > 0 && convert_delete(q, hide);
+
+    int rti = 0;
+    ListCell* lc;
+    foreach (lc, q->rtable) {
+        ++rti;
+        auto* rte = (RangeTblEntry*)lfirst(lc);
+        if (rte->rtekind == RTE_RELATION && hide) {
+            const TableInfo* info = lookup(rte->relid);
+            if (info != nullptr && info->hide) {
+                Node* qual = is_null(column_var(rti, info->deleted_at, TIMESTAMPTZOID));
+                pg_call([rte, qual] { rte->securityQuals = lappend(rte->securityQuals, qual); });
+            }
+        } else if (rte->rtekind == RTE_SUBQUERY && rte->subquery != nullptr) {
+            process_query(rte->subquery, hide);
+        }
+    }
+    foreach (lc, q->cteList) {
+        auto* cte = (CommonTableExpr*)lfirst(lc);
+        if (cte->ctequery != nullptr && IsA(cte->ctequery, Query)) process_query((Query*)cte->ctequery, hide);
+    }
+    List* sublinks = pg_call([q] {
+        List* found = NIL;
+        (void)query_tree_walker(q, walker_fn(collect_sublink_queries), &found,
+                                QTW_IGNORE_RANGE_TABLE | QTW_IGNORE_CTE_SUBQUERIES);
+        return found;
+    });
+    foreach (lc, sublinks) process_query((Query*)lfirst(lc), hide);
+    return converted;
+}
+
+/* Returns true if the statement itself was a DELETE made soft. */
+bool rewrite(Query* parse) {
+    if (!any_enabled()) return false;
+    bool hide = !gucs::include_deleted && !in_ri_context();
+    return process_query(parse, hide);
+}
+
+extern "C" PlannedStmt* lifecycle_planner(Query* parse, const char* query_string, int cursor_options,
+                                          ParamListInfo bound_params) {
+    bool soft_delete = bridge::entry_guard([parse] { return rewrite(parse); });
+    PlannedStmt* plan = prev_planner_hook ? prev_planner_hook(parse, query_string, cursor_options, bound_params)
+                                          : standard_planner(parse, query_string, cursor_options, bound_params);
+    /* The ModifyTable node updates; the statement stays a DELETE for the
+     * command tag ("DELETE n"), SPI (SPI_OK_DELETE) and read-only checks. */
+    if (soft_delete) plan->commandType = CMD_DELETE;
+    return plan;
+}
+
+}  // namespace
+
+void install_planner_hook() {
+    prev_planner_hook = planner_hook;
+    planner_hook = lifecycle_planner;
+}
+
+}  // namespace pg_lifecycle::softdelete

@@ -1,0 +1,227 @@
+# The background worker on a primary (SPEC.md §3): one launcher serving every
+# database that has the extension, a database created later picked up without
+# configuration, an error in one task recorded while the others go on, SIGTERM
+# of a worker, crash-restart after kill -9 of a backend, and lifecycle.enabled.
+use strict;
+use warnings;
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use Time::HiRes qw(time usleep);
+
+my $naptime_ms = 500;
+
+# poll_query_until, bounded by $secs instead of the 180s default, so that a
+# failure shows up quickly.
+sub wait_until {
+    my ($node, $db, $query, $expected, $secs) = @_;
+    local $PostgreSQL::Test::Utils::timeout_default = $secs // 20;
+    return $node->poll_query_until($db, $query, $expected);
+}
+
+# SQL giving the pid of the worker serving $db.
+sub worker_pid_sql {
+    my ($db) = @_;
+    return qq{SELECT pid FROM pg_stat_activity WHERE backend_type = 'pg_lifecycle worker' AND datname = '$db'};
+}
+
+# An expiry table with $expired rows already expired and $live rows that are not.
+sub expiry_table {
+    my ($node, $db, $table, $expired, $live) = @_;
+    $node->safe_psql($db, qq{
+        CREATE TABLE $table (id serial PRIMARY KEY, expires_at timestamptz NOT NULL);
+        SELECT lifecycle.expire_enable('$table', 'expires_at');
+        INSERT INTO $table (expires_at) SELECT now() - interval '1 hour' FROM generate_series(1, $expired);
+        INSERT INTO $table (expires_at) SELECT now() + interval '1 day' FROM generate_series(1, $live);
+    });
+}
+
+sub count_rows {
+    my ($node, $db, $table) = @_;
+    return $node->safe_psql($db, qq{
+        SELECT count(*) FILTER (WHERE expires_at <= now()) || '/' || count(*) FILTER (WHERE expires_at > now())
+          FROM $table});
+}
+
+my $node = PostgreSQL::Test::Cluster->new('worker');
+$node->init;
+$node->append_conf('postgresql.conf', qq{
+shared_preload_libraries = 'pg_lifecycle'
+max_worker_processes = 16
+lifecycle.naptime = '${naptime_ms}ms'
+restart_after_crash = on
+});
+$node->start;
+
+########################################################################
+# 1. Two databases served at once, each by its own worker.
+########################################################################
+for my $db (qw(db1 db2)) {
+    $node->safe_psql('postgres', "CREATE DATABASE $db");
+    $node->safe_psql($db, 'CREATE EXTENSION pg_lifecycle');
+}
+expiry_table($node, 'db1', 't', 30, 7);
+expiry_table($node, 'db2', 't', 50, 11);
+
+ok(wait_until($node, 'postgres', q{
+    SELECT string_agg(datname, ',' ORDER BY datname) FROM pg_stat_activity
+     WHERE backend_type = 'pg_lifecycle worker' AND datname IN ('db1', 'db2')}, 'db1,db2'),
+   'one worker for db1 and one for db2');
+is($node->safe_psql('postgres',
+       q{SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'pg_lifecycle launcher'}),
+   '1', 'exactly one launcher');
+
+ok(wait_until($node, 'db1', 'SELECT count(*) = 0 FROM t WHERE expires_at <= now()'), 'db1: expired rows swept');
+ok(wait_until($node, 'db2', 'SELECT count(*) = 0 FROM t WHERE expires_at <= now()'), 'db2: expired rows swept');
+is(count_rows($node, 'db1', 't'), '0/7', 'db1: unexpired rows stay');
+is(count_rows($node, 'db2', 't'), '0/11', 'db2: unexpired rows stay');
+is($node->safe_psql('db1', q{SELECT sum(rows) FROM lifecycle.job_runs WHERE task = 'expire' AND target = 'public.t' AND status = 'ok'}),
+   '30', 'db1: job_runs has the expire row(s) with the 30 rows swept');
+is($node->safe_psql('db2', q{SELECT sum(rows) FROM lifecycle.job_runs WHERE task = 'expire' AND target = 'public.t' AND status = 'ok'}),
+   '50', 'db2: job_runs has the expire row(s) with the 50 rows swept');
+ok($node->safe_psql('db1', q{SELECT count(*) > 0 FROM lifecycle.job_runs WHERE task = 'pass' AND status = 'ok'}) eq 't',
+   'db1: passes are recorded');
+is($node->safe_psql('postgres', q{
+    SELECT max(n) FROM (SELECT count(*) AS n FROM pg_stat_activity
+                         WHERE backend_type = 'pg_lifecycle worker' GROUP BY datname) s}),
+   '1', 'never two workers for one database');
+
+my $db1_pid = $node->safe_psql('postgres', worker_pid_sql('db1'));
+like($db1_pid, qr/^\d+$/, 'db1 worker has a pid');
+is($node->safe_psql('db1', q{SELECT (h->'worker'->>'alive') || ' ' || (h->'worker'->>'pid') FROM lifecycle.health() h}),
+   "true $db1_pid", 'health() names the db1 worker');
+
+########################################################################
+# 2. A database created later is picked up without configuration.
+########################################################################
+$node->safe_psql('postgres', 'CREATE DATABASE db3');
+$node->safe_psql('db3', 'CREATE EXTENSION pg_lifecycle');
+expiry_table($node, 'db3', 't', 20, 3);
+ok(wait_until($node, 'db3', 'SELECT count(*) = 0 FROM t WHERE expires_at <= now()'), 'db3: expired rows swept');
+is(count_rows($node, 'db3', 't'), '0/3', 'db3: unexpired rows stay');
+like($node->safe_psql('postgres', worker_pid_sql('db3')), qr/^\d+$/, 'db3 has its own worker');
+is($node->safe_psql('db3', q{SELECT sum(rows) FROM lifecycle.job_runs WHERE task = 'expire' AND status = 'ok'}),
+   '20', 'db3: job_runs records the sweep');
+
+########################################################################
+# 3. An error in one task is recorded; the other tasks still run.
+########################################################################
+$node->safe_psql('db2', q{
+    CREATE TABLE bad_t (id serial PRIMARY KEY, expires_at timestamptz NOT NULL);
+    CREATE FUNCTION bad_t_refuse() RETURNS trigger LANGUAGE plpgsql AS
+        $$BEGIN RAISE EXCEPTION 'bad_t refuses deletes'; END$$;
+    CREATE TRIGGER refuse BEFORE DELETE ON bad_t FOR EACH ROW EXECUTE FUNCTION bad_t_refuse();
+    CREATE TABLE good_t (id serial PRIMARY KEY, expires_at timestamptz NOT NULL);
+});
+my ($expired_sid, $idle_sid, $live_sid) = split /\n/, $node->safe_psql('db2', q{
+    SELECT lifecycle.session_create('alice', ttl => '1 second');
+    SELECT lifecycle.session_create('bob', ttl => '1 day', idle_timeout => '1 second');
+    SELECT lifecycle.session_create('carol', ttl => '1 day');
+});
+$node->safe_psql('db2', q{
+    INSERT INTO bad_t (expires_at) SELECT now() - interval '1 hour' FROM generate_series(1, 5);
+    INSERT INTO good_t (expires_at) SELECT now() - interval '1 hour' FROM generate_series(1, 8);
+    INSERT INTO good_t (expires_at) SELECT now() + interval '1 day' FROM generate_series(1, 2);
+    SELECT lifecycle.expire_enable('bad_t', 'expires_at');
+    SELECT lifecycle.expire_enable('good_t', 'expires_at');
+});
+ok(wait_until($node, 'db2', 'SELECT count(*) = 0 FROM good_t WHERE expires_at <= now()'),
+   'good_t swept next to a failing table');
+is(count_rows($node, 'db2', 'good_t'), '0/2', 'good_t: unexpired rows stay');
+ok(wait_until($node, 'db2', q{
+    SELECT count(*) >= 2 FROM lifecycle.job_runs
+     WHERE task = 'expire' AND target = 'public.bad_t' AND status = 'error'}),
+   'bad_t: its failure is recorded, and again on the next pass');
+like($node->safe_psql('db2', q{
+    SELECT error FROM lifecycle.job_runs WHERE target = 'public.bad_t' AND status = 'error' ORDER BY id DESC LIMIT 1}),
+     qr/^P0001: bad_t refuses deletes/, 'job_runs.error carries the trigger\'s SQLSTATE and message');
+is(count_rows($node, 'db2', 'bad_t'), '5/0', 'bad_t: its rows are still there (each failed batch rolled back)');
+my $last_error = $node->safe_psql('db2',
+    q{SELECT concat_ws('|', h->'last_error'->>'task', h->'last_error'->>'target', h->'last_error'->>'error')
+        FROM lifecycle.health() h});
+like($last_error, qr/^expire\|public\.bad_t\|P0001: bad_t refuses deletes/, 'health() shows the last error');
+ok(wait_until($node, 'db2', "SELECT end_reason FROM lifecycle.sessions WHERE session_id = '$expired_sid'", 'expired'),
+   'a session past its ttl is closed as expired despite the failing task');
+is($node->safe_psql('db2', "SELECT ended_at = expires_at FROM lifecycle.sessions WHERE session_id = '$expired_sid'"),
+   't', 'it ended when it expired');
+ok(wait_until($node, 'db2', "SELECT end_reason FROM lifecycle.sessions WHERE session_id = '$idle_sid'", 'idle'),
+   'an idle session is closed as idle');
+is($node->safe_psql('db2', "SELECT ended_at IS NULL FROM lifecycle.sessions WHERE session_id = '$live_sid'"),
+   't', 'a live session stays open');
+is($node->safe_psql('db2', q{SELECT sum(rows) FROM lifecycle.job_runs WHERE task = 'session_close' AND status = 'ok'}),
+   '2', 'job_runs records the sessions closed');
+
+########################################################################
+# 4. SIGTERM ends a worker promptly; the launcher starts a new one.
+########################################################################
+my $log_offset = -s $node->logfile;
+$db1_pid = $node->safe_psql('postgres', worker_pid_sql('db1'));
+like($db1_pid, qr/^\d+$/, 'db1 worker running before SIGTERM');
+my $t0 = time;
+ok(kill('TERM', $db1_pid), 'SIGTERM sent to the db1 worker');
+usleep(10_000) while kill(0, $db1_pid) && time - $t0 < 10;
+my $elapsed = time - $t0;
+ok(!kill(0, $db1_pid), 'the worker process is gone');
+cmp_ok($elapsed, '<', 1.0, sprintf('it exited within a second (%.3fs)', $elapsed));
+is($node->safe_psql('postgres', "SELECT count(*) FROM pg_stat_activity WHERE pid = $db1_pid"),
+   '0', 'its pid is gone from pg_stat_activity');
+ok(wait_until($node, 'postgres',
+       q{SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'pg_lifecycle worker' AND datname = 'db1' AND pid <> }
+       . $db1_pid, '1', 10),
+   'a new worker serves db1');
+$node->safe_psql('db1', q{INSERT INTO t (expires_at) SELECT now() - interval '1 minute' FROM generate_series(1, 4)});
+ok(wait_until($node, 'db1', 'SELECT count(*) = 0 FROM t WHERE expires_at <= now()'), 'the new worker sweeps');
+unlike(slurp_file($node->logfile, $log_offset), qr/terminating any other active server processes|reinitializing/,
+       'SIGTERM of a worker is no crash: no crash-restart');
+
+########################################################################
+# 5. kill -9 of a backend: crash-restart, and the worker comes back.
+########################################################################
+$log_offset = -s $node->logfile;
+my $victim = $node->background_psql('db1');
+my $victim_pid = $victim->query_safe('SELECT pg_backend_pid()');
+like($victim_pid, qr/^\d+$/, 'a backend to kill');
+$db1_pid = $node->safe_psql('postgres', worker_pid_sql('db1'));
+ok(kill('KILL', $victim_pid), 'kill -9 of the backend');
+eval { $victim->quit };    # its connection is gone
+{
+    local $PostgreSQL::Test::Utils::timeout_default = 30;
+    $log_offset = $node->wait_for_log(qr/all server processes terminated; reinitializing/, $log_offset);
+}
+pass('the postmaster does a crash-restart');
+ok(wait_until($node, 'postgres', 'SELECT 1', '1', 30), 'the server accepts connections again');
+is(count_rows($node, 'db1', 't'), '0/7', 'committed rows survived the crash');
+ok(wait_until($node, 'postgres',
+       q{SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'pg_lifecycle launcher'}, '1', 20),
+   'the launcher is back');
+ok(wait_until($node, 'postgres',
+       q{SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'pg_lifecycle worker' AND datname = 'db1' AND pid <> }
+       . $db1_pid, '1', 20),
+   'a new worker serves db1 after the crash');
+$node->safe_psql('db1', q{INSERT INTO t (expires_at) SELECT now() - interval '1 minute' FROM generate_series(1, 6)});
+ok(wait_until($node, 'db1', 'SELECT count(*) = 0 FROM t WHERE expires_at <= now()'), 'and it sweeps new expired rows');
+is(count_rows($node, 'db1', 't'), '0/7', 'unexpired rows still stay');
+
+########################################################################
+# 6. lifecycle.enabled = off stops sweeping; on again resumes it.
+########################################################################
+$node->safe_psql('postgres', 'ALTER SYSTEM SET lifecycle.enabled = off');
+$node->reload;
+ok(wait_until($node, 'db1', q{SELECT current_setting('lifecycle.enabled')}, 'off', 10), 'lifecycle.enabled is off');
+# Let a pass that was under way when the worker reloaded finish.
+usleep(3 * $naptime_ms * 1000);
+my $last_pass = $node->safe_psql('db1', q{SELECT coalesce(max(id), 0) FROM lifecycle.job_runs WHERE task = 'pass'});
+$node->safe_psql('db1', q{INSERT INTO t (expires_at) SELECT now() - interval '1 minute' FROM generate_series(1, 9)});
+usleep(6 * $naptime_ms * 1000);
+is(count_rows($node, 'db1', 't'), '9/7', 'with lifecycle.enabled off, expired rows stay for several naptimes');
+is($node->safe_psql('db1', "SELECT count(*) FROM lifecycle.job_runs WHERE task = 'pass' AND id > $last_pass"),
+   '0', 'and no pass runs');
+is($node->safe_psql('db1', q{SELECT h->>'enabled' FROM lifecycle.health() h}), 'false', 'health() says disabled');
+$node->safe_psql('postgres', 'ALTER SYSTEM RESET lifecycle.enabled');
+$node->reload;
+ok(wait_until($node, 'db1', 'SELECT count(*) = 0 FROM t WHERE expires_at <= now()'),
+   'lifecycle.enabled on again: the rows are swept');
+is(count_rows($node, 'db1', 't'), '0/7', 'unexpired rows still stay');
+
+$node->stop;
+done_testing();

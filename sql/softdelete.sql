@@ -1,0 +1,271 @@
+-- Soft delete (SPEC §1): a plain DELETE keeps the row, reports it, hides it,
+-- cascades along foreign keys and can be undone exactly.
+SET client_min_messages = warning;
+CREATE EXTENSION IF NOT EXISTS pg_lifecycle;
+RESET client_min_messages;
+\set SHOW_CONTEXT never
+
+CREATE OR REPLACE FUNCTION err(sql text) RETURNS text LANGUAGE plpgsql AS $$
+DECLARE st text; msg text; det text; hnt text;
+BEGIN
+    EXECUTE sql;
+    RETURN 'no error';
+EXCEPTION WHEN OTHERS THEN
+    GET STACKED DIAGNOSTICS st = RETURNED_SQLSTATE, msg = MESSAGE_TEXT, det = PG_EXCEPTION_DETAIL,
+                            hnt = PG_EXCEPTION_HINT;
+    RETURN concat_ws(' | ', st, msg, nullif(det, ''), nullif(hnt, ''));
+END $$;
+
+CREATE TABLE accounts (id int PRIMARY KEY, email text NOT NULL);
+INSERT INTO accounts SELECT g, 'user' || g || '@example.com' FROM generate_series(1, 6) g;
+-- A statement prepared before enabling must not hard-delete afterwards.
+PREPARE del_account(int) AS DELETE FROM accounts WHERE id = $1;
+
+SELECT lifecycle.soft_delete_enable('accounts');
+SELECT tbl, retention, hide FROM lifecycle.soft_delete_tables;
+SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute
+ WHERE attrelid = 'accounts'::regclass AND attnum > 0 ORDER BY attnum;
+SELECT tgname FROM pg_trigger WHERE tgrelid = 'accounts'::regclass ORDER BY tgname;
+
+-- Command tags show the rows soft-deleted, as ORMs check them.
+\set QUIET off
+DELETE FROM accounts WHERE id = 1;
+DELETE FROM accounts WHERE id = 1;                   -- already deleted: not counted
+DELETE FROM accounts WHERE id IN (2, 3);
+EXECUTE del_account(4);
+DELETE FROM accounts WHERE id = 5 RETURNING id, email, deleted_at IS NOT NULL AS deleted;
+WITH gone AS (DELETE FROM accounts WHERE id = 6 RETURNING id) SELECT count(*) FROM gone;
+\set QUIET on
+
+-- Hidden from SELECT, UPDATE and DELETE; include_deleted shows them.
+SELECT count(*) AS visible FROM accounts;
+UPDATE accounts SET email = 'x' WHERE id = 1 RETURNING id;
+SET lifecycle.include_deleted = on;
+SELECT id, deleted_by, delete_event IS NOT NULL AS has_event,
+       delete_event = (SELECT delete_event FROM accounts WHERE id = 2) AS same_event_as_2
+  FROM accounts ORDER BY id;
+RESET lifecycle.include_deleted;
+-- Nothing was removed.
+SET lifecycle.include_deleted = on;
+SELECT count(*) AS physically_there FROM accounts;
+RESET lifecycle.include_deleted;
+
+-- deleted_by is lifecycle.actor when set, else current_user.
+INSERT INTO accounts VALUES (7, 'seven@example.com');
+SET lifecycle.actor = 'admin:42';
+DELETE FROM accounts WHERE id = 7;
+RESET lifecycle.actor;
+SET lifecycle.include_deleted = on;
+SELECT deleted_by FROM accounts WHERE id = 7;
+RESET lifecycle.include_deleted;
+
+-- Restore brings the row back.
+SELECT lifecycle.restore('accounts', 7);
+SELECT id, deleted_at, deleted_by, delete_event FROM accounts WHERE id = 7;
+SELECT lifecycle.restore('accounts', 7);            -- live already: 0
+
+-- Foreign keys: checks still see soft-deleted parents.
+CREATE TABLE orgs (id int PRIMARY KEY, name text);
+CREATE TABLE teams (id int PRIMARY KEY, org_id int REFERENCES orgs ON DELETE CASCADE, name text);
+CREATE TABLE members (id int PRIMARY KEY, team_id int REFERENCES teams ON DELETE CASCADE, name text);
+CREATE TABLE invoices (id int PRIMARY KEY, org_id int REFERENCES orgs ON DELETE RESTRICT);
+CREATE TABLE notes (id int PRIMARY KEY, org_id int REFERENCES orgs ON DELETE SET NULL);
+CREATE TABLE audit (id int PRIMARY KEY, org_id int REFERENCES orgs ON DELETE CASCADE);   -- not enabled
+SELECT lifecycle.soft_delete_enable(t) FROM unnest('{orgs,teams,members,invoices,notes}'::regclass[]) t;
+INSERT INTO orgs VALUES (1, 'acme'), (2, 'globex'), (3, 'initech');
+INSERT INTO teams VALUES (10, 1, 'red'), (11, 1, 'blue'), (20, 2, 'green');
+INSERT INTO members VALUES (100, 10, 'ann'), (101, 10, 'bob'), (110, 11, 'cy'), (200, 20, 'di');
+INSERT INTO invoices VALUES (1000, 3);
+INSERT INTO notes VALUES (5000, 1);
+INSERT INTO audit VALUES (9000, 1);
+
+-- A member deleted earlier, by another event.
+DELETE FROM members WHERE id = 101;
+-- Multi-level cascade with one delete_event.
+\set QUIET off
+DELETE FROM orgs WHERE id = 1;
+\set QUIET on
+SELECT 'orgs' AS t, id FROM orgs UNION ALL SELECT 'teams', id FROM teams UNION ALL SELECT 'members', id FROM members
+ ORDER BY 1, 2;
+SET lifecycle.include_deleted = on;
+SELECT 'teams' AS t, id, delete_event = (SELECT delete_event FROM orgs WHERE id = 1) AS same_event FROM teams
+UNION ALL
+SELECT 'members', id, delete_event = (SELECT delete_event FROM orgs WHERE id = 1) FROM members
+ ORDER BY 1, 2;
+RESET lifecycle.include_deleted;
+-- SET NULL children and children in tables without soft delete keep their link.
+SELECT id, org_id FROM notes;
+SELECT id, org_id FROM audit;
+-- A new row may still reference the soft-deleted parent (the FK check sees it).
+INSERT INTO notes VALUES (5001, 1);
+
+-- RESTRICT / NO ACTION with live children: 23503, nothing changed.
+SELECT err($$DELETE FROM orgs WHERE id = 3$$);
+SELECT count(*) AS initech_visible FROM orgs WHERE id = 3;
+DELETE FROM invoices WHERE id = 1000;
+DELETE FROM orgs WHERE id = 3;                      -- only a deleted invoice is left: allowed
+SELECT count(*) AS initech_visible FROM orgs WHERE id = 3;
+
+-- Restore is exact: the org, its teams and the members its event deleted — not bob.
+SELECT lifecycle.restore('orgs', 1);
+SELECT 'teams' AS t, id FROM teams UNION ALL SELECT 'members', id FROM members ORDER BY 1, 2;
+-- Restoring a child whose parent is still deleted: 23503.
+DELETE FROM teams WHERE id = 20;
+DELETE FROM orgs WHERE id = 2;
+SELECT err($$SELECT lifecycle.restore('teams', 20)$$);
+SELECT lifecycle.restore('orgs', 2);
+SELECT id FROM teams WHERE id = 20;     -- deleted by its own earlier event: stays deleted
+SELECT lifecycle.restore('teams', 20);
+SELECT err($$SELECT lifecycle.restore('orgs', 99)$$);
+
+-- Self-reference (a tree) and a cycle.
+CREATE TABLE folders (id int PRIMARY KEY, parent_id int REFERENCES folders ON DELETE CASCADE);
+SELECT lifecycle.soft_delete_enable('folders');
+INSERT INTO folders VALUES (1, NULL), (2, 1), (3, 2), (4, 3), (5, NULL);
+DELETE FROM folders WHERE id = 2;
+SELECT id FROM folders ORDER BY id;
+SELECT lifecycle.restore('folders', 2);
+CREATE TABLE ring_a (id int PRIMARY KEY, b_id int);
+CREATE TABLE ring_b (id int PRIMARY KEY, a_id int REFERENCES ring_a ON DELETE CASCADE);
+ALTER TABLE ring_a ADD FOREIGN KEY (b_id) REFERENCES ring_b ON DELETE CASCADE DEFERRABLE INITIALLY DEFERRED;
+SELECT lifecycle.soft_delete_enable('ring_a'), lifecycle.soft_delete_enable('ring_b');
+BEGIN;
+INSERT INTO ring_a VALUES (1, 1);
+INSERT INTO ring_b VALUES (1, 1);
+COMMIT;
+DELETE FROM ring_a WHERE id = 1;
+SELECT (SELECT count(*) FROM ring_a) AS a_visible, (SELECT count(*) FROM ring_b) AS b_visible;
+SELECT lifecycle.restore('ring_a', 1);
+
+-- Partitioned tables: DELETE on the parent or on a partition.
+CREATE TABLE events (id int, region text, PRIMARY KEY (id, region)) PARTITION BY LIST (region);
+CREATE TABLE events_eu PARTITION OF events FOR VALUES IN ('eu');
+CREATE TABLE events_us PARTITION OF events FOR VALUES IN ('us');
+SELECT lifecycle.soft_delete_enable('events');
+INSERT INTO events VALUES (1, 'eu'), (2, 'eu'), (3, 'us'), (4, 'us');
+\set QUIET off
+DELETE FROM events WHERE id IN (1, 3);
+DELETE FROM events_us WHERE id = 4;
+\set QUIET on
+SELECT id, region FROM events ORDER BY id;
+SELECT count(*) AS us_visible FROM events_us;
+SET lifecycle.include_deleted = on;
+SELECT count(*) AS all_rows FROM events;
+RESET lifecycle.include_deleted;
+SELECT err($$SELECT lifecycle.restore('events', 1)$$);   -- composite key
+
+-- Unique over live rows only.
+SELECT lifecycle.soft_unique('accounts', '{email}');
+INSERT INTO accounts VALUES (101, 'user1@example.com');          -- its holder is deleted: allowed
+SELECT err($$INSERT INTO accounts VALUES (102, 'seven@example.com')$$);   -- a live holder: refused
+
+-- Hard delete: purge, and lifecycle.hard_delete for the owner.
+SET lifecycle.include_deleted = on;
+UPDATE accounts SET deleted_at = now() - interval '40 days' WHERE id IN (1, 2);
+RESET lifecycle.include_deleted;
+SELECT lifecycle.purge('accounts', '30 days');
+SELECT lifecycle.purge('accounts', '30 days');
+SET lifecycle.include_deleted = on;
+SELECT id FROM accounts WHERE id <= 3 ORDER BY id;
+RESET lifecycle.include_deleted;
+SET lifecycle.hard_delete = on;                     -- the owner: a real DELETE (of visible rows)
+\set QUIET off
+DELETE FROM accounts WHERE id = 101;
+\set QUIET on
+RESET lifecycle.hard_delete;
+SET lifecycle.include_deleted = on;
+SELECT count(*) AS account_101 FROM accounts WHERE id = 101;
+RESET lifecycle.include_deleted;
+SELECT err($$SELECT lifecycle.purge('accounts')$$);     -- no retention set
+
+-- Retention: the worker's soft_delete_purge task (run here by hand).
+SELECT lifecycle.soft_delete_enable('accounts', retention => '30 days');
+SET lifecycle.include_deleted = on;
+UPDATE accounts SET deleted_at = now() - interval '31 days' WHERE id = 4;
+RESET lifecycle.include_deleted;
+SELECT task, target, rows FROM lifecycle.run_maintenance() WHERE task = 'soft_delete_purge';
+SELECT lifecycle.purge('accounts');
+
+-- Purge removes children before parents (RESTRICT keys included).
+SET lifecycle.include_deleted = on;
+UPDATE orgs SET deleted_at = now() - interval '1 year', delete_event = 0 WHERE id = 3;
+RESET lifecycle.include_deleted;
+SELECT lifecycle.purge('orgs', '30 days');
+SET lifecycle.include_deleted = on;
+SELECT (SELECT count(*) FROM orgs WHERE id = 3) AS org_3, (SELECT count(*) FROM invoices) AS invoices;
+RESET lifecycle.include_deleted;
+
+-- Expiry on a soft-delete table soft-deletes the expired rows.
+CREATE TABLE links (id int PRIMARY KEY, expires_at timestamptz NOT NULL);
+INSERT INTO links VALUES (1, now() - interval '1 hour'), (2, now() + interval '1 hour');
+SELECT lifecycle.soft_delete_enable('links'), lifecycle.expire_enable('links', 'expires_at');
+SELECT rows FROM lifecycle.run_maintenance() WHERE task = 'expire' AND target = 'links'::regclass;
+SELECT rows FROM lifecycle.run_maintenance() WHERE task = 'expire' AND target = 'links'::regclass;
+SELECT id FROM links;
+SET lifecycle.include_deleted = on;
+SELECT id, deleted_at IS NOT NULL AS deleted FROM links ORDER BY id;
+RESET lifecycle.include_deleted;
+SELECT lifecycle.expire_disable('links');
+
+-- Privileges: a role with DELETE privilege soft-deletes; it cannot hard-delete,
+-- restore without UPDATE privilege, or see rows of tables it cannot read.
+CREATE ROLE sd_app;
+GRANT SELECT, DELETE ON folders TO sd_app;
+SET ROLE sd_app;
+\set QUIET off
+DELETE FROM folders WHERE id = 5;
+\set QUIET on
+SELECT err($$SELECT lifecycle.restore('folders', 5)$$);
+SET lifecycle.hard_delete = on;
+SELECT err($$DELETE FROM folders WHERE id = 1$$);
+RESET lifecycle.hard_delete;
+SET lifecycle.include_deleted = on;
+SELECT err($$SELECT count(*) FROM accounts$$);
+SELECT id FROM folders WHERE id = 5;                -- its own table: visible with include_deleted
+RESET lifecycle.include_deleted;
+SELECT err($$SELECT lifecycle.soft_delete_enable('members')$$);
+SELECT err($$SELECT lifecycle.soft_delete_disable('folders')$$);
+SELECT err($$SELECT lifecycle.purge('folders', '0')$$);
+SELECT err($$SELECT lifecycle.soft_unique('folders', '{parent_id}')$$);
+RESET ROLE;
+
+-- Bad arguments: clear errors, nothing changed.
+CREATE TABLE no_pk (a int);
+CREATE TABLE bad_col (id int PRIMARY KEY, deleted_at text);
+CREATE VIEW v_accounts AS SELECT * FROM accounts;
+SELECT err($$SELECT lifecycle.soft_delete_enable(NULL)$$);
+SELECT err($$SELECT lifecycle.soft_delete_enable('accounts', hide => NULL)$$);
+SELECT err($$SELECT lifecycle.soft_delete_enable('nope')$$);
+SELECT err($$SELECT lifecycle.soft_delete_enable('no_pk')$$);
+SELECT err($$SELECT lifecycle.soft_delete_enable('bad_col')$$);
+SELECT err($$SELECT lifecycle.soft_delete_enable('v_accounts')$$);
+SELECT err($$SELECT lifecycle.soft_delete_enable('accounts', retention => '-1 day')$$);
+SELECT err($$SELECT lifecycle.soft_delete_disable('no_pk')$$);
+SELECT err($$SELECT lifecycle.restore('no_pk', 1)$$);
+SELECT err($$SELECT lifecycle.restore('accounts', NULL::int)$$);
+SELECT err($$SELECT lifecycle.restore(NULL, 1)$$);
+SELECT err($$SELECT lifecycle.purge('no_pk')$$);
+SELECT err($$SELECT lifecycle.purge('accounts', '-1 day')$$);
+SELECT err($$SELECT lifecycle.soft_unique('accounts', '{}')$$);
+SELECT err($$SELECT lifecycle.soft_unique('accounts', '{nope}')$$);
+SELECT err($$SELECT lifecycle.soft_unique('no_pk', '{a}')$$);
+SELECT attname FROM pg_attribute WHERE attrelid = 'no_pk'::regclass AND attnum > 0;
+SELECT tbl FROM lifecycle.soft_delete_tables ORDER BY tbl::text;
+
+-- Disable: DELETE is hard again; the columns and soft-deleted rows stay.
+SELECT lifecycle.soft_delete_disable('links');
+\set QUIET off
+DELETE FROM links WHERE id = 2;
+\set QUIET on
+SELECT id, deleted_at IS NOT NULL AS deleted FROM links;
+-- Dropping a table forgets it.
+DROP TABLE links;
+SELECT count(*) FROM lifecycle.soft_delete_tables WHERE tbl::text = 'links';
+-- pg_dump keeps the configuration.
+SELECT 'lifecycle.soft_delete_tables'::regclass::oid = ANY (extconfig) AS dumped
+  FROM pg_extension WHERE extname = 'pg_lifecycle';
+
+DROP TABLE accounts, orgs, teams, members, invoices, notes, audit, folders, ring_a, ring_b, events,
+           no_pk, bad_col CASCADE;
+REVOKE ALL ON SCHEMA public FROM sd_app;
+DROP ROLE sd_app;

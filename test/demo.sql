@@ -8,6 +8,35 @@ CREATE EXTENSION pg_lifecycle;
 SELECT extname, extversion, extnamespace::regnamespace AS schema FROM pg_extension WHERE extname = 'pg_lifecycle';
 
 \echo
+\echo '### 1. Soft delete: a plain DELETE keeps the row, reports it, hides it, cascades, and can be undone exactly'
+CREATE TABLE users (id int PRIMARY KEY, email text NOT NULL);
+CREATE TABLE posts (id int PRIMARY KEY, user_id int NOT NULL REFERENCES users ON DELETE CASCADE, title text);
+CREATE TABLE comments (id int PRIMARY KEY, post_id int NOT NULL REFERENCES posts ON DELETE CASCADE, body text);
+INSERT INTO users VALUES (1, 'ann@example.com'), (2, 'bob@example.com');
+INSERT INTO posts VALUES (10, 1, 'Hello'), (11, 1, 'Again'), (20, 2, 'Bob here');
+INSERT INTO comments VALUES (100, 10, 'nice'), (101, 11, 'spam'), (200, 20, 'hi');
+SELECT lifecycle.soft_delete_enable(t) FROM unnest('{users,posts,comments}'::regclass[]) t;
+\echo 'A moderator deletes one spam comment first:'
+\set QUIET off
+DELETE FROM comments WHERE id = 101;
+\echo 'Then Ann deletes her account: the command tag says how many rows were soft-deleted, as ORMs check'
+DELETE FROM users WHERE id = 1;
+\set QUIET on
+\echo 'Hidden everywhere:'
+SELECT (SELECT count(*) FROM users) AS users, (SELECT count(*) FROM posts) AS posts,
+       (SELECT count(*) FROM comments) AS comments;
+\echo 'But kept, with one delete_event for the statement and its cascade (SET lifecycle.include_deleted = on):'
+SET lifecycle.include_deleted = on;
+SELECT 'users' AS tbl, id, deleted_by, delete_event FROM users WHERE deleted_at IS NOT NULL
+UNION ALL SELECT 'posts', id, deleted_by, delete_event FROM posts WHERE deleted_at IS NOT NULL
+UNION ALL SELECT 'comments', id, deleted_by, delete_event FROM comments WHERE deleted_at IS NOT NULL ORDER BY 4, 1, 2;
+RESET lifecycle.include_deleted;
+\echo 'Restoring Ann brings back exactly what her DELETE took — not the spam comment deleted earlier:'
+SELECT lifecycle.restore('users', 1) AS rows_restored;
+SELECT id, title FROM posts ORDER BY id;
+SELECT id, body FROM comments ORDER BY id;
+
+\echo
 \echo '### 3. Expiry and sessions, swept by a background worker (here lifecycle.naptime = 1s)'
 \echo 'A table of password-reset links; two expire in a second, one in an hour:'
 CREATE TABLE password_resets (token text PRIMARY KEY, user_id text, expires_at timestamptz NOT NULL);

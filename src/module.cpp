@@ -101,7 +101,10 @@ void init_cpp() {
     worker::register_history_task();
     softdelete::init();
     /* The launcher exists only when preloaded; the SQL functions work either way. */
-    if (process_shared_preload_libraries_in_progress) worker::register_launcher();
+    if (process_shared_preload_libraries_in_progress) {
+        worker::register_launcher();
+        worker::install_utility_hook();
+    }
 }
 
 }  // namespace

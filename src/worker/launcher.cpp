@@ -26,8 +26,16 @@ struct DatabaseSlot {
     pid_t pid;
 };
 
+/* A database whose worker must stay away for a while (DROP/RENAME DATABASE …). */
+struct DatabasePause {
+    Oid dboid;
+    TimestampTz until;
+};
+constexpr int max_pauses = 16;
+
 struct SharedState {
     slock_t mutex;
+    DatabasePause pauses[max_pauses];
     int nslots;
     DatabaseSlot slots[FLEXIBLE_ARRAY_MEMBER];
 };
@@ -58,6 +66,7 @@ extern "C" void lifecycle_shmem_startup(void) {
                 SpinLockInit(&shared->mutex);
                 shared->nslots = max_worker_processes;
                 for (int i = 0; i < shared->nslots; ++i) shared->slots[i] = DatabaseSlot{InvalidOid, 0};
+                for (auto& p : shared->pauses) p = DatabasePause{InvalidOid, 0};
             }
             LWLockRelease(AddinShmemInitLock);
         });
@@ -73,6 +82,17 @@ bool database_served(Oid dboid) {
     }
     SpinLockRelease(&shared->mutex);
     return served;
+}
+
+bool database_paused(Oid dboid) {
+    TimestampTz now = GetCurrentTimestamp();
+    bool paused = false;
+    SpinLockAcquire(&shared->mutex);
+    for (const auto& p : shared->pauses) {
+        if (p.dboid == dboid && p.until > now) paused = true;
+    }
+    SpinLockRelease(&shared->mutex);
+    return paused;
 }
 
 extern "C" void release_database(int code, Datum arg) {
@@ -161,7 +181,7 @@ void launcher_main(Datum) {
             TimestampTz now = GetCurrentTimestamp();
             for (Oid db : list_databases()) {
                 Tracked& t = tracked[db];
-                if (database_served(db) || handle_alive(t)) continue;
+                if (database_served(db) || handle_alive(t) || database_paused(db)) continue;
                 /* A worker that exited (no extension there, or stopped) is started
                  * again after naptime at the earliest. */
                 if (t.last_start != 0 && !TimestampDifferenceExceeds(t.last_start, now, gucs::naptime_ms)) continue;
@@ -202,7 +222,7 @@ void register_launcher() {
 }
 
 bool claim_database() {
-    if (shared == nullptr) return false;
+    if (shared == nullptr || database_paused(MyDatabaseId)) return false;
     int mine = -1;
     bool taken = false;
     SpinLockAcquire(&shared->mutex);
@@ -216,6 +236,46 @@ bool claim_database() {
     if (taken || mine < 0) return false;
     pg_call([mine] { on_shmem_exit(release_database, Int32GetDatum(mine)); });
     return true;
+}
+
+bool pause_database(Oid dboid, int seconds) {
+    if (shared == nullptr) return false;
+    TimestampTz now = GetCurrentTimestamp();
+    TimestampTz until = TimestampTzPlusMilliseconds(now, seconds * 1000);
+    pid_t worker = 0;
+    SpinLockAcquire(&shared->mutex);
+    DatabasePause* slot = nullptr;
+    for (auto& p : shared->pauses) {
+        if (p.dboid == dboid) slot = &p;
+    }
+    for (auto& p : shared->pauses) {
+        if (slot == nullptr && (p.dboid == InvalidOid || p.until <= now)) slot = &p;
+    }
+    if (slot != nullptr) *slot = DatabasePause{dboid, until};
+    for (int i = 0; i < shared->nslots; ++i) {
+        if (shared->slots[i].dboid == dboid && shared->slots[i].pid != 0) worker = shared->slots[i].pid;
+    }
+    SpinLockRelease(&shared->mutex);
+    if (slot == nullptr) return false;
+    if (worker != 0) kill(worker, SIGTERM);
+    /* Wait (interruptibly) for it to leave the database. */
+    for (int waited = 0; waited < 10000 && database_served(dboid); waited += 20) {
+        bridge::check_for_interrupts();
+        pg_call([] {
+            (void)WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, 20, PG_WAIT_EXTENSION);
+            ResetLatch(MyLatch);
+        });
+    }
+    return true;
+}
+
+void resume_database(Oid dboid) {
+    if (shared == nullptr) return;
+    SpinLockAcquire(&shared->mutex);
+    for (auto& p : shared->pauses) {
+        if (p.dboid == dboid) p = DatabasePause{InvalidOid, 0};
+    }
+    SpinLockRelease(&shared->mutex);
 }
 
 }  // namespace pg_lifecycle::worker

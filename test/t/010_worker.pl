@@ -223,5 +223,23 @@ ok(wait_until($node, 'db1', 'SELECT count(*) = 0 FROM t WHERE expires_at <= now(
    'lifecycle.enabled on again: the rows are swept');
 is(count_rows($node, 'db1', 't'), '0/7', 'unexpired rows still stay');
 
+########################################################################
+# 7. Statements that need a database to themselves are not blocked by its
+#    worker: RENAME, CREATE DATABASE ... TEMPLATE and DROP DATABASE (no FORCE).
+########################################################################
+like($node->safe_psql('postgres', worker_pid_sql('db3')), qr/^\d+$/, 'db3 is served before the DDL');
+my ($rc, $out, $err) = $node->psql('postgres', 'ALTER DATABASE db3 RENAME TO db3_renamed');
+is($rc, 0, 'ALTER DATABASE ... RENAME works while a worker serves it') or diag($err);
+($rc, $out, $err) = $node->psql('postgres', 'CREATE DATABASE db4 TEMPLATE db3_renamed');
+is($rc, 0, 'CREATE DATABASE ... TEMPLATE works from a served database') or diag($err);
+ok(wait_until($node, 'postgres', "SELECT count(*) = 1 FROM pg_stat_activity WHERE backend_type = 'pg_lifecycle worker' AND datname = 'db3_renamed'", 't', 30),
+   'the renamed database gets its worker back');
+($rc, $out, $err) = $node->psql('postgres', 'DROP DATABASE db3_renamed');
+is($rc, 0, 'DROP DATABASE without FORCE works while a worker serves it') or diag($err);
+($rc, $out, $err) = $node->psql('postgres', 'DROP DATABASE db4');
+is($rc, 0, 'and for the copy') or diag($err);
+is($node->safe_psql('postgres', "SELECT count(*) FROM pg_database WHERE datname IN ('db3_renamed', 'db4')"), '0',
+   'both are gone');
+
 $node->stop;
 done_testing();

@@ -1,0 +1,73 @@
+/*
+ * ddl.cpp — statements that need a database to have no other sessions
+ * (DROP DATABASE, ALTER DATABASE … RENAME / SET TABLESPACE, CREATE DATABASE …
+ * TEMPLATE): our worker connected to it would make them fail with "database is
+ * being accessed by other users".  The hook pauses the database's worker and
+ * waits for it to leave first, as autovacuum workers are moved out of the way.
+ */
+#include "bridge/guard.hpp"
+#include "worker/launcher.hpp"
+
+namespace pg_lifecycle::worker {
+
+using bridge::pg_call;
+
+namespace {
+
+ProcessUtility_hook_type prev_utility_hook = nullptr;
+
+/* The database the statement needs to itself, or nullptr. */
+const char* exclusive_database(Node* stmt) {
+    ListCell* lc;
+    switch (nodeTag(stmt)) {
+        case T_DropdbStmt:
+            return ((DropdbStmt*)stmt)->dbname;
+        case T_RenameStmt:
+            return ((RenameStmt*)stmt)->renameType == OBJECT_DATABASE ? ((RenameStmt*)stmt)->subname : nullptr;
+        case T_CreatedbStmt:
+            foreach (lc, ((CreatedbStmt*)stmt)->options) {
+                auto* def = (DefElem*)lfirst(lc);
+                if (strcmp(def->defname, "template") == 0 && def->arg != nullptr) return defGetString(def);
+            }
+            return nullptr;
+        case T_AlterDatabaseStmt:
+            foreach (lc, ((AlterDatabaseStmt*)stmt)->options) {
+                auto* def = (DefElem*)lfirst(lc);
+                if (strcmp(def->defname, "tablespace") == 0) return ((AlterDatabaseStmt*)stmt)->dbname;
+            }
+            return nullptr;
+        default:
+            return nullptr;
+    }
+}
+
+/* Before the statement: the database it needs, with its worker gone. */
+Oid before(PlannedStmt* pstmt) {
+    const char* name = pg_call([pstmt] { return exclusive_database(pstmt->utilityStmt); });
+    if (name == nullptr) return InvalidOid;
+    Oid dboid = pg_call([name] { return get_database_oid(name, true); });
+    if (!OidIsValid(dboid) || dboid == MyDatabaseId) return InvalidOid;
+    return pause_database(dboid, 60) ? dboid : InvalidOid;
+}
+
+extern "C" void lifecycle_process_utility(PlannedStmt* pstmt, const char* query_string, bool read_only_tree,
+                                          ProcessUtilityContext context, ParamListInfo params,
+                                          QueryEnvironment* query_env, DestReceiver* dest, QueryCompletion* qc) {
+    /* On error the pause simply runs out (60 s). */
+    Oid paused = bridge::entry_guard([pstmt] { return before(pstmt); });
+    if (prev_utility_hook) {
+        prev_utility_hook(pstmt, query_string, read_only_tree, context, params, query_env, dest, qc);
+    } else {
+        standard_ProcessUtility(pstmt, query_string, read_only_tree, context, params, query_env, dest, qc);
+    }
+    if (OidIsValid(paused)) bridge::entry_guard([paused] { resume_database(paused); });
+}
+
+}  // namespace
+
+void install_utility_hook() {
+    prev_utility_hook = ProcessUtility_hook;
+    ProcessUtility_hook = lifecycle_process_utility;
+}
+
+}  // namespace pg_lifecycle::worker

@@ -15,6 +15,9 @@ extern bool include_deleted;            /* lifecycle.include_deleted */
 extern bool hard_delete;                /* lifecycle.hard_delete */
 extern char* actor;                     /* lifecycle.actor */
 
+/* Loaded by shared_preload_libraries (set in _PG_init). */
+extern bool preloaded;
+
 /* The value of an interval-valued setting, parsed (validated by its check hook). */
 Interval* interval_value(const char* text);
 

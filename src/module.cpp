@@ -22,6 +22,7 @@ char* session_history_retention = nullptr;
 bool include_deleted = false;
 bool hard_delete = false;
 char* actor = nullptr;
+bool preloaded = false;
 
 Interval* interval_value(const char* text) {
     return bridge::pg_call([text] {
@@ -57,6 +58,16 @@ bool check_positive_interval_cpp(char** newval) {
     }
 }
 
+/* Plans embed what these settings decide (hidden rows, soft or hard DELETE):
+ * a change must replan cached statements. */
+extern "C" void assign_plan_setting(bool newval, void* extra) {
+    (void)extra;
+    static bool first = true;  /* the boot value needs no reset */
+    if (!first) ResetPlanCache();
+    first = false;
+    (void)newval;
+}
+
 extern "C" bool check_positive_interval(char** newval, void** extra, GucSource source) {
     (void)extra;
     (void)source;
@@ -81,11 +92,11 @@ void define_gucs() {
                                    check_positive_interval, nullptr, nullptr);
         DefineCustomBoolVariable("lifecycle.include_deleted", "Show soft-deleted rows to queries.",
                                  "Off: rows deleted from a table with hide = true are invisible to SELECT, UPDATE "
-                                 "and DELETE.", &gucs::include_deleted, false, PGC_USERSET, 0, nullptr, nullptr,
-                                 nullptr);
+                                 "and DELETE.", &gucs::include_deleted, false, PGC_USERSET, 0, nullptr,
+                                 assign_plan_setting, nullptr);
         DefineCustomBoolVariable("lifecycle.hard_delete", "DELETE on soft-delete tables removes rows for real.",
                                  "Only for the table's owner or a superuser; others get an error.",
-                                 &gucs::hard_delete, false, PGC_USERSET, 0, nullptr, nullptr, nullptr);
+                                 &gucs::hard_delete, false, PGC_USERSET, 0, nullptr, assign_plan_setting, nullptr);
         DefineCustomStringVariable("lifecycle.actor", "Recorded in deleted_by by soft deletes (empty: current_user).",
                                    nullptr, &gucs::actor, "", PGC_USERSET, 0, nullptr, nullptr, nullptr);
         MarkGUCPrefixReserved("lifecycle");
@@ -93,6 +104,7 @@ void define_gucs() {
 }
 
 void init_cpp() {
+    gucs::preloaded = process_shared_preload_libraries_in_progress;
     define_gucs();
     /* Maintenance tasks, in the order a pass runs them. */
     expiry::register_expire_task();

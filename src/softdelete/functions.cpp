@@ -9,7 +9,6 @@
 #include "gucs.hpp"
 #include "softdelete/softdelete.hpp"
 
-#include <algorithm>
 #include <functional>
 
 namespace pg_lifecycle::softdelete {
@@ -68,23 +67,46 @@ std::vector<std::string> primary_key_columns(Oid relid) {
     return cols;
 }
 
-/* Rows restored so far, per table (new tuple ids), for the parent check. */
-struct Restored {
-    Oid table;
-    std::vector<ItemPointerData> ctids;
+/* A parent a restored row references, to be checked once the restore is done. */
+struct ParentCheck {
+    ForeignKey fk;
+    std::vector<Oid> types;
+    std::vector<Datum> values;
 };
 
-void remember(std::vector<Restored>& restored, Oid table, SPITupleTable* tuptable, uint64 n) {
-    auto it = std::find_if(restored.begin(), restored.end(), [table](const Restored& r) { return r.table == table; });
-    if (it == restored.end()) it = restored.insert(restored.end(), Restored{table, {}});
-    for (uint64 r = 0; r < n; ++r) it->ctids.push_back(tuptable->vals[r]->t_self);
+/* Key values of `n` result rows for each of `table`'s foreign keys into
+ * enabled tables. */
+void remember_parents(std::vector<ParentCheck>& checks, Oid table, SPITupleTable* tuptable, uint64 n) {
+    for (const ForeignKey& fk : outgoing_fks(table)) {
+        if (lookup(fk.referenced) == nullptr) continue;
+        for (uint64 r = 0; r < n; ++r) {
+            ParentCheck check{fk, {}, {}};
+            bool has_null = false;
+            for (const auto& col : fk.referencing_cols) {
+                int attnum = pg_call([&] { return SPI_fnumber(tuptable->tupdesc, col.c_str()); });
+                Oid type = pg_call([&] { return SPI_gettypeid(tuptable->tupdesc, attnum); });
+                bool isnull;
+                Datum d = pg_call([&] {
+                    Datum v = SPI_getbinval(tuptable->vals[r], tuptable->tupdesc, attnum, &isnull);
+                    int16 len;
+                    bool byval;
+                    get_typlenbyval(type, &len, &byval);
+                    return isnull ? v : datumCopy(v, byval, len);
+                });
+                has_null = has_null || isnull;
+                check.types.push_back(type);
+                check.values.push_back(d);
+            }
+            if (!has_null) checks.push_back(std::move(check));
+        }
+    }
 }
 
 /* Restores the rows of `table` matching `where` (with params) that carry
  * delete_event `event`, then, recursively, the rows its ON DELETE CASCADE
  * children lost in the same event.  Returns the number of rows restored. */
 int64 restore_rows(Oid table, const std::string& where, std::vector<Oid> types, std::vector<Datum> values,
-                   int64 event, std::vector<Restored>& done) {
+                   int64 event, std::vector<ParentCheck>& checks) {
     int n = static_cast<int>(values.size());
     types.push_back(INT8OID);
     values.push_back(Int64GetDatum(event));
@@ -95,7 +117,7 @@ int64 restore_rows(Oid table, const std::string& where, std::vector<Oid> types, 
     bridge::execute_sql(sql, static_cast<int>(values.size()), types.data(), values.data(), nullptr, false);
     uint64 restored = bridge::processed_rows();
     if (restored == 0) return 0;
-    remember(done, table, SPI_tuptable, restored);
+    remember_parents(checks, table, SPI_tuptable, restored);
 
     /* Copy what the children need out of this result before running more SQL. */
     std::vector<ForeignKey> fks;
@@ -138,42 +160,36 @@ int64 restore_rows(Oid table, const std::string& where, std::vector<Oid> types, 
             child_where += fmt::format("{}{} = ${}", i ? " AND " : "", bridge::quote_ident(w.fk->referencing_cols[i]),
                                        i + 1);
         }
-        total += restore_rows(w.fk->referencing, child_where, w.types, w.values, event, done);
+        total += restore_rows(w.fk->referencing, child_where, w.types, w.values, event, checks);
     }
     return total;
 }
 
 /* A restored row must not reference a row that is still deleted (in an
  * enabled table): checked once everything the event cascaded to is back, so a
- * cycle restored together passes. */
-void check_parents(const std::vector<Restored>& restored) {
-    for (const Restored& r : restored) {
-        std::string table = bridge::qualified_relation_name(r.table);
-        std::vector<Datum> tids;
-        for (const auto& t : r.ctids) tids.push_back(PointerGetDatum(&t));
-        Datum arr = pg_call([&tids] {
-            return PointerGetDatum(construct_array(tids.data(), static_cast<int>(tids.size()), TIDOID,
-                                                   sizeof(ItemPointerData), false, TYPALIGN_SHORT));
-        });
-        Oid type = TIDARRAYOID;
-        for (const auto& fk : outgoing_fks(r.table)) {
-            if (lookup(fk.referenced) == nullptr) continue;
-            std::string cols, pcols;
-            for (size_t i = 0; i < fk.referencing_cols.size(); ++i) {
-                cols += fmt::format("{}c.{}", i ? ", " : "", bridge::quote_ident(fk.referencing_cols[i]));
-                pcols += fmt::format("{}p.{}", i ? ", " : "", bridge::quote_ident(fk.referenced_cols[i]));
-            }
-            std::string parent = bridge::qualified_relation_name(fk.referenced);
-            std::string check = fmt::format(
-                "SELECT 1 FROM {} c JOIN {} p ON ({}) = ({}) WHERE c.ctid = ANY ($1) AND p.deleted_at IS NOT NULL",
-                table, parent, cols, pcols);
-            bridge::execute_sql(check, 1, &type, &arr, nullptr, true, 1);
-            if (bridge::processed_rows() > 0) {
-                throw Error(sqlstate::foreign_key_violation,
-                            fmt::format("cannot restore a row of {}: its parent row in {} is still deleted", table,
-                                        parent),
-                            fmt::format("Foreign key \"{}\".", fk.name), "Restore the parent row first.");
-            }
+ * cycle restored together passes.  Each parent is read with FOR SHARE, which
+ * conflicts with a concurrent soft delete of it, as the parent's owner and
+ * outside row-level security, as a foreign-key check reads it. */
+void check_parents(const std::vector<ParentCheck>& checks) {
+    for (const ParentCheck& c : checks) {
+        std::string parent = bridge::qualified_relation_name(c.fk.referenced);
+        std::string where;
+        for (size_t i = 0; i < c.fk.referenced_cols.size(); ++i) {
+            where += fmt::format("{}x.{} = ${}", i ? " AND " : "", bridge::quote_ident(c.fk.referenced_cols[i]), i + 1);
+        }
+        /* Lock the parent whatever its state, then look at the locked version:
+         * a concurrent uncommitted soft delete of it is waited for and seen. */
+        std::string sql = fmt::format("SELECT x.deleted_at IS NOT NULL FROM {} x WHERE {} FOR SHARE OF x", parent, where);
+        {
+            bridge::AsRole as_owner(bridge::relation_owner(c.fk.referenced), SECURITY_NOFORCE_RLS);
+            bridge::execute_sql(sql, static_cast<int>(c.values.size()), c.types.data(), c.values.data(), nullptr,
+                                false, 1);
+        }
+        if (bridge::processed_rows() > 0 && DatumGetBool(bridge::result_datum(0, 1).value_or(BoolGetDatum(false)))) {
+            throw Error(sqlstate::foreign_key_violation,
+                        fmt::format("cannot restore a row of {}: its parent row in {} is still deleted",
+                                    bridge::qualified_relation_name(c.fk.referencing), parent),
+                        fmt::format("Foreign key \"{}\".", c.fk.name), "Restore the parent row first.");
         }
     }
 }
@@ -311,18 +327,18 @@ LIFECYCLE_FUNCTION(lifecycle_restore) {
         if (!deleted) return; /* live already: nothing to restore */
         std::optional<int64> event = bridge::result_int64(0, 1);
 
-        std::vector<softdelete::Restored> done;
+        std::vector<softdelete::ParentCheck> checks;
         if (event) {
-            total = softdelete::restore_rows(relid, fmt::format("{} = $1", pk_col), {id_type}, {id}, *event, done);
+            total = softdelete::restore_rows(relid, fmt::format("{} = $1", pk_col), {id_type}, {id}, *event, checks);
         } else {
             /* Deleted by hand, without an event: just the row. */
             bridge::execute_sql(
                 fmt::format("UPDATE {} SET deleted_at = NULL, deleted_by = NULL WHERE {} = $1 RETURNING *", table, pk_col),
                 1, &id_type, &id, nullptr, false);
             total = static_cast<int64>(bridge::processed_rows());
-            softdelete::remember(done, relid, SPI_tuptable, bridge::processed_rows());
+            softdelete::remember_parents(checks, relid, SPI_tuptable, bridge::processed_rows());
         }
-        softdelete::check_parents(done);
+        softdelete::check_parents(checks);
     });
     PG_RETURN_INT64(total);
 }

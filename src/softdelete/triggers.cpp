@@ -22,6 +22,8 @@
 
 #include <unordered_map>
 
+extern "C" Datum lifecycle_current_actor(PG_FUNCTION_ARGS);
+
 namespace pg_lifecycle::softdelete {
 
 using bridge::pg_call;
@@ -205,21 +207,28 @@ Datum guard_cpp(FunctionCallInfo fcinfo) {
         guard_warned = false;
     }
     std::string sql = fmt::format(
-        "UPDATE ONLY {} SET deleted_at = now(), deleted_by = lifecycle.current_actor(), delete_event = $2 "
-        "WHERE ctid = $1",
+        "UPDATE ONLY {} SET deleted_at = now(), deleted_by = $3, delete_event = $2 WHERE ctid = $1",
         bridge::qualified_relation_name(relid));
-    Oid types[2] = {TIDOID, INT8OID};
-    Datum values[2] = {PointerGetDatum(&row->t_self), Int64GetDatum(guard_event)};
-    bridge::execute_sql(sql, 2, types, values, nullptr, false);
+    Oid types[3] = {TIDOID, INT8OID, TEXTOID};
+    /* The actor is the caller; the UPDATE runs as the table's owner, since
+     * DELETE privilege (already checked) is all a soft delete needs. */
+    Datum actor = pg_call([] { return DirectFunctionCall1(lifecycle_current_actor, (Datum)0); });
+    Datum values[3] = {PointerGetDatum(&row->t_self), Int64GetDatum(guard_event), actor};
+    {
+        bridge::AsRole as_owner(bridge::relation_owner(relid));
+        bridge::execute_sql(sql, 3, types, values, nullptr, false);
+    }
     if (!guard_warned) {
         guard_warned = true;
         std::string table = bridge::qualified_relation_name(relid);
-        pg_call([&table] {
+        bool preloaded = gucs::preloaded;
+        pg_call([&table, preloaded] {
             ereport(WARNING,
                     (errmsg("pg_lifecycle soft-deleted rows of %s, but this DELETE reports 0 rows", table.c_str()),
-                     errdetail("pg_lifecycle is not in shared_preload_libraries, so the DELETE reached the table "
-                               "and its trigger kept the rows."),
-                     errhint("Add pg_lifecycle to shared_preload_libraries for exact row counts.")));
+                     preloaded ? errdetail("The DELETE reached the table, and its trigger kept the rows.")
+                               : errdetail("pg_lifecycle is not in shared_preload_libraries, so the DELETE reached "
+                                           "the table and its trigger kept the rows."),
+                     preloaded ? 0 : errhint("Add pg_lifecycle to shared_preload_libraries for exact row counts.")));
         });
     }
     return PointerGetDatum(nullptr); /* skip the physical delete */

@@ -17,6 +17,7 @@ namespace pg_lifecycle::gucs {
 
 bool enabled = true;
 int naptime_ms = 10000;
+int worker_nice = 10;
 char* history_retention = nullptr;
 char* session_history_retention = nullptr;
 bool include_deleted = false;
@@ -82,6 +83,10 @@ void define_gucs() {
                                 "Also how soon a database that installs the extension is picked up.",
                                 &gucs::naptime_ms, 10000, 100, 24 * 3600 * 1000, PGC_SIGHUP, GUC_UNIT_MS,
                                 nullptr, nullptr, nullptr);
+        DefineCustomIntVariable("lifecycle.worker_nice", "CPU priority (nice value) of the pg_lifecycle workers.",
+                                "Workers use idle CPU fully but yield to application backends under load. "
+                                "A worker can only raise its value; lowering it takes effect when it restarts.",
+                                &gucs::worker_nice, 10, 0, 19, PGC_SIGHUP, 0, nullptr, nullptr, nullptr);
         DefineCustomStringVariable("lifecycle.history_retention",
                                    "How long lifecycle.job_runs keeps the history of maintenance passes.", nullptr,
                                    &gucs::history_retention, "7 days", PGC_SIGHUP, 0, check_positive_interval,

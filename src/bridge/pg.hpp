@@ -58,6 +58,7 @@ extern "C" {
 #include "parser/parse_func.h"
 #include "parser/parsetree.h"
 #include "pgstat.h"
+#include "utils/backend_status.h"
 #include "postmaster/bgworker.h"
 #include "postmaster/interrupt.h"
 #include "storage/ipc.h"

@@ -3,6 +3,8 @@
  */
 #include "bridge/spi.hpp"
 
+#include <unordered_map>
+
 namespace pg_lifecycle::bridge {
 
 SpiConnection::SpiConnection() {
@@ -57,6 +59,28 @@ int execute_sql(const std::string& sql, int nargs, const Oid* types, const Datum
         return SPI_execute_with_args(sql.c_str(), nargs, const_cast<Oid*>(types), const_cast<Datum*>(values),
                                      nulls, read_only, count);
     });
+    check_rc(rc, sql.c_str());
+    return rc;
+}
+
+int execute_cached(const std::string& sql, int nargs, const Oid* types, const Datum* values, const char* nulls,
+                   bool read_only, long count) {
+    static std::unordered_map<std::string, SPIPlanPtr> plans;
+    auto it = plans.find(sql);
+    if (it == plans.end()) {
+        SPIPlanPtr plan = pg_call([&] {
+            SPIPlanPtr p = SPI_prepare(sql.c_str(), nargs, const_cast<Oid*>(types));
+            if (p == nullptr) {
+                elog(ERROR, "pg_lifecycle: SPI_prepare failed (%s) for: %s", SPI_result_code_string(SPI_result),
+                     sql.c_str());
+            }
+            if (SPI_keepplan(p) != 0) elog(ERROR, "pg_lifecycle: SPI_keepplan failed");
+            return p;
+        });
+        it = plans.emplace(sql, plan).first;
+    }
+    SPIPlanPtr plan = it->second;
+    int rc = pg_call([&] { return SPI_execute_plan(plan, const_cast<Datum*>(values), nulls, read_only, count); });
     check_rc(rc, sql.c_str());
     return rc;
 }

@@ -54,6 +54,11 @@ int execute_sql(const std::string& sql, bool read_only, long count = 0);
 int execute_sql(const std::string& sql, int nargs, const Oid* types, const Datum* values, const char* nulls,
                 bool read_only, long count = 0);
 
+/* Run SQL text built at run time (quoted identifiers, values as parameters),
+ * prepared once per distinct text and kept for the life of the backend. */
+int execute_cached(const std::string& sql, int nargs, const Oid* types, const Datum* values, const char* nulls,
+                   bool read_only, long count = 0);
+
 /* Number of rows processed by the last SPI command. */
 uint64 processed_rows();
 /* Column `col` (1-based) of row `row` of the last SPI result. */

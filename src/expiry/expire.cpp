@@ -11,12 +11,33 @@
 #include "softdelete/softdelete.hpp"
 #include "worker/tasks.hpp"
 
+#include <unordered_map>
+
 namespace pg_lifecycle::expiry {
 
 using bridge::pg_call;
 
 namespace {
 
+
+/* Where each table's next batch starts scanning (per process). */
+std::unordered_map<Oid, ItemPointerData> resume_points;
+
+ItemPointerData resume_after(Oid table) {
+    auto it = resume_points.find(table);
+    if (it != resume_points.end()) return it->second;
+    ItemPointerData start{};
+    ItemPointerSet(&start, 0, 0);
+    return start;
+}
+
+void resume_at(Oid table, const ItemPointerData* tid) {
+    if (tid == nullptr) {
+        resume_points.erase(table);
+    } else {
+        resume_points[table] = *tid;
+    }
+}
 
 class ExpireTask final : public worker::Task {
 public:
@@ -72,25 +93,38 @@ public:
         /* On a soft-delete table the DELETE keeps the rows: pick live ones only
          * (with hide on, the planner hook adds the same test). */
         const char* live = softdelete::lookup(unit.target) ? " AND deleted_at IS NULL" : "";
+        /* Each batch resumes its scan after the last row the previous one looked
+         * at (a TID range scan), so a big backlog costs one pass over the table,
+         * not one per batch; a short batch ends the sweep and the next one starts
+         * again from the first block. */
         std::string sql = fmt::format(
-            "DELETE FROM ONLY {0} WHERE ctid = ANY (ARRAY(SELECT ctid FROM ONLY {0} WHERE {1} <= now() - $1{2} "
-            "LIMIT $2 FOR UPDATE SKIP LOCKED)) AND {1} <= now() - $1",
+            "WITH candidates AS (SELECT ctid FROM ONLY {0} WHERE ctid > $3 AND {1} <= now() - $1{2} "
+            "LIMIT $2 FOR UPDATE SKIP LOCKED), "
+            "deleted AS (DELETE FROM ONLY {0} WHERE ctid = ANY (ARRAY(SELECT ctid FROM candidates)) "
+            "AND {1} <= now() - $1 RETURNING 1) "
+            "SELECT (SELECT count(*) FROM candidates), (SELECT max(ctid) FROM candidates), "
+            "(SELECT count(*) FROM deleted)",
             table, col, live);
-        Oid types[2] = {INTERVALOID, INT8OID};
-        Datum values[2] = {after, Int64GetDatum(batch)};
+        ItemPointerData from = resume_after(unit.target);
+        Oid types[3] = {INTERVALOID, INT8OID, TIDOID};
+        Datum values[3] = {after, Int64GetDatum(batch), PointerGetDatum(&from)};
 
-        worker::set_local_lock_timeout("100ms");
+        worker::set_batch_settings();
         Oid owner = bridge::relation_owner(unit.target);
         int nest = pg_call([] { return NewGUCNestLevel(); });
         {
             /* As the table's owner, like autovacuum: its triggers never run with
              * the worker's superuser rights. */
             bridge::AsRole as_owner(owner, SECURITY_RESTRICTED_OPERATION);
-            bridge::execute_sql(sql, 2, types, values, nullptr, false);
+            bridge::execute_cached(sql, 3, types, values, nullptr, false);
         }
         pg_call([nest] { AtEOXact_GUC(false, nest); });
-        int64 rows = static_cast<int64>(bridge::processed_rows());
-        return {rows, rows >= batch};
+        int64 candidates = bridge::result_int64(0, 1).value_or(0);
+        auto last = bridge::result_datum(0, 2);
+        int64 rows = bridge::result_int64(0, 3).value_or(0);
+        bool more = candidates >= batch && last.has_value();
+        resume_at(unit.target, more ? reinterpret_cast<const ItemPointerData*>(DatumGetPointer(*last)) : nullptr);
+        return {rows, more};
     }
 };
 

@@ -59,7 +59,7 @@ public:
             {INT4OID});
         constexpr int batch = 1000;
         Datum limit = Int32GetDatum(batch);
-        worker::set_local_lock_timeout("100ms");
+        worker::set_batch_settings();
         close.execute(&limit, nullptr, false);
         int64 rows = static_cast<int64>(bridge::processed_rows());
         return {rows, rows >= batch};
@@ -82,7 +82,7 @@ public:
         constexpr int batch = 1000;
         Datum values[2] = {IntervalPGetDatum(gucs::interval_value(gucs::session_history_retention)),
                            Int32GetDatum(batch)};
-        worker::set_local_lock_timeout("100ms");
+        worker::set_batch_settings();
         purge.execute(values, nullptr, false);
         int64 rows = static_cast<int64>(bridge::processed_rows());
         return {rows, rows >= batch};

@@ -96,7 +96,7 @@ public:
         Interval* older_than = DatumGetIntervalP(pg_call([&r] { return datumCopy(*r, false, 16); }));
         if (pg_call([&unit] { return get_rel_relkind(unit.target); }) == '\0') return {0, false};
         constexpr int batch = 1000;
-        worker::set_local_lock_timeout("100ms");
+        worker::set_batch_settings();
         int64 rows;
         {
             /* As the table's owner (hard delete is the owner's right), like autovacuum. */

@@ -75,7 +75,7 @@ public:
             {INTERVALOID, INT4OID});
         constexpr int batch = 5000;
         Datum values[2] = {IntervalPGetDatum(gucs::interval_value(gucs::history_retention)), Int32GetDatum(batch)};
-        set_local_lock_timeout("100ms");
+        set_batch_settings();
         purge.execute(values, nullptr, false);
         int64 rows = static_cast<int64>(bridge::processed_rows());
         return {rows, rows >= batch};

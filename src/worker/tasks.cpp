@@ -46,6 +46,15 @@ void set_local_lock_timeout(const char* value) {
     });
 }
 
+void set_batch_settings() {
+    bridge::pg_call([] {
+        (void)set_config_option("lock_timeout", "100ms", PGC_USERSET, PGC_S_SESSION, GUC_ACTION_LOCAL, true, 0,
+                                false);
+        (void)set_config_option("synchronous_commit", "off", PGC_USERSET, PGC_S_SESSION, GUC_ACTION_LOCAL, true, 0,
+                                false);
+    });
+}
+
 PassOutcome run_pass(Executor& exec, TimestampTz deadline) {
     PassOutcome pass;
     pass.started = GetCurrentTimestamp();

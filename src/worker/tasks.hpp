@@ -85,7 +85,12 @@ void record_pass(const PassOutcome& pass);
 std::string describe_error(const std::exception& e);
 /* "expire on public.t failed: 23503: ..." */
 std::string describe_failure(const Unit& unit, const std::string& error);
-/* SET LOCAL lock_timeout for the current batch (reverted after it, also in run_maintenance). */
+/* The settings of a maintenance batch, for the current batch only (reverted
+ * after it, also in run_maintenance): lock_timeout = 100ms, so application
+ * traffic is never blocked for long, and synchronous_commit = off — a batch
+ * lost in a crash is simply done again. */
+void set_batch_settings();
+/* Older name, lock_timeout only; kept for code written against it. */
 void set_local_lock_timeout(const char* value);
 
 }  // namespace pg_lifecycle::worker

@@ -25,6 +25,8 @@ PROVE_TESTS    = $(wildcard test/t/*.pl)
 
 PG_CPPFLAGS += -I$(srcdir)/src
 PG_CXXFLAGS += -std=c++20 -Wno-register -Wno-missing-field-initializers -fvisibility-inlines-hidden
+# Header dependencies (src/x/y.d next to each object), so a changed header rebuilds what uses it.
+PG_CXXFLAGS += -MMD -MP
 SHLIB_LINK  += -lstdc++ -lfmt
 # PGXS's bitcode rule ignores PG_CXXFLAGS, and JIT-inlining C++ buys nothing.
 override with_llvm = no
@@ -33,6 +35,8 @@ PG_CONFIG ?= /usr/lib/postgresql/15/bin/pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs 2>/dev/null)
 ifneq ($(wildcard $(PGXS)),)
 include $(PGXS)
+-include $(OBJS:.o=.d)
+EXTRA_CLEAN += $(OBJS:.o=.d)
 else
 all install:
 	@echo "PostgreSQL 15 server headers are missing: run 'make test' or 'make demo' (they install them)" >&2; exit 1

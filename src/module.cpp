@@ -3,6 +3,7 @@
  * nothing else.
  */
 #include "bridge/guard.hpp"
+#include "counts/counts.hpp"
 #include "expiry/expiry.hpp"
 #include "gucs.hpp"
 #include "softdelete/softdelete.hpp"
@@ -116,6 +117,7 @@ void init_cpp() {
     softdelete::register_retention_task();
     expiry::register_session_tasks();
     worker::register_history_task();
+    counts::init();
     softdelete::init();
     /* The launcher exists only when preloaded; the SQL functions work either way. */
     if (process_shared_preload_libraries_in_progress) {

@@ -67,3 +67,80 @@ SELECT user_id, device_id, end_reason, ended_at - last_activity_at AS idle_for
 \echo 'What the worker did (lifecycle.job_runs), and its health report:'
 SELECT task, target, rows, status FROM lifecycle.job_runs WHERE task <> 'pass' ORDER BY id;
 SELECT jsonb_pretty(lifecycle.health() - 'last_pass' - 'naptime') AS health;
+
+-- make demo, §4: exact pagination counts.  (Runs after CREATE EXTENSION pg_lifecycle;
+-- the worker folds count deltas every lifecycle.naptime.)
+\echo
+\echo '### 4. Exact pagination counts'
+\echo 'An audit log of 2,000,000 rows over 2024 (the seeds'' user_actions), counted by outcome and action type:'
+CREATE TABLE audit_log (
+    id          bigserial PRIMARY KEY,
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    user_id     text NOT NULL,
+    action_type text NOT NULL,
+    outcome     text NOT NULL
+);
+INSERT INTO audit_log (created_at, user_id, action_type, outcome)
+SELECT '2024-01-01 00:00+00'::timestamptz + (g / 2000000.0) * interval '366 days', 'u-' || (g % 1000),
+       (ARRAY['GET', 'POST', 'PUT', 'DELETE'])[1 + g % 4],
+       CASE WHEN g % 10 < 8 THEN 'success' WHEN g % 10 = 8 THEN 'error' ELSE 'permission_denied' END
+  FROM generate_series(1, 2000000) g;
+CREATE INDEX ON audit_log (created_at);
+VACUUM ANALYZE audit_log;
+SELECT lifecycle.count_enable('audit_log', '{outcome,action_type}', 'created_at', '1 hour');
+
+-- count and count(*) side by side, each timed on the server (clock_timestamp).
+CREATE FUNCTION pg_temp.side_by_side(filter jsonb, cond text, since timestamptz DEFAULT NULL,
+                                     until timestamptz DEFAULT NULL)
+RETURNS TABLE ("lifecycle.count" bigint, count_ms numeric, "count(*)" bigint, count_star_ms numeric)
+LANGUAGE plpgsql AS $$
+DECLARE t0 timestamptz; q text := 'SELECT count(*) FROM audit_log WHERE ' || cond;
+BEGIN
+    IF since IS NOT NULL THEN q := q || format(' AND created_at >= %L', since); END IF;
+    IF until IS NOT NULL THEN q := q || format(' AND created_at < %L', until); END IF;
+    PERFORM lifecycle.count('audit_log', filter, since, until);       -- warm
+    t0 := clock_timestamp();
+    "lifecycle.count" := lifecycle.count('audit_log', filter, since, until);
+    count_ms := round((extract(epoch FROM clock_timestamp() - t0) * 1000)::numeric, 3);
+    t0 := clock_timestamp();
+    EXECUTE q INTO "count(*)";
+    count_star_ms := round((extract(epoch FROM clock_timestamp() - t0) * 1000)::numeric, 3);
+    RETURN NEXT;
+END $$;
+
+\echo
+\echo 'The paginated list of failed POSTs, and its total (meta.total), exact:'
+\echo '  SELECT lifecycle.count(''audit_log'', ''{"outcome": ["error", "permission_denied"], "action_type": "POST"}'')'
+SELECT * FROM pg_temp.side_by_side('{"outcome": ["error", "permission_denied"], "action_type": "POST"}',
+                                   $$outcome IN ('error', 'permission_denied') AND action_type = 'POST'$$);
+\echo 'The same over a time range whose edges are not on bucket boundaries (March 2024):'
+SELECT * FROM pg_temp.side_by_side('{"outcome": "error"}', $$outcome = 'error'$$,
+                                   '2024-03-01 00:17:23+00', '2024-03-31 05:41:07+00');
+
+\echo
+\echo 'Exact in the caller''s transaction: an uncommitted insert is counted here, and nowhere else;'
+\echo 'after ROLLBACK it never was.'
+BEGIN;
+INSERT INTO audit_log (created_at, user_id, action_type, outcome)
+SELECT '2024-03-15 12:00+00', 'u-1', 'POST', 'error' FROM generate_series(1, 3);
+SELECT * FROM pg_temp.side_by_side('{"outcome": "error", "action_type": "POST"}', $$outcome = 'error' AND action_type = 'POST'$$);
+ROLLBACK;
+SELECT * FROM pg_temp.side_by_side('{"outcome": "error", "action_type": "POST"}', $$outcome = 'error' AND action_type = 'POST'$$);
+
+\echo
+\echo 'Writers append deltas; the worker folds them into the summaries (lifecycle.job_runs):'
+SELECT format('lifecycle.count_%s_delta', id) AS delta FROM lifecycle.count_tables WHERE tbl = 'audit_log'::regclass \gset
+UPDATE audit_log SET outcome = 'error' WHERE id % 1000 = 1;
+SELECT count(*) AS unfolded_deltas FROM :delta;
+SELECT format($$DO 'BEGIN FOR i IN 1..100 LOOP EXIT WHEN NOT EXISTS (SELECT 1 FROM %s); PERFORM pg_sleep(0.1); END LOOP; END'$$, :'delta') \gexec
+SELECT count(*) AS unfolded_deltas_after_a_pass FROM :delta;
+SELECT * FROM pg_temp.side_by_side('{"outcome": "error"}', $$outcome = 'error'$$);
+
+\echo
+\echo 'A filter on something that is not a dimension: the planner''s estimate instead of a scan.'
+SELECT lifecycle.count_estimate($$SELECT 1 FROM audit_log WHERE user_id = 'u-42'$$) AS estimate,
+       (SELECT count(*) FROM audit_log WHERE user_id = 'u-42') AS exact;
+\echo 'And a key that is not a dimension is an error that names them:'
+\set ON_ERROR_STOP 0
+SELECT lifecycle.count('audit_log', '{"user_id": "u-42"}');
+\set ON_ERROR_STOP 1

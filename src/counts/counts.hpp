@@ -1,0 +1,142 @@
+/*
+ * counts.hpp — exact, snapshot-correct pagination counts (SPEC.md §4).
+ *
+ * For each table enabled with lifecycle.count_enable (a row of
+ * lifecycle.count_tables with id N) the extension keeps, in schema lifecycle:
+ *
+ *   count_N_delta    (dims..., lc_bucket, lc_live, lc_delta)  append-only, no index
+ *   count_N_bucket   (dims..., lc_bucket, lc_live, lc_n)      per time bucket (only with a time column)
+ *   count_N_total    (dims..., lc_live, lc_n)                 all time
+ *
+ * Statement-level AFTER triggers with transition tables on the table (and on
+ * each of its partitions) append one row per (dims, bucket, live) group of a
+ * statement to count_N_delta; nobody updates a shared row.  A count is the
+ * sum of the visible summary rows plus the visible delta rows matching the
+ * filter, so MVCC makes it exactly what count(*) sees in the same snapshot.
+ * The count_fold task moves delta rows into the summaries, atomically.
+ * lc_live is "deleted_at IS NULL" for a table with a deleted_at column (soft
+ * delete), true otherwise.
+ *
+ * All SQL on these tables runs as their owner (the counted table's owner) in
+ * a security-restricted context, like autovacuum.
+ */
+#pragma once
+
+#include "bridge/pg.hpp"
+#include "bridge/security.hpp"
+#include "bridge/spi.hpp"
+
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace pg_lifecycle::counts {
+
+/* The configuration of one counted table (a row of lifecycle.count_tables). */
+struct Config {
+    int32 id = 0;
+    Oid relid = InvalidOid;
+    std::vector<std::string> dims;
+    std::string time_column;       /* empty: no time column */
+    int64 bucket_usecs = 0;        /* bucket width, when there is a time column */
+    std::string bucket_text;       /* the bucket interval as text (trigger argument) */
+    bool live_column = false;      /* the table had a deleted_at column when last looked at */
+
+    bool has_time() const { return !time_column.empty(); }
+    /* "lifecycle".count_N_delta etc. (quoted, qualified) */
+    std::string delta() const;
+    std::string bucket() const;
+    std::string total() const;
+    std::string table_name(const char* kind) const;  /* unqualified: count_N_<kind> */
+    /* Quoted dimension list "a", "b" (empty when none). */
+    std::string dim_list(const char* prefix = "") const;
+};
+
+/* Names of the internal columns; a dimension may not use them. */
+inline constexpr const char* reserved_columns[] = {"lc_bucket", "lc_live", "lc_delta", "lc_n"};
+
+/* Set while count_enable/count_disable/the DDL handlers run DDL of their own,
+ * so that the event triggers leave it alone. */
+extern int own_ddl_depth;
+struct OwnDdl {
+    OwnDdl() { ++own_ddl_depth; }
+    ~OwnDdl() { --own_ddl_depth; }
+    OwnDdl(const OwnDdl&) = delete;
+    OwnDdl& operator=(const OwnDdl&) = delete;
+};
+
+Oid lifecycle_namespace();
+/* A relation of schema lifecycle by name, or InvalidOid. */
+Oid lifecycle_relation(const std::string& name);
+
+/* Configuration of a table, or nullopt when it is not counted (SPI connected). */
+std::optional<Config> load_config(Oid relid);
+std::optional<Config> load_config_by_id(int32 id);
+std::vector<Config> load_all_configs();
+
+/* Plans prepared once per backend, keyed by their SQL text (SPI_keepplan; the
+ * plan cache revalidates them after DDL). */
+SPIPlanPtr cached_plan(const std::string& sql, int nargs, const Oid* types, int cursor_options = 0);
+
+/* "deleted_at IS NULL" when the relation has a deleted_at column, else "true". */
+std::string live_expression(Oid relid);
+/* The bucket expression over the time column (parameter $n, bigint, is the
+ * bucket width in microseconds): lifecycle.count_bucket, i.e. bucket_start(). */
+std::string bucket_expression(const Config& cfg, int param);
+/* The bucket width (microseconds) as an int8 Datum. */
+Datum bucket_interval(const Config& cfg);
+int64 bucket_usecs_of(const std::string& interval_text);
+
+/* The start of the bucket of width `stride` microseconds holding ts: buckets
+ * are aligned on 2000-01-01 00:00 UTC, PostgreSQL's timestamp zero (what
+ * date_bin(stride, ts, that origin) gives).  Infinite values stay as they are. */
+inline TimestampTz bucket_start(TimestampTz ts, int64 stride) {
+    if (TIMESTAMP_NOT_FINITE(ts)) return ts;
+    int64 rem = ts % stride;
+    return rem < 0 ? ts - rem - stride : ts - rem;
+}
+
+/* The owner of the count_N tables of cfg, which all their SQL runs as. */
+Oid counts_owner(const Config& cfg);
+
+/* Adds sign * (rows of `rel`, ONLY that relation unless it is partitioned,
+ * grouped) to count_N_delta, reading them with a fresh snapshot. */
+void scan_into_delta(const Config& cfg, Oid rel, int sign);
+/* Empties the count_N tables and fills the summaries from the table's rows
+ * (fresh snapshot); the caller holds a lock that keeps writers out. */
+void rebuild(const Config& cfg);
+
+/* Our triggers on one relation (the counted table or one of its partitions). */
+void create_triggers(const Config& cfg, Oid rel);
+void drop_triggers(const Config& cfg, Oid rel);
+
+/* The partitions (all levels) of a partitioned table that are attached (not
+ * being detached), parents before children. */
+std::vector<Oid> attached_partitions(Oid root);
+/* Partitions registered in lifecycle.count_parts for cfg. */
+std::vector<Oid> registered_parts(const Config& cfg);
+void register_part(const Config& cfg, Oid part);
+void unregister_part(Oid part);
+
+/* Brings every counted table's partitions, triggers, owner and columns in line
+ * after DDL (ddl_command_end, or sql_drop when `dropping`). */
+void reconcile_after_ddl(bool dropping);
+/* Locks a counted table and its partitions against writers (SHARE). */
+void lock_against_writers(const Config& cfg);
+/* Whether a plain table has inheritance children (pg_inherits, not the lazily
+ * cleared relhassubclass). */
+bool has_inheritance_children(Oid relid);
+/* Before DROP TABLE: subtracts the rows of counted partitions about to go. */
+void before_drop(Node* parsetree);
+
+std::string quote_ident_str(const std::string& s);
+std::string relation_display_name(Oid relid);
+
+void register_fold_task();
+
+}  // namespace pg_lifecycle::counts
+
+namespace pg_lifecycle::counts {
+/* At load time (module.cpp): registers the count_fold task. */
+inline void init() { register_fold_task(); }
+}  // namespace pg_lifecycle::counts

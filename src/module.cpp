@@ -7,6 +7,7 @@
 #include "expiry/expiry.hpp"
 #include "gucs.hpp"
 #include "softdelete/softdelete.hpp"
+#include "tokens/tokens.hpp"
 #include "worker/launcher.hpp"
 
 extern "C" {
@@ -105,20 +106,25 @@ void define_gucs() {
                                  &gucs::hard_delete, false, PGC_USERSET, 0, nullptr, assign_plan_setting, nullptr);
         DefineCustomStringVariable("lifecycle.actor", "Recorded in deleted_by by soft deletes (empty: current_user).",
                                    nullptr, &gucs::actor, "", PGC_USERSET, 0, nullptr, nullptr, nullptr);
-        MarkGUCPrefixReserved("lifecycle");
     });
 }
 
 void init_cpp() {
     gucs::preloaded = process_shared_preload_libraries_in_progress;
     define_gucs();
-    /* Maintenance tasks, in the order a pass runs them. */
+    /* Each capability: its settings, hooks and maintenance tasks.  The pass
+     * runs tasks in the order they are registered here. */
     expiry::register_expire_task();
     softdelete::register_retention_task();
     expiry::register_session_tasks();
+    tokens::init();
     worker::register_history_task();
     counts::init();
     softdelete::init();
+    /* Only now, with every lifecycle.* setting defined: a misspelt one in
+     * postgresql.conf is reported (reserving earlier would drop the values of
+     * settings defined later). */
+    bridge::pg_call([] { MarkGUCPrefixReserved("lifecycle"); });
     /* The launcher exists only when preloaded; the SQL functions work either way. */
     if (process_shared_preload_libraries_in_progress) {
         worker::register_launcher();

@@ -36,6 +36,47 @@ SELECT lifecycle.restore('users', 1) AS rows_restored;
 SELECT id, title FROM posts ORDER BY id;
 SELECT id, body FROM comments ORDER BY id;
 
+-- Demo fragment for test/demo.sql: refresh-token families (SPEC §2).
+-- Shows a rotation, a replay, a detected reuse and the revoked family.
+-- (Assumes CREATE EXTENSION pg_lifecycle has run.  Tokens are shown by their last 12 characters:
+-- the first 22 encode the key id and the family id, the same for every token of a family.)
+\echo
+\echo '### 2. Refresh-token families: rotation, idempotent retries, reuse detection'
+\echo 'Login: alice gets a token family on her laptop and its first refresh token:'
+SELECT family_id AS fam, token AS t1 FROM lifecycle.token_family_create('alice', 'laptop') \gset
+SELECT :'fam' AS family_id, '…' || right(:'t1', 12) AS token, length(:'t1') AS length;
+
+\echo 'Her laptop refreshes: the token is rotated, generation 2:'
+SELECT status, '…' || right(token, 12) AS new_token, generation FROM lifecycle.token_rotate(:'t1');
+SELECT token AS t2 FROM lifecycle.token_rotate(:'t1') \gset
+
+\echo 'A second tab (or a retry after a lost response) presents the old token again, within'
+\echo 'lifecycle.token_reuse_grace (10s): it is replayed — the SAME new token, no logout:'
+SELECT status, '…' || right(token, 12) AS token, token = :'t2' AS same_as_the_rotation, generation
+  FROM lifecycle.token_rotate(:'t1');
+
+\echo 'The laptop keeps going: t2 -> t3.'
+SELECT token AS t3 FROM lifecycle.token_rotate(:'t2') \gset
+
+\echo 'An attacker who copied t1 earlier presents it now. t1 is two generations old: reuse.'
+\echo 'token_rotate returns the outcome (it does not raise), so the revocation commits:'
+SELECT status, user_id, token, generation FROM lifecycle.token_rotate(:'t1');
+
+\echo 'The whole family is revoked, so the laptop''s current token t3 no longer works either:'
+SELECT status FROM lifecycle.token_rotate(:'t3');
+SELECT user_id, device_fingerprint, generation, revoked_reason FROM lifecycle.token_families WHERE family_id = :'fam';
+\echo 'and the security event says what happened:'
+SELECT event_type, severity, user_id, detail->>'cause' AS cause,
+       detail->'presented_generation' AS presented, detail->'current_generation' AS current
+  FROM lifecycle.security_events WHERE family_id = :'fam';
+
+\echo 'Nothing stored lets anyone present a token: the tables hold nonces, the MAC needs the server key'
+\echo '($PGDATA/pg_lifecycle_token.key, created on first use); token_keys() shows its fingerprint only:'
+SELECT key_id, fingerprint, state FROM lifecycle.token_keys();
+\echo '"Log out everywhere" after a password change revokes every live family of a user:'
+SELECT count(*) AS new_families FROM unnest(ARRAY['phone', 'tablet']) d, LATERAL lifecycle.token_family_create('alice', d);
+SELECT lifecycle.token_families_revoke_user('alice', 'password_changed') AS revoked;
+
 \echo
 \echo '### 3. Expiry and sessions, swept by a background worker (here lifecycle.naptime = 1s)'
 \echo 'A table of password-reset links; two expire in a second, one in an hour:'

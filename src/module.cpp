@@ -44,12 +44,7 @@ using namespace pg_lifecycle;
 bool check_positive_interval_cpp(char** newval) {
     try {
         Interval* iv = gucs::interval_value(*newval);
-        bool positive = bridge::pg_call([iv] {
-            Interval zero{};
-            return DatumGetInt32(DirectFunctionCall2(interval_cmp, IntervalPGetDatum(iv),
-                                                     IntervalPGetDatum(&zero))) > 0;
-        });
-        if (!positive) {
+        if (bridge::interval_sign(iv) <= 0) {
             GUC_check_errdetail("The value must be a positive interval, such as '7 days'.");
             return false;
         }

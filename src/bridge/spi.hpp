@@ -71,6 +71,15 @@ inline Datum text_datum(std::string_view s) {
     return pg_call([&] { return PointerGetDatum(cstring_to_text_with_len(s.data(), static_cast<int>(s.size()))); });
 }
 
+/* -1, 0 or 1 as the interval is negative, zero or positive (interval_cmp). */
+inline int interval_sign(const Interval* iv) {
+    return pg_call([iv] {
+        Interval zero{};
+        return DatumGetInt32(DirectFunctionCall2(interval_cmp, IntervalPGetDatum(const_cast<Interval*>(iv)),
+                                                 IntervalPGetDatum(&zero)));
+    });
+}
+
 /* Identifier quoting through PostgreSQL's quote_identifier. */
 std::string quote_ident(std::string_view ident);
 /* "schema"."table" for a relation; throws 42P01 if it does not exist. */

@@ -166,11 +166,7 @@ LIFECYCLE_FUNCTION(lifecycle_expire_enable) {
                     fmt::format("Its type is {}.", pg_call([type] { return std::string(format_type_be(type)); })),
                     "Expiry needs a timestamptz, timestamp or date column.");
     }
-    bool negative = pg_call([after] {
-        Interval zero{};
-        return DatumGetInt32(DirectFunctionCall2(interval_cmp, IntervalPGetDatum(after), IntervalPGetDatum(&zero))) < 0;
-    });
-    if (negative) {
+    if (bridge::interval_sign(after) < 0) {
         throw Error(sqlstate::invalid_parameter_value, "after must not be negative",
                     {}, "A row expires when column + after <= now().");
     }

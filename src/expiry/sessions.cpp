@@ -28,12 +28,7 @@ namespace {
     "THEN 'expired' WHEN idle_expires_at <= now() THEN 'idle' ELSE $2 END"
 #define WAS_LIVE "(expires_at > now() AND (idle_expires_at IS NULL OR idle_expires_at > now()))"
 
-int compare_to_zero(Interval* iv) {
-    return pg_call([iv] {
-        Interval zero{};
-        return DatumGetInt32(DirectFunctionCall2(interval_cmp, IntervalPGetDatum(iv), IntervalPGetDatum(&zero)));
-    });
-}
+int compare_to_zero(Interval* iv) { return bridge::interval_sign(iv); }
 
 Oid sessions_relid() {
     return pg_call([] { return get_relname_relid("sessions", get_namespace_oid("lifecycle", false)); });

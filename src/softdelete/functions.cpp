@@ -67,6 +67,28 @@ std::vector<std::string> primary_key_columns(Oid relid) {
     return cols;
 }
 
+/* Copies of the named columns of result row `r` (types alongside); false if one is NULL. */
+bool copy_columns(SPITupleTable* tuptable, uint64 r, const std::vector<std::string>& cols, std::vector<Oid>& types,
+                  std::vector<Datum>& values) {
+    bool has_null = false;
+    for (const auto& col : cols) {
+        int attnum = pg_call([&] { return SPI_fnumber(tuptable->tupdesc, col.c_str()); });
+        Oid type = pg_call([&] { return SPI_gettypeid(tuptable->tupdesc, attnum); });
+        bool isnull;
+        Datum d = pg_call([&] {
+            Datum v = SPI_getbinval(tuptable->vals[r], tuptable->tupdesc, attnum, &isnull);
+            int16 len;
+            bool byval;
+            get_typlenbyval(type, &len, &byval);
+            return isnull ? v : datumCopy(v, byval, len);
+        });
+        has_null = has_null || isnull;
+        types.push_back(type);
+        values.push_back(d);
+    }
+    return !has_null;
+}
+
 /* A parent a restored row references, to be checked once the restore is done. */
 struct ParentCheck {
     ForeignKey fk;
@@ -81,23 +103,9 @@ void remember_parents(std::vector<ParentCheck>& checks, Oid table, SPITupleTable
         if (lookup(fk.referenced) == nullptr) continue;
         for (uint64 r = 0; r < n; ++r) {
             ParentCheck check{fk, {}, {}};
-            bool has_null = false;
-            for (const auto& col : fk.referencing_cols) {
-                int attnum = pg_call([&] { return SPI_fnumber(tuptable->tupdesc, col.c_str()); });
-                Oid type = pg_call([&] { return SPI_gettypeid(tuptable->tupdesc, attnum); });
-                bool isnull;
-                Datum d = pg_call([&] {
-                    Datum v = SPI_getbinval(tuptable->vals[r], tuptable->tupdesc, attnum, &isnull);
-                    int16 len;
-                    bool byval;
-                    get_typlenbyval(type, &len, &byval);
-                    return isnull ? v : datumCopy(v, byval, len);
-                });
-                has_null = has_null || isnull;
-                check.types.push_back(type);
-                check.values.push_back(d);
+            if (copy_columns(tuptable, r, fk.referencing_cols, check.types, check.values)) {
+                checks.push_back(std::move(check));
             }
-            if (!has_null) checks.push_back(std::move(check));
         }
     }
 }
@@ -134,23 +142,7 @@ int64 restore_rows(Oid table, const std::string& where, std::vector<Oid> types, 
     for (uint64 r = 0; r < restored; ++r) {
         for (const ForeignKey& fk : fks) {
             ChildWork w{&fk, {}, {}};
-            bool has_null = false;
-            for (const auto& col : fk.referenced_cols) {
-                int attnum = pg_call([&] { return SPI_fnumber(tuptable->tupdesc, col.c_str()); });
-                Oid type = pg_call([&] { return SPI_gettypeid(tuptable->tupdesc, attnum); });
-                bool isnull;
-                Datum d = pg_call([&] {
-                    Datum v = SPI_getbinval(tuptable->vals[r], tuptable->tupdesc, attnum, &isnull);
-                    int16 len;
-                    bool byval;
-                    get_typlenbyval(type, &len, &byval);
-                    return isnull ? v : datumCopy(v, byval, len);
-                });
-                has_null = has_null || isnull;
-                w.types.push_back(type);
-                w.values.push_back(d);
-            }
-            if (!has_null) work.push_back(std::move(w));
+            if (copy_columns(tuptable, r, fk.referenced_cols, w.types, w.values)) work.push_back(std::move(w));
         }
     }
     int64 total = static_cast<int64>(restored);
@@ -211,12 +203,7 @@ LIFECYCLE_FUNCTION(lifecycle_soft_delete_enable) {
     bridge::require_owner(relid, "enable soft delete on it");
     if (!PG_ARGISNULL(1)) {
         Interval* retention = PG_GETARG_INTERVAL_P(1);
-        bool positive = pg_call([retention] {
-            Interval zero{};
-            return DatumGetInt32(DirectFunctionCall2(interval_cmp, IntervalPGetDatum(retention),
-                                                     IntervalPGetDatum(&zero))) > 0;
-        });
-        if (!positive) throw Error(sqlstate::invalid_parameter_value, "retention must be a positive interval",
+        if (bridge::interval_sign(retention) <= 0) throw Error(sqlstate::invalid_parameter_value, "retention must be a positive interval",
                                    {}, "Pass NULL to keep soft-deleted rows until purged by hand.");
     }
 
@@ -368,11 +355,7 @@ LIFECYCLE_FUNCTION(lifecycle_purge) {
         }
         older_than = DatumGetIntervalP(*r);
     }
-    bool negative = pg_call([older_than] {
-        Interval zero{};
-        return DatumGetInt32(DirectFunctionCall2(interval_cmp, IntervalPGetDatum(older_than), IntervalPGetDatum(&zero))) < 0;
-    });
-    if (negative) throw Error(sqlstate::invalid_parameter_value, "older_than must not be negative");
+    if (bridge::interval_sign(older_than) < 0) throw Error(sqlstate::invalid_parameter_value, "older_than must not be negative");
 
     std::vector<Oid> leaves{relid};
     if (kind == RELKIND_PARTITIONED_TABLE) {

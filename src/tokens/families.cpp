@@ -114,13 +114,7 @@ TimestampTz plus(TimestampTz t, const Interval* iv) {
     });
 }
 
-int compare_to_zero(const Interval* iv) {
-    return pg_call([iv] {
-        Interval zero{};
-        return DatumGetInt32(DirectFunctionCall2(interval_cmp, IntervalPGetDatum(const_cast<Interval*>(iv)),
-                                                 IntervalPGetDatum(&zero)));
-    });
-}
+int compare_to_zero(const Interval* iv) { return bridge::interval_sign(iv); }
 
 /* ---- the result row of token_rotate ---- */
 

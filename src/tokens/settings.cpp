@@ -39,11 +39,7 @@ bool check_interval_cpp(char** newval, void** extra, bool allow_zero) {
         GUC_check_errdetail("%s", e.what());
         return false;
     }
-    int sign = pg_call([&parsed] {
-        Interval zero{};
-        return DatumGetInt32(
-            DirectFunctionCall2(interval_cmp, IntervalPGetDatum(&parsed), IntervalPGetDatum(&zero)));
-    });
+    int sign = bridge::interval_sign(&parsed);
     if (sign < 0 || (sign == 0 && !allow_zero)) {
         GUC_check_errdetail(allow_zero ? "The value must be zero or a positive interval, such as '10s'."
                                        : "The value must be a positive interval, such as '30 days'.");

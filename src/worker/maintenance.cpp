@@ -87,11 +87,7 @@ const HistoryPurge history_purge;
 Interval* positive_interval_arg(FunctionCallInfo fcinfo, int n, const char* name) {
     bridge::require_arg(fcinfo, n, name);
     Interval* iv = PG_GETARG_INTERVAL_P(n);
-    bool positive = pg_call([iv] {
-        Interval zero{};
-        return DatumGetInt32(DirectFunctionCall2(interval_cmp, IntervalPGetDatum(iv), IntervalPGetDatum(&zero))) > 0;
-    });
-    if (!positive) {
+    if (bridge::interval_sign(iv) <= 0) {
         throw Error(sqlstate::invalid_parameter_value, fmt::format("{} must be a positive interval", name));
     }
     return iv;

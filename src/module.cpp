@@ -3,12 +3,15 @@
  * nothing else.
  */
 #include "bridge/guard.hpp"
+#include "bridge/spi.hpp"
 #include "counts/counts.hpp"
 #include "expiry/expiry.hpp"
 #include "gucs.hpp"
 #include "softdelete/softdelete.hpp"
 #include "tokens/tokens.hpp"
 #include "worker/launcher.hpp"
+
+#include <cstdlib>
 
 extern "C" {
 PG_MODULE_MAGIC;
@@ -34,27 +37,36 @@ Interval* interval_value(const char* text) {
     });
 }
 
-}  // namespace pg_lifecycle::gucs
-
-namespace {
-
-using namespace pg_lifecycle;
-
-/* An interval setting must parse and be positive. */
-bool check_positive_interval_cpp(char** newval) {
+bool check_interval_setting(char** newval, void** extra, bool allow_zero, const char* example) {
+    Interval parsed;
     try {
-        Interval* iv = gucs::interval_value(*newval);
-        if (bridge::interval_sign(iv) <= 0) {
-            GUC_check_errdetail("The value must be a positive interval, such as '7 days'.");
-            return false;
-        }
-        return true;
+        parsed = *interval_value(*newval);
     } catch (const bridge::PgError& e) {
         /* interval_in has no side effects: reporting its message is all there is to do. */
         GUC_check_errdetail("%s", e.what());
         return false;
     }
+    int sign = bridge::interval_sign(&parsed);
+    if (sign < 0 || (sign == 0 && !allow_zero)) {
+        GUC_check_errdetail("The value must be %s interval, such as '%s'.",
+                            allow_zero ? "zero or a positive" : "a positive", example);
+        return false;
+    }
+    auto* out = static_cast<Interval*>(std::malloc(sizeof(Interval)));
+    if (out == nullptr) {
+        GUC_check_errdetail("out of memory");
+        return false;
+    }
+    *out = parsed;
+    *extra = out;
+    return true;
 }
+
+}  // namespace pg_lifecycle::gucs
+
+namespace {
+
+using namespace pg_lifecycle;
 
 /* Plans embed what these settings decide (hidden rows, soft or hard DELETE):
  * a change must replan cached statements. */
@@ -67,9 +79,8 @@ extern "C" void assign_plan_setting(bool newval, void* extra) {
 }
 
 extern "C" bool check_positive_interval(char** newval, void** extra, GucSource source) {
-    (void)extra;
     (void)source;
-    return bridge::entry_guard([newval] { return check_positive_interval_cpp(newval); });
+    return bridge::entry_guard([=] { return gucs::check_interval_setting(newval, extra, false, "7 days"); });
 }
 
 void define_gucs() {

@@ -3,7 +3,8 @@
  */
 #include "bridge/spi.hpp"
 
-#include <unordered_map>
+#include <algorithm>
+#include <functional>
 
 namespace pg_lifecycle::bridge {
 
@@ -63,23 +64,64 @@ int execute_sql(const std::string& sql, int nargs, const Oid* types, const Datum
     return rc;
 }
 
+namespace {
+
+struct CachedPlan {
+    size_t hash;
+    const char* sql;  /* in TopMemoryContext */
+    int nargs;
+    int options;
+    Oid types[Statement::max_args];
+    SPIPlanPtr plan;
+};
+
+constexpr int max_cached_plans = 256;
+CachedPlan* plan_cache = nullptr; /* TopMemoryContext, trivially destructible */
+int n_cached_plans = 0;
+
+}  // namespace
+
+SPIPlanPtr cached_plan(const std::string& sql, int nargs, const Oid* types, int cursor_options) {
+    if (nargs > Statement::max_args) throw Error(sqlstate::internal_error, "pg_lifecycle: too many SPI arguments");
+    size_t hash = std::hash<std::string>{}(sql);
+    for (int i = 0; i < n_cached_plans; ++i) {
+        const CachedPlan& p = plan_cache[i];
+        if (p.hash == hash && p.nargs == nargs && p.options == cursor_options &&
+            std::equal(types, types + nargs, p.types) && sql == p.sql) {
+            return p.plan;
+        }
+    }
+    bool keep = n_cached_plans < max_cached_plans;
+    SPIPlanPtr plan = pg_call([&] {
+        SPIPlanPtr p = SPI_prepare_cursor(sql.c_str(), nargs, const_cast<Oid*>(types), cursor_options);
+        if (p == nullptr) {
+            elog(ERROR, "pg_lifecycle: SPI_prepare failed (%s) for: %s", SPI_result_code_string(SPI_result),
+                 sql.c_str());
+        }
+        if (keep && SPI_keepplan(p) != 0) elog(ERROR, "pg_lifecycle: SPI_keepplan failed");
+        return p;
+    });
+    if (!keep) return plan;
+    pg_call([&] {
+        if (plan_cache == nullptr) {
+            plan_cache = static_cast<CachedPlan*>(
+                MemoryContextAllocZero(TopMemoryContext, sizeof(CachedPlan) * max_cached_plans));
+        }
+        CachedPlan& slot = plan_cache[n_cached_plans];
+        slot.hash = hash;
+        slot.sql = MemoryContextStrdup(TopMemoryContext, sql.c_str());
+        slot.nargs = nargs;
+        slot.options = cursor_options;
+        std::copy(types, types + nargs, slot.types);
+        slot.plan = plan;
+        ++n_cached_plans;
+    });
+    return plan;
+}
+
 int execute_cached(const std::string& sql, int nargs, const Oid* types, const Datum* values, const char* nulls,
                    bool read_only, long count) {
-    static std::unordered_map<std::string, SPIPlanPtr> plans;
-    auto it = plans.find(sql);
-    if (it == plans.end()) {
-        SPIPlanPtr plan = pg_call([&] {
-            SPIPlanPtr p = SPI_prepare(sql.c_str(), nargs, const_cast<Oid*>(types));
-            if (p == nullptr) {
-                elog(ERROR, "pg_lifecycle: SPI_prepare failed (%s) for: %s", SPI_result_code_string(SPI_result),
-                     sql.c_str());
-            }
-            if (SPI_keepplan(p) != 0) elog(ERROR, "pg_lifecycle: SPI_keepplan failed");
-            return p;
-        });
-        it = plans.emplace(sql, plan).first;
-    }
-    SPIPlanPtr plan = it->second;
+    SPIPlanPtr plan = cached_plan(sql, nargs, types);
     int rc = pg_call([&] { return SPI_execute_plan(plan, const_cast<Datum*>(values), nulls, read_only, count); });
     check_rc(rc, sql.c_str());
     return rc;

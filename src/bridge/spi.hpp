@@ -54,8 +54,13 @@ int execute_sql(const std::string& sql, bool read_only, long count = 0);
 int execute_sql(const std::string& sql, int nargs, const Oid* types, const Datum* values, const char* nulls,
                 bool read_only, long count = 0);
 
-/* Run SQL text built at run time (quoted identifiers, values as parameters),
- * prepared once per distinct text and kept for the life of the backend. */
+/* A plan for SQL text built at run time (quoted identifiers, values as
+ * parameters), prepared once per distinct text, argument types and cursor
+ * options and kept for the life of the backend.  Past 256 distinct
+ * statements new ones are prepared without being kept (freed by SPI_finish):
+ * a kept plan is never freed, since one may be executing further up the stack. */
+SPIPlanPtr cached_plan(const std::string& sql, int nargs, const Oid* types, int cursor_options = 0);
+/* Execute cached_plan(sql, ...). */
 int execute_cached(const std::string& sql, int nargs, const Oid* types, const Datum* values, const char* nulls,
                    bool read_only, long count = 0);
 

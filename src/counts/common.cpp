@@ -7,7 +7,6 @@
 #include "counts/counts.hpp"
 
 #include <algorithm>
-#include <array>
 
 namespace pg_lifecycle::counts {
 
@@ -104,72 +103,6 @@ std::vector<Config> load_all_configs() {
     static bridge::Statement all(CONFIG_COLUMNS "ORDER BY id", {});
     all.execute(nullptr, nullptr, true);
     return configs_from_result();
-}
-
-/* ------------------------------------------------------------------------
- * Plans cached by SQL text
- * ------------------------------------------------------------------------ */
-
-namespace {
-
-struct CachedPlan {
-    size_t hash;
-    char* sql;   /* in TopMemoryContext */
-    int nargs;
-    int options;
-    std::array<Oid, bridge::Statement::max_args> types;
-    SPIPlanPtr plan;
-};
-
-constexpr int max_cached_plans = 256;
-CachedPlan* plan_cache = nullptr; /* TopMemoryContext, trivially destructible */
-int n_cached_plans = 0;
-
-}  // namespace
-
-SPIPlanPtr cached_plan(const std::string& sql, int nargs, const Oid* types, int cursor_options) {
-    if (nargs > bridge::Statement::max_args) throw Error(sqlstate::internal_error, "too many SPI arguments");
-    size_t hash = std::hash<std::string>{}(sql);
-    for (int i = 0; i < n_cached_plans; ++i) {
-        CachedPlan& p = plan_cache[i];
-        if (p.hash == hash && p.nargs == nargs && p.options == cursor_options && std::equal(types, types + nargs, p.types.begin()) &&
-            sql == p.sql) {
-            return p.plan;
-        }
-    }
-    if (plan_cache == nullptr) {
-        plan_cache = pg_call([] {
-            return static_cast<CachedPlan*>(MemoryContextAllocZero(TopMemoryContext, sizeof(CachedPlan) * max_cached_plans));
-        });
-    }
-    if (n_cached_plans == max_cached_plans) {
-        /* Plans of dropped tables and old shapes: start over. */
-        for (int i = 0; i < n_cached_plans; ++i) {
-            pg_call([i] {
-                SPI_freeplan(plan_cache[i].plan);
-                pfree(plan_cache[i].sql);
-            });
-        }
-        n_cached_plans = 0;
-    }
-    SPIPlanPtr plan = pg_call([&] {
-        SPIPlanPtr p = SPI_prepare_cursor(sql.c_str(), nargs, const_cast<Oid*>(types), cursor_options);
-        if (p == nullptr) {
-            elog(ERROR, "pg_lifecycle: SPI_prepare failed (%s) for: %s", SPI_result_code_string(SPI_result),
-                 sql.c_str());
-        }
-        if (SPI_keepplan(p) != 0) elog(ERROR, "pg_lifecycle: SPI_keepplan failed");
-        return p;
-    });
-    CachedPlan& slot = plan_cache[n_cached_plans];
-    slot.hash = hash;
-    slot.sql = pg_call([&] { return MemoryContextStrdup(TopMemoryContext, sql.c_str()); });
-    slot.nargs = nargs;
-    slot.options = cursor_options;
-    std::copy(types, types + nargs, slot.types.begin());
-    slot.plan = plan;
-    ++n_cached_plans;
-    return plan;
 }
 
 /* ------------------------------------------------------------------------

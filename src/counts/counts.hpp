@@ -76,7 +76,7 @@ std::vector<Config> load_all_configs();
 
 /* Plans prepared once per backend, keyed by their SQL text (SPI_keepplan; the
  * plan cache revalidates them after DDL). */
-SPIPlanPtr cached_plan(const std::string& sql, int nargs, const Oid* types, int cursor_options = 0);
+using bridge::cached_plan;
 
 /* "deleted_at IS NULL" when the relation has a deleted_at column, else "true". */
 std::string live_expression(Oid relid);

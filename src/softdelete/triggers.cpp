@@ -20,8 +20,6 @@
 #include "gucs.hpp"
 #include "softdelete/softdelete.hpp"
 
-#include <unordered_map>
-
 extern "C" Datum lifecycle_current_actor(PG_FUNCTION_ARGS);
 
 namespace pg_lifecycle::softdelete {
@@ -73,24 +71,6 @@ std::string where_key(const std::vector<std::string>& cols, int first_param) {
     return out;
 }
 
-/* Plans per constraint, kept for the backend's life (plancache revalidates them). */
-std::unordered_map<Oid, SPIPlanPtr> cascade_plans;
-std::unordered_map<Oid, SPIPlanPtr> restrict_plans;
-
-SPIPlanPtr plan_for(std::unordered_map<Oid, SPIPlanPtr>& cache, Oid key, const std::string& sql,
-                    const std::vector<Oid>& types) {
-    auto it = cache.find(key);
-    if (it != cache.end()) return it->second;
-    SPIPlanPtr plan = pg_call([&] {
-        SPIPlanPtr p = SPI_prepare(sql.c_str(), static_cast<int>(types.size()), const_cast<Oid*>(types.data()));
-        if (p == nullptr) elog(ERROR, "pg_lifecycle: SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
-        SPI_keepplan(p);
-        return p;
-    });
-    cache[key] = plan;
-    return plan;
-}
-
 void cascade_cpp(FunctionCallInfo fcinfo) {
     TriggerData* td = trigger_data(fcinfo, "soft_delete_cascade");
     Relation rel = td->tg_relation;
@@ -127,7 +107,7 @@ void cascade_cpp(FunctionCallInfo fcinfo) {
             std::string sql = fmt::format(
                 "UPDATE {} SET deleted_at = ${}, deleted_by = ${}, delete_event = ${} WHERE {} AND deleted_at IS NULL",
                 child_name, n + 1, n + 2, n + 3, where_key(fk.referencing_cols, 1));
-            SPIPlanPtr plan = plan_for(cascade_plans, fk.constraint, sql, types);
+            SPIPlanPtr plan = bridge::cached_plan(sql, static_cast<int>(types.size()), types.data());
             std::vector<Datum> values = key.values;
             values.insert(values.end(), {deleted_at, deleted_by, event});
             std::string nulls(n, ' ');
@@ -142,7 +122,7 @@ void cascade_cpp(FunctionCallInfo fcinfo) {
             std::string sql = fmt::format("SELECT 1 FROM {} WHERE {}{} LIMIT 1", child_name,
                                           where_key(fk.referencing_cols, 1),
                                           child_enabled ? " AND deleted_at IS NULL" : "");
-            SPIPlanPtr plan = plan_for(restrict_plans, fk.constraint, sql, key.types);
+            SPIPlanPtr plan = bridge::cached_plan(sql, static_cast<int>(key.types.size()), key.types.data());
             int rc;
             {
                 bridge::AsRole as_owner(child_owner, SECURITY_NOFORCE_RLS);

@@ -8,11 +8,10 @@
  * value.
  */
 #include "bridge/spi.hpp"
+#include "gucs.hpp"
 #include "tokens/keys.hpp"
 #include "tokens/tokens.hpp"
 #include "worker/tasks.hpp"
-
-#include <cstdlib>
 
 namespace pg_lifecycle::tokens {
 
@@ -25,42 +24,12 @@ char* retention_text = nullptr;
 Interval grace_value{};      /* 10s until assigned */
 Interval retention_value{};  /* 30 days until assigned */
 
-/* Parses an interval setting into a malloc'ed Interval for *extra; false
- * (with a detail for the message) if it does not parse or is out of range. */
-bool check_interval_cpp(char** newval, void** extra, bool allow_zero) {
-    Interval parsed{};
-    try {
-        parsed = pg_call([newval] {
-            return *DatumGetIntervalP(DirectFunctionCall3(interval_in, CStringGetDatum(*newval),
-                                                          ObjectIdGetDatum(InvalidOid), Int32GetDatum(-1)));
-        });
-    } catch (const bridge::PgError& e) {
-        /* interval_in has no side effects: reporting its message is all there is to do. */
-        GUC_check_errdetail("%s", e.what());
-        return false;
-    }
-    int sign = bridge::interval_sign(&parsed);
-    if (sign < 0 || (sign == 0 && !allow_zero)) {
-        GUC_check_errdetail(allow_zero ? "The value must be zero or a positive interval, such as '10s'."
-                                       : "The value must be a positive interval, such as '30 days'.");
-        return false;
-    }
-    auto* out = static_cast<Interval*>(std::malloc(sizeof(Interval)));
-    if (out == nullptr) {
-        GUC_check_errdetail("out of memory");
-        return false;
-    }
-    *out = parsed;
-    *extra = out;
-    return true;
-}
-
 extern "C" bool check_token_reuse_grace(char** newval, void** extra, GucSource) {
-    return bridge::entry_guard([=] { return check_interval_cpp(newval, extra, true); });
+    return bridge::entry_guard([=] { return gucs::check_interval_setting(newval, extra, true, "10s"); });
 }
 
 extern "C" bool check_token_retention(char** newval, void** extra, GucSource) {
-    return bridge::entry_guard([=] { return check_interval_cpp(newval, extra, false); });
+    return bridge::entry_guard([=] { return gucs::check_interval_setting(newval, extra, false, "30 days"); });
 }
 
 extern "C" void assign_token_reuse_grace(const char*, void* extra) {

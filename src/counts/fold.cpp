@@ -77,7 +77,7 @@ public:
         try_lock.execute(lock_key, nullptr, false, 1);
         if (!DatumGetBool(*bridge::result_datum(0, 1))) return {0, false}; /* someone else is folding it */
 
-        worker::set_local_lock_timeout("100ms");
+        worker::set_batch_settings();
         std::string sql = fold_sql(*cfg);
         Oid types[1] = {INT4OID};
         Datum values[1] = {Int32GetDatum(fold_batch)};

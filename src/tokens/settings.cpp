@@ -69,7 +69,7 @@ public:
         constexpr int batch = 500;
         Interval keep = retention_value;
         Datum values[2] = {IntervalPGetDatum(&keep), Int32GetDatum(batch)};
-        worker::set_local_lock_timeout("100ms");
+        worker::set_batch_settings();
         purge.execute(values, nullptr, false);
         int64 rows = bridge::result_int64(0, 1).value_or(0);
         return {rows, rows >= batch};

@@ -39,13 +39,6 @@ std::string describe_failure(const Unit& unit, const std::string& error) {
     return fmt::format("{} on {} failed: {}", unit.task ? unit.task->name() : "collecting", unit.target_name, error);
 }
 
-void set_local_lock_timeout(const char* value) {
-    bridge::pg_call([value] {
-        (void)set_config_option("lock_timeout", value, PGC_USERSET, PGC_S_SESSION, GUC_ACTION_LOCAL, true, 0,
-                                false);
-    });
-}
-
 void set_batch_settings() {
     bridge::pg_call([] {
         (void)set_config_option("lock_timeout", "100ms", PGC_USERSET, PGC_S_SESSION, GUC_ACTION_LOCAL, true, 0,

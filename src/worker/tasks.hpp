@@ -90,7 +90,5 @@ std::string describe_failure(const Unit& unit, const std::string& error);
  * traffic is never blocked for long, and synchronous_commit = off — a batch
  * lost in a crash is simply done again. */
 void set_batch_settings();
-/* Older name, lock_timeout only; kept for code written against it. */
-void set_local_lock_timeout(const char* value);
 
 }  // namespace pg_lifecycle::worker

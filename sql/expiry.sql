@@ -151,6 +151,55 @@ SELECT lifecycle.expire_enable('app_owned', 'expires_at');
 SELECT rows FROM lifecycle.run_maintenance() WHERE target = 'app_owned'::regclass;
 SELECT who FROM deleted_by;
 
+-- Batches: each is one DELETE of at most batch_size rows over a range of the
+-- table's blocks (a statement trigger logs how many rows each DELETE removed).
+CREATE TABLE codes (id int PRIMARY KEY, expires_at timestamptz NOT NULL);
+CREATE TABLE code_deletes (seq serial, n bigint);
+CREATE FUNCTION log_code_deletes() RETURNS trigger LANGUAGE plpgsql AS
+    $$BEGIN INSERT INTO public.code_deletes (n) SELECT count(*) FROM gone; RETURN NULL; END$$;
+CREATE TRIGGER log_deletes AFTER DELETE ON codes REFERENCING OLD TABLE AS gone
+    FOR EACH STATEMENT EXECUTE FUNCTION log_code_deletes();
+INSERT INTO codes SELECT g, now() - interval '1 hour' FROM generate_series(1, 25) g;
+INSERT INTO codes SELECT g, now() + interval '1 hour' FROM generate_series(26, 30) g;
+SELECT lifecycle.expire_enable('codes', 'expires_at', batch_size => 10);
+SELECT rows FROM lifecycle.run_maintenance() WHERE target = 'codes'::regclass;
+SELECT n FROM code_deletes ORDER BY seq;
+SELECT count(*) AS live, count(*) FILTER (WHERE expires_at <= now()) AS expired FROM codes;
+
+-- Rows that a transaction has locked or updated since they were written
+-- (xmax set) are locked with FOR UPDATE SKIP LOCKED by a second statement of
+-- the batch; the others are deleted directly.
+TRUNCATE code_deletes;
+INSERT INTO codes SELECT g, now() - interval '1 hour' FROM generate_series(101, 106) g;
+SELECT id AS locked_once FROM codes WHERE id IN (102, 104) ORDER BY id FOR SHARE;
+SELECT rows FROM lifecycle.run_maintenance() WHERE target = 'codes'::regclass;
+SELECT n FROM code_deletes ORDER BY seq;
+SELECT count(*) FILTER (WHERE expires_at <= now()) AS expired FROM codes;
+
+-- A row locked by the application after the DELETE read it makes the DELETE
+-- wait; after lock_timeout the batch is undone and done again with every row
+-- locked first (FOR UPDATE SKIP LOCKED), so the batch does not fail.  The
+-- lock timeout is simulated by a trigger that raises it once, at the second row.
+TRUNCATE code_deletes;
+CREATE SEQUENCE once;
+CREATE FUNCTION time_out_once() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF OLD.id = 202 AND nextval('public.once') = 1 THEN
+        RAISE EXCEPTION 'simulated lock timeout' USING ERRCODE = 'lock_not_available';
+    END IF;
+    RETURN OLD;
+END$$;
+CREATE TRIGGER time_out BEFORE DELETE ON codes FOR EACH ROW EXECUTE FUNCTION time_out_once();
+INSERT INTO codes SELECT g, now() - interval '1 hour' FROM generate_series(201, 203) g;
+SELECT rows FROM lifecycle.run_maintenance() WHERE target = 'codes'::regclass;
+SELECT n FROM code_deletes ORDER BY seq;
+SELECT currval('once') AS timeouts_raised, count(*) FILTER (WHERE expires_at <= now()) AS expired FROM codes;
+SELECT count(*) AS errors FROM lifecycle.job_runs WHERE target = 'public.codes' AND status = 'error';
+SELECT lifecycle.expire_disable('codes');
+
+-- The row cap of a batch is internal to it.
+SELECT err($$SELECT lifecycle._expire_take('(0,1)', '0', true)$$);
+
 -- Dropping a table or its expiry column forgets the registration.
 DROP TABLE grace;
 ALTER TABLE daily DROP COLUMN valid_until;
@@ -162,7 +211,8 @@ INSERT INTO lifecycle.job_runs (started_at, finished_at, task, rows, status)
 SELECT rows FROM lifecycle.run_maintenance() WHERE task = 'job_runs_purge';
 SELECT count(*) AS old_runs FROM lifecycle.job_runs WHERE finished_at < now() - interval '7 days';
 
-DROP TABLE api_tokens, daily, invite_uses, invites, events, stubborn, no_ts, app_owned, deleted_by CASCADE;
-DROP FUNCTION refuse_delete(), note_deleter();
+DROP TABLE api_tokens, daily, invite_uses, invites, events, stubborn, no_ts, app_owned, deleted_by, codes, code_deletes CASCADE;
+DROP SEQUENCE once;
+DROP FUNCTION refuse_delete(), note_deleter(), log_code_deletes(), time_out_once();
 REVOKE USAGE ON SCHEMA public FROM lifecycle_app;
 DROP ROLE lifecycle_app;

@@ -21,6 +21,40 @@ SpiConnection::~SpiConnection() {
     SPI_finish();
 }
 
+bool in_subtransaction(const std::function<void()>& body, int give_up_on) {
+    MemoryContext cxt = CurrentMemoryContext;
+    ResourceOwner owner = CurrentResourceOwner;
+    auto end = [cxt, owner](bool commit) {
+        pg_call([cxt, owner, commit] {
+            if (commit) {
+                ReleaseCurrentSubTransaction();
+            } else {
+                RollbackAndReleaseCurrentSubTransaction();
+            }
+            MemoryContextSwitchTo(cxt);
+            CurrentResourceOwner = owner;
+        });
+    };
+    pg_call([cxt] {
+        BeginInternalSubTransaction(nullptr);
+        MemoryContextSwitchTo(cxt);
+    });
+    try {
+        body();
+    } catch (const PgError& e) {
+        /* Its ErrorData is in the top transaction's memory: it survives the rollback. */
+        bool expected = e.sqlerrcode() == give_up_on;
+        end(false);
+        if (expected) return false;
+        throw;
+    } catch (...) {
+        end(false);
+        throw;
+    }
+    end(true);
+    return true;
+}
+
 static void check_rc(int rc, const char* sql) {
     if (rc < 0) {
         throw Error(sqlstate::internal_error,

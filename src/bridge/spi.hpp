@@ -12,6 +12,7 @@
 #include "bridge/guard.hpp"
 
 #include <initializer_list>
+#include <functional>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -63,6 +64,13 @@ SPIPlanPtr cached_plan(const std::string& sql, int nargs, const Oid* types, int 
 /* Execute cached_plan(sql, ...). */
 int execute_cached(const std::string& sql, int nargs, const Oid* types, const Datum* values, const char* nulls,
                    bool read_only, long count = 0);
+
+/* Run body in a subtransaction of the current transaction (under the open
+ * SPI connection).  Returns true when body completed (the subtransaction is
+ * released); when body raised the PostgreSQL error `give_up_on` (an
+ * ERRCODE_* value), rolls the subtransaction back and returns false; any
+ * other error rolls it back and propagates. */
+bool in_subtransaction(const std::function<void()>& body, int give_up_on);
 
 /* Number of rows processed by the last SPI command. */
 uint64 processed_rows();

@@ -3,6 +3,23 @@
  * "expire" task, which deletes expired rows with ordinary DELETEs (so soft
  * delete, foreign-key cascades and triggers apply), in batches that skip
  * locked rows, as the table's owner, under a short lock_timeout.
+ *
+ * A batch is one DELETE over a range of heap blocks (a TID range scan), so a
+ * row is read once and deleted where it is read, as a bulk DELETE does.  The
+ * batch_size cap is kept by lifecycle._expire_take(), a qual that counts the
+ * rows the DELETE takes and refuses more once the cap is reached; the range
+ * adapts to how many expired rows the table's blocks hold.  The next batch
+ * resumes after the last row this one looked at, so a backlog costs one pass
+ * over the table; when a batch reaches the end of the table the sweep is over
+ * and the next one starts again at block 0.
+ *
+ * Skipping locked rows without writing a row lock on every row: the DELETE
+ * takes only rows whose xmax is 0 (nobody has locked or updated them since
+ * they were written); the others ("held" rows) are counted, and a second
+ * statement locks them with FOR UPDATE SKIP LOCKED before deleting them.  A
+ * row the application locks between the read and the delete makes the
+ * DELETE wait; after lock_timeout the attempt (a subtransaction) is undone
+ * and the batch is done again locking every row with SKIP LOCKED.
  */
 #include "bridge/function.hpp"
 #include "bridge/security.hpp"
@@ -11,6 +28,7 @@
 #include "softdelete/softdelete.hpp"
 #include "worker/tasks.hpp"
 
+#include <algorithm>
 #include <unordered_map>
 
 namespace pg_lifecycle::expiry {
@@ -19,25 +37,61 @@ using bridge::pg_call;
 
 namespace {
 
+/* Blocks one batch may scan at most (64 MB of heap): bounds a batch's time
+ * where expired rows are sparse. */
+constexpr BlockNumber max_range_blocks = 8192;
 
-/* Where each table's next batch starts scanning (per process). */
-std::unordered_map<Oid, ItemPointerData> resume_points;
+/* Where each table's sweep stands (per process): its next batch looks at the
+ * rows after `after`, over `blocks` blocks. */
+struct Sweep {
+    ItemPointerData after;
+    BlockNumber blocks;
+};
+std::unordered_map<Oid, Sweep> sweeps;
 
-ItemPointerData resume_after(Oid table) {
-    auto it = resume_points.find(table);
-    if (it != resume_points.end()) return it->second;
-    ItemPointerData start{};
-    ItemPointerSet(&start, 0, 0);
-    return start;
-}
-
-void resume_at(Oid table, const ItemPointerData* tid) {
-    if (tid == nullptr) {
-        resume_points.erase(table);
-    } else {
-        resume_points[table] = *tid;
+Sweep& sweep_of(Oid table) {
+    auto [it, inserted] = sweeps.try_emplace(table);
+    if (inserted) {
+        ItemPointerSet(&it->second.after, 0, 0);
+        it->second.blocks = 8;
     }
+    return it->second;
 }
+
+/* What lifecycle._expire_take() has seen during the current batch's DELETE. */
+struct Take {
+    bool armed = false;
+    int64 cap = 0;
+    int64 taken = 0;          /* rows handed to the DELETE */
+    int64 held = 0;           /* expired rows with xmax set, left to the locking statement */
+    bool capped = false;      /* an expired row came after the cap was reached */
+    ItemPointerData last{};   /* the last row taken or held */
+};
+Take take;
+
+/* Arms lifecycle._expire_take() for one statement. */
+class TakeScope {
+public:
+    explicit TakeScope(int64 cap) : saved_(take) {
+        take = Take{};
+        take.armed = true;
+        take.cap = cap;
+        ItemPointerSet(&take.last, 0, 0);
+    }
+    ~TakeScope() { take = saved_; }
+    TakeScope(const TakeScope&) = delete;
+    TakeScope& operator=(const TakeScope&) = delete;
+    Take result() const { return take; }
+
+private:
+    Take saved_;
+};
+
+struct Counts {
+    int64 candidates;
+    std::optional<ItemPointerData> last;
+    int64 deleted;
+};
 
 class ExpireTask final : public worker::Task {
 public:
@@ -85,46 +139,125 @@ public:
             bool isnull;
             return datumCopy(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull), false, 16);
         });
-        int64 batch = *bridge::result_int64(0, 3);
+        int64 cap = *bridge::result_int64(0, 3);
         if (pg_call([&unit] { return get_rel_relkind(unit.target); }) == '\0') return {0, false}; /* dropped */
 
         std::string table = bridge::qualified_relation_name(unit.target);
         std::string col = bridge::quote_ident(column);
-        /* On a soft-delete table the DELETE keeps the rows: pick live ones only
+        /* On a soft-delete table the DELETE keeps the rows: take live ones only
          * (with hide on, the planner hook adds the same test). */
-        const char* live = softdelete::lookup(unit.target) ? " AND deleted_at IS NULL" : "";
-        /* Each batch resumes its scan after the last row the previous one looked
-         * at (a TID range scan), so a big backlog costs one pass over the table,
-         * not one per batch; a short batch ends the sweep and the next one starts
-         * again from the first block. */
-        std::string sql = fmt::format(
-            "WITH candidates AS (SELECT ctid FROM ONLY {0} WHERE ctid > $3 AND {1} <= now() - $1{2} "
-            "LIMIT $2 FOR UPDATE SKIP LOCKED), "
-            "deleted AS (DELETE FROM ONLY {0} WHERE ctid = ANY (ARRAY(SELECT ctid FROM candidates)) "
-            "AND {1} <= now() - $1 RETURNING 1) "
-            "SELECT (SELECT count(*) FROM candidates), (SELECT max(ctid) FROM candidates), "
-            "(SELECT count(*) FROM deleted)",
-            table, col, live);
-        ItemPointerData from = resume_after(unit.target);
-        Oid types[3] = {INTERVALOID, INT8OID, TIDOID};
-        Datum values[3] = {after, Int64GetDatum(batch), PointerGetDatum(&from)};
+        std::string expired = fmt::format("{} <= now() - $1{}", col,
+                                          softdelete::lookup(unit.target) ? " AND deleted_at IS NULL" : "");
+        /* $1 after, $2 batch cap, $3/$4 the range: ctid > $3 AND ctid <= $4. */
+        std::string direct_sql = fmt::format(
+            "DELETE FROM ONLY {0} WHERE ctid > $3 AND ctid <= $4 AND lifecycle._expire_take(ctid, xmax, {1})",
+            table, expired);
+        auto locking_sql = [&](bool held_only) {
+            return fmt::format(
+                "WITH candidates AS (SELECT ctid FROM ONLY {0} WHERE ctid > $3 AND ctid <= $4 AND {1}{2} "
+                "LIMIT $2 FOR UPDATE SKIP LOCKED), "
+                "deleted AS (DELETE FROM ONLY {0} WHERE ctid = ANY (ARRAY(SELECT ctid FROM candidates)) "
+                "AND {3} <= now() - $1 RETURNING 1) "
+                "SELECT (SELECT count(*) FROM candidates), (SELECT max(ctid) FROM candidates), "
+                "(SELECT count(*) FROM deleted)",
+                table, expired, held_only ? " AND xmax <> '0'" : "", col);
+        };
 
         worker::set_batch_settings();
         Oid owner = bridge::relation_owner(unit.target);
+        Oid target = unit.target;
+        /* The table lock first, under lock_timeout: a lock timeout in the
+         * DELETE then means a row lock. */
+        BlockNumber nblocks = pg_call([target] {
+            Relation rel = table_open(target, RowExclusiveLock);
+            BlockNumber n = RelationGetNumberOfBlocks(rel);
+            table_close(rel, NoLock);
+            return n;
+        });
+
+        /* The range: the rows after sweep.after, over sweep.blocks blocks (a
+         * partly looked-at block counts as one). */
+        Sweep& sweep = sweep_of(target);
+        ItemPointerData range_start = sweep.after;
+        BlockNumber first = ItemPointerGetBlockNumberNoCheck(&range_start) +
+                            (ItemPointerGetOffsetNumberNoCheck(&range_start) == PG_UINT16_MAX ? 1 : 0);
+        BlockNumber last_block = first + std::max<BlockNumber>(sweep.blocks, 1) - 1;
+        ItemPointerData range_end;
+        ItemPointerSet(&range_end, last_block, PG_UINT16_MAX);
+
+        Oid types[4] = {INTERVALOID, INT8OID, TIDOID, TIDOID};
+        auto values = [&](int64 limit, const ItemPointerData* upto) {
+            return std::array<Datum, 4>{after, Int64GetDatum(limit), PointerGetDatum(&range_start),
+                                        PointerGetDatum(const_cast<ItemPointerData*>(upto))};
+        };
+        auto run_locking = [&](bool held_only, int64 limit, const ItemPointerData* upto) {
+            auto v = values(limit, upto);
+            bridge::execute_cached(locking_sql(held_only), 4, types, v.data(), nullptr, false);
+            Counts c{bridge::result_int64(0, 1).value_or(0), std::nullopt, bridge::result_int64(0, 3).value_or(0)};
+            if (auto d = bridge::result_datum(0, 2)) c.last = *reinterpret_cast<const ItemPointerData*>(DatumGetPointer(*d));
+            return c;
+        };
+
+        int64 rows = 0;
+        bool capped = false;
+        int64 counted = 0;
+        ItemPointerData last{};
         int nest = pg_call([] { return NewGUCNestLevel(); });
         {
             /* As the table's owner, like autovacuum: its triggers never run with
              * the worker's superuser rights. */
             bridge::AsRole as_owner(owner, SECURITY_RESTRICTED_OPERATION);
-            bridge::execute_cached(sql, 3, types, values, nullptr, false);
+            Take seen;
+            bool direct = bridge::in_subtransaction(
+                [&] {
+                    TakeScope scope(cap);
+                    auto v = values(cap, &range_end);
+                    bridge::execute_cached(direct_sql, 4, types, v.data(), nullptr, false);
+                    rows = static_cast<int64>(bridge::processed_rows());
+                    seen = scope.result();
+                },
+                ERRCODE_LOCK_NOT_AVAILABLE);
+            if (direct) {
+                capped = seen.capped;
+                counted = seen.taken + seen.held;
+                last = seen.last;
+                if (seen.held > 0) {
+                    /* Rows that are or were locked: lock them now, skipping those
+                     * still held, and delete the ones locked. */
+                    Counts c = run_locking(true, cap - seen.taken, capped ? &seen.last : &range_end);
+                    rows += c.deleted;
+                }
+            } else {
+                /* A row locked after the DELETE read it: the whole batch again,
+                 * every row locked first, skipping those held. */
+                Counts c = run_locking(false, cap, &range_end);
+                rows = c.deleted;
+                counted = c.candidates;
+                capped = c.candidates >= cap && c.last.has_value();
+                if (c.last) last = *c.last;
+            }
         }
         pg_call([nest] { AtEOXact_GUC(false, nest); });
-        int64 candidates = bridge::result_int64(0, 1).value_or(0);
-        auto last = bridge::result_datum(0, 2);
-        int64 rows = bridge::result_int64(0, 3).value_or(0);
-        bool more = candidates >= batch && last.has_value();
-        resume_at(unit.target, more ? reinterpret_cast<const ItemPointerData*>(DatumGetPointer(*last)) : nullptr);
-        return {rows, more};
+
+        /* The next range: after the last row counted when the cap was reached,
+         * else after this range, sized so it should hold about `cap` expired rows. */
+        if (capped) {
+            BlockNumber used = ItemPointerGetBlockNumberNoCheck(&last) - first + 1;
+            sweep.after = last;
+            sweep.blocks = std::max<BlockNumber>(used, 1);
+            return {rows, true};
+        }
+        BlockNumber k = std::max<BlockNumber>(sweep.blocks, 1);
+        BlockNumber grow = std::min<BlockNumber>(k * 2, max_range_blocks);
+        sweep.blocks = counted == 0 ? grow
+                                    : static_cast<BlockNumber>(std::clamp<int64>(
+                                          static_cast<int64>(k) * cap / counted, 1, grow));
+        if (last_block + 1 >= nblocks) {
+            ItemPointerSet(&sweep.after, 0, 0);   /* the end of the table: this sweep is over */
+            return {rows, false};
+        }
+        sweep.after = range_end;
+        return {rows, true};
     }
 };
 
@@ -209,4 +342,31 @@ LIFECYCLE_FUNCTION(lifecycle_expire_disable) {
                     {}, "See lifecycle.expire_tables for the tables it is enabled on.");
     }
     PG_RETURN_VOID();
+}
+
+/* lifecycle._expire_take(row tid, row_xmax xid, expired boolean) RETURNS boolean
+ * The expiry batch's row cap, as a qual of its DELETE: true for an expired row
+ * with xmax 0 while fewer than batch_size rows were counted; counts expired
+ * rows with xmax set (for the locking statement) without taking them. */
+LIFECYCLE_FUNCTION(lifecycle_expire_take) {
+    using expiry::take;
+    if (!take.armed) {
+        throw Error(sqlstate::wrong_object_state, "lifecycle._expire_take() is internal to expiry batches",
+                    {}, "It only works inside the DELETE of a batch of the expire task.");
+    }
+    if (PG_ARGISNULL(0) || PG_ARGISNULL(1) || PG_ARGISNULL(2) || !PG_GETARG_BOOL(2) || take.capped) {
+        PG_RETURN_BOOL(false);
+    }
+    if (take.taken + take.held >= take.cap) {
+        take.capped = true;
+        PG_RETURN_BOOL(false);
+    }
+    ItemPointer row = reinterpret_cast<ItemPointer>(PG_GETARG_POINTER(0));
+    if (ItemPointerCompare(row, &take.last) > 0) take.last = *row;
+    if (DatumGetTransactionId(PG_GETARG_DATUM(1)) != InvalidTransactionId) {
+        ++take.held;
+        PG_RETURN_BOOL(false);
+    }
+    ++take.taken;
+    PG_RETURN_BOOL(true);
 }

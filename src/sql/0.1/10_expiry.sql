@@ -58,6 +58,10 @@ CREATE FUNCTION lifecycle.expire_enable(tbl regclass, column_name name, after in
 CREATE FUNCTION lifecycle.expire_disable(tbl regclass)
     RETURNS void AS 'MODULE_PATHNAME', 'lifecycle_expire_disable' LANGUAGE C;
 
+-- Internal to the expire task's batches: the row cap of their DELETE (raises 55000 anywhere else).
+CREATE FUNCTION lifecycle._expire_take("row" tid, row_xmax xid, expired boolean)
+    RETURNS boolean AS 'MODULE_PATHNAME', 'lifecycle_expire_take' LANGUAGE C VOLATILE;
+
 CREATE FUNCTION lifecycle.run_maintenance(max_runtime interval DEFAULT '10s')
     RETURNS TABLE(task text, target regclass, rows bigint)
     AS 'MODULE_PATHNAME', 'lifecycle_run_maintenance' LANGUAGE C;

@@ -197,6 +197,36 @@ SELECT currval('once') AS timeouts_raised, count(*) FILTER (WHERE expires_at <= 
 SELECT count(*) AS errors FROM lifecycle.job_runs WHERE target = 'public.codes' AND status = 'error';
 SELECT lifecycle.expire_disable('codes');
 
+-- With an index on the column, batches take the oldest expired rows through
+-- it: when few rows are expired that reads a few index pages, not the table.
+CREATE TABLE otps (id int PRIMARY KEY, expires_at timestamptz NOT NULL);
+CREATE INDEX otps_expires_at ON otps (expires_at);
+INSERT INTO otps SELECT g, now() + interval '1 hour' FROM generate_series(1, 1000) g;
+INSERT INTO otps SELECT g, now() - interval '1 hour' FROM generate_series(1001, 1003) g;
+ANALYZE otps;
+SELECT lifecycle.expire_enable('otps', 'expires_at', batch_size => 10);
+BEGIN;
+SELECT rows FROM lifecycle.run_maintenance() WHERE target = 'otps'::regclass;
+SELECT idx_scan > 0 AS through_index, n_tup_del FROM pg_stat_xact_user_tables WHERE relid = 'otps'::regclass;
+COMMIT;
+-- A large backlog: once the index has given more than 2% of the table (and at
+-- least ten batches), one sweep over the heap's blocks takes the rest.  Rows
+-- 2001-2300 are stored in id order but the higher the id the older: the index
+-- batches take 2300 down to 2201 (oldest first), the sweep 2001-2200 in the
+-- order they are stored.
+CREATE TABLE otp_deletes (seq serial, id int);
+CREATE FUNCTION log_otp_delete() RETURNS trigger LANGUAGE plpgsql AS
+    $$BEGIN INSERT INTO public.otp_deletes (id) VALUES (OLD.id); RETURN NULL; END$$;
+CREATE TRIGGER log_delete AFTER DELETE ON otps FOR EACH ROW EXECUTE FUNCTION log_otp_delete();
+INSERT INTO otps SELECT g, now() - interval '1 hour' - g * interval '1 second' FROM generate_series(2001, 2300) g;
+SELECT rows FROM lifecycle.run_maintenance() WHERE target = 'otps'::regclass;
+SELECT min(id), max(id), count(*) FROM (SELECT id FROM otp_deletes ORDER BY seq LIMIT 100) first_100;
+SELECT min(id), max(id), count(*), bool_and(id = prev + 1) AS in_stored_order
+  FROM (SELECT id, lag(id, 1, 2000) OVER (ORDER BY seq) AS prev
+          FROM (SELECT seq, id FROM otp_deletes ORDER BY seq OFFSET 100) after_100) rest;
+SELECT count(*) AS expired_left FROM otps WHERE expires_at <= now();
+SELECT lifecycle.expire_disable('otps');
+
 -- The row cap of a batch is internal to it.
 SELECT err($$SELECT lifecycle._expire_take('(0,1)', '0', true)$$);
 
@@ -211,8 +241,8 @@ INSERT INTO lifecycle.job_runs (started_at, finished_at, task, rows, status)
 SELECT rows FROM lifecycle.run_maintenance() WHERE task = 'job_runs_purge';
 SELECT count(*) AS old_runs FROM lifecycle.job_runs WHERE finished_at < now() - interval '7 days';
 
-DROP TABLE api_tokens, daily, invite_uses, invites, events, stubborn, no_ts, app_owned, deleted_by, codes, code_deletes CASCADE;
+DROP TABLE api_tokens, daily, invite_uses, invites, events, stubborn, no_ts, app_owned, deleted_by, codes, code_deletes, otps, otp_deletes CASCADE;
 DROP SEQUENCE once;
-DROP FUNCTION refuse_delete(), note_deleter(), log_code_deletes(), time_out_once();
+DROP FUNCTION refuse_delete(), note_deleter(), log_code_deletes(), time_out_once(), log_otp_delete();
 REVOKE USAGE ON SCHEMA public FROM lifecycle_app;
 DROP ROLE lifecycle_app;

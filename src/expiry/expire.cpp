@@ -4,7 +4,12 @@
  * delete, foreign-key cascades and triggers apply), in batches that skip
  * locked rows, as the table's owner, under a short lock_timeout.
  *
- * A batch is one DELETE over a range of heap blocks (a TID range scan), so a
+ * With a btree index leading with the expiry column, batches first take the
+ * oldest expired rows through it (cheap when few rows have expired); once an
+ * episode has taken more than 2% of the table that way, or without such an
+ * index, a sweep over block ranges does the rest:
+ *
+ * A sweep batch is one DELETE over a range of heap blocks (a TID range scan), so a
  * row is read once and deleted where it is read, as a bulk DELETE does.  The
  * batch_size cap is kept by lifecycle._expire_take(), a qual that counts the
  * rows the DELETE takes and refuses more once the cap is reached; the range
@@ -29,6 +34,8 @@
 #include "worker/tasks.hpp"
 
 #include <algorithm>
+#include <array>
+#include <functional>
 #include <unordered_map>
 
 namespace pg_lifecycle::expiry {
@@ -46,6 +53,8 @@ constexpr BlockNumber max_range_blocks = 8192;
 struct Sweep {
     ItemPointerData after;
     BlockNumber blocks;
+    bool ranging = false;      /* a sweep over block ranges is under way */
+    int64 index_rows = 0;      /* rows found through the index since it last came up short */
 };
 std::unordered_map<Oid, Sweep> sweeps;
 
@@ -54,6 +63,8 @@ Sweep& sweep_of(Oid table) {
     if (inserted) {
         ItemPointerSet(&it->second.after, 0, 0);
         it->second.blocks = 8;
+        it->second.ranging = false;
+        it->second.index_rows = 0;
     }
     return it->second;
 }
@@ -129,18 +140,29 @@ public:
     }
 
     worker::BatchResult run_batch(const worker::Unit& unit) const override {
+        /* The settings, the table's row estimate, and whether a valid btree
+         * index leads with the expiry column. */
         static bridge::Statement config(
-            "SELECT column_name::text, after, batch_size FROM lifecycle.expire_tables WHERE tbl = $1", {OIDOID});
-        Datum key = ObjectIdGetDatum(unit.config);
-        config.execute(&key, nullptr, true, 1);
-        if (bridge::processed_rows() == 0) return {0, false}; /* disabled since the pass began */
+            "SELECT e.column_name::text, e.after, e.batch_size, greatest(c.reltuples, 0)::int8, "
+            "EXISTS (SELECT 1 FROM pg_catalog.pg_index i "
+            "JOIN pg_catalog.pg_class ic ON ic.oid = i.indexrelid "
+            "JOIN pg_catalog.pg_am am ON am.oid = ic.relam "
+            "JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0] "
+            "WHERE i.indrelid = c.oid AND a.attname = e.column_name AND i.indisvalid AND i.indpred IS NULL "
+            "AND am.amname = 'btree') "
+            "FROM lifecycle.expire_tables e, pg_catalog.pg_class c WHERE e.tbl = $1 AND c.oid = $2",
+            {OIDOID, OIDOID});
+        Datum keys[2] = {ObjectIdGetDatum(unit.config), ObjectIdGetDatum(unit.target)};
+        config.execute(keys, nullptr, true, 1);
+        if (bridge::processed_rows() == 0) return {0, false}; /* disabled or dropped since the pass began */
         std::string column = *bridge::result_text(0, 1);
         Datum after = pg_call([] {
             bool isnull;
             return datumCopy(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull), false, 16);
         });
         int64 cap = *bridge::result_int64(0, 3);
-        if (pg_call([&unit] { return get_rel_relkind(unit.target); }) == '\0') return {0, false}; /* dropped */
+        int64 reltuples = bridge::result_int64(0, 4).value_or(0);
+        bool indexed = bridge::result_text(0, 5).value_or("f") == "t";
 
         std::string table = bridge::qualified_relation_name(unit.target);
         std::string col = bridge::quote_ident(column);
@@ -175,9 +197,57 @@ public:
             return n;
         });
 
+        Sweep& sweep = sweep_of(target);
+        /* The batch's statements run as the table's owner, like autovacuum:
+         * its triggers never get the worker's superuser rights. */
+        auto as_owner = [owner](const std::function<void()>& body) {
+            int nest = pg_call([] { return NewGUCNestLevel(); });
+            {
+                bridge::AsRole role(owner, SECURITY_RESTRICTED_OPERATION);
+                body();
+            }
+            pg_call([nest] { AtEOXact_GUC(false, nest); });
+        };
+
+        /* With an index on the column, batches first take the oldest expired
+         * rows through it: when few rows are expired (the steady state) that
+         * costs a few index pages instead of a pass over the table.  Once
+         * this episode has found more than 2% of the table (at least ten
+         * batches) through the index, the backlog is large enough that one
+         * pass over the heap is cheaper: the block-range sweep takes over
+         * until it reaches the end of the table. */
+        if (!sweep.ranging && indexed) {
+            std::string index_sql = fmt::format(
+                "WITH candidates AS (SELECT ctid FROM ONLY {0} WHERE {1} ORDER BY {2} LIMIT $2 "
+                "FOR UPDATE SKIP LOCKED), "
+                "deleted AS (DELETE FROM ONLY {0} WHERE ctid = ANY (ARRAY(SELECT ctid FROM candidates)) "
+                "AND {2} <= now() - $1 RETURNING 1) "
+                "SELECT (SELECT count(*) FROM candidates), (SELECT count(*) FROM deleted)",
+                table, expired, col);
+            Oid index_types[2] = {INTERVALOID, INT8OID};
+            Datum index_values[2] = {after, Int64GetDatum(cap)};
+            int64 found = 0, deleted = 0;
+            as_owner([&] {
+                bridge::execute_cached(index_sql, 2, index_types, index_values, nullptr, false);
+                found = bridge::result_int64(0, 1).value_or(0);
+                deleted = bridge::result_int64(0, 2).value_or(0);
+            });
+            if (found < cap) {
+                sweep.index_rows = 0;
+                return {deleted, false};
+            }
+            sweep.index_rows += found;
+            if (sweep.index_rows >= std::max<int64>(10 * cap, reltuples / 50)) {
+                sweep.ranging = true;
+                sweep.index_rows = 0;
+                ItemPointerSet(&sweep.after, 0, 0);
+            }
+            return {deleted, true};
+        }
+        sweep.ranging = true;
+
         /* The range: the rows after sweep.after, over sweep.blocks blocks (a
          * partly looked-at block counts as one). */
-        Sweep& sweep = sweep_of(target);
         ItemPointerData range_start = sweep.after;
         BlockNumber first = ItemPointerGetBlockNumberNoCheck(&range_start) +
                             (ItemPointerGetOffsetNumberNoCheck(&range_start) == PG_UINT16_MAX ? 1 : 0);
@@ -202,11 +272,7 @@ public:
         bool capped = false;
         int64 counted = 0;
         ItemPointerData last{};
-        int nest = pg_call([] { return NewGUCNestLevel(); });
-        {
-            /* As the table's owner, like autovacuum: its triggers never run with
-             * the worker's superuser rights. */
-            bridge::AsRole as_owner(owner, SECURITY_RESTRICTED_OPERATION);
+        as_owner([&] {
             Take seen;
             bool direct = bridge::in_subtransaction(
                 [&] {
@@ -236,8 +302,7 @@ public:
                 capped = c.candidates >= cap && c.last.has_value();
                 if (c.last) last = *c.last;
             }
-        }
-        pg_call([nest] { AtEOXact_GUC(false, nest); });
+        });
 
         /* The next range: after the last row counted when the cap was reached,
          * else after this range, sized so it should hold about `cap` expired rows. */
@@ -253,7 +318,9 @@ public:
                                     : static_cast<BlockNumber>(std::clamp<int64>(
                                           static_cast<int64>(k) * cap / counted, 1, grow));
         if (last_block + 1 >= nblocks) {
-            ItemPointerSet(&sweep.after, 0, 0);   /* the end of the table: this sweep is over */
+            /* The end of the table: this sweep is over. */
+            ItemPointerSet(&sweep.after, 0, 0);
+            sweep.ranging = false;
             return {rows, false};
         }
         sweep.after = range_end;

@@ -55,12 +55,12 @@ int busy_client_backends() {
 
 /* Each body runs in a transaction of its own, committed on success.
  * Between batches the worker yields to application traffic: while client
- * backends are running statements it pauses twelve times as long as its last
- * batch took (at most 200 ms), so it uses at most a thirteenth of the time it
+ * backends are running statements it pauses twenty times as long as its last
+ * batch took (at most 200 ms), so it uses at most a twenty-first of the time it
  * would otherwise — a batch writes WAL that the application's commits then
  * wait to flush, so the pause bounds its WAL rate too; on an idle server it
  * goes full speed. */
-constexpr int64 busy_pause_factor = 12;
+constexpr int64 busy_pause_factor = 20;
 
 class OwnTransactions final : public Executor {
 public:

@@ -21,7 +21,7 @@ SpiConnection::~SpiConnection() {
     SPI_finish();
 }
 
-bool in_subtransaction(const std::function<void()>& body, int give_up_on) {
+bool in_subtransaction(const std::function<void()>& body, const std::function<bool(const PgError&)>& handled) {
     MemoryContext cxt = CurrentMemoryContext;
     ResourceOwner owner = CurrentResourceOwner;
     auto end = [cxt, owner](bool commit) {
@@ -43,9 +43,8 @@ bool in_subtransaction(const std::function<void()>& body, int give_up_on) {
         body();
     } catch (const PgError& e) {
         /* Its ErrorData is in the top transaction's memory: it survives the rollback. */
-        bool expected = e.sqlerrcode() == give_up_on;
         end(false);
-        if (expected) return false;
+        if (handled(e)) return false;
         throw;
     } catch (...) {
         end(false);

@@ -65,12 +65,12 @@ SPIPlanPtr cached_plan(const std::string& sql, int nargs, const Oid* types, int 
 int execute_cached(const std::string& sql, int nargs, const Oid* types, const Datum* values, const char* nulls,
                    bool read_only, long count = 0);
 
-/* Run body in a subtransaction of the current transaction (under the open
- * SPI connection).  Returns true when body completed (the subtransaction is
- * released); when body raised the PostgreSQL error `give_up_on` (an
- * ERRCODE_* value), rolls the subtransaction back and returns false; any
- * other error rolls it back and propagates. */
-bool in_subtransaction(const std::function<void()>& body, int give_up_on);
+/* Run body in a subtransaction of the current transaction (SPI statements in
+ * body use the caller's connection, or one body opens).  Returns true when body completed (the subtransaction is
+ * released).  When body raised a PostgreSQL error, the subtransaction is
+ * rolled back and `handled(error)` decides: true, and false is returned;
+ * false, and the error propagates.  Any other exception propagates. */
+bool in_subtransaction(const std::function<void()>& body, const std::function<bool(const PgError&)>& handled);
 
 /* Number of rows processed by the last SPI command. */
 uint64 processed_rows();

@@ -37,6 +37,7 @@
 #include <array>
 #include <functional>
 #include <unordered_map>
+#include <vector>
 
 namespace pg_lifecycle::expiry {
 
@@ -77,17 +78,21 @@ struct Take {
     int64 held = 0;           /* expired rows with xmax set, left to the locking statement */
     bool capped = false;      /* an expired row came after the cap was reached */
     ItemPointerData last{};   /* the last row taken or held */
+    ItemPointerData after{};  /* the batch's range: after < row <= upto */
+    ItemPointerData upto{};
 };
 Take take;
 
 /* Arms lifecycle._expire_take() for one statement. */
 class TakeScope {
 public:
-    explicit TakeScope(int64 cap) : saved_(take) {
+    TakeScope(int64 cap, const ItemPointerData& after, const ItemPointerData& upto) : saved_(take) {
         take = Take{};
         take.armed = true;
         take.cap = cap;
         ItemPointerSet(&take.last, 0, 0);
+        take.after = after;
+        take.upto = upto;
     }
     ~TakeScope() { take = saved_; }
     TakeScope(const TakeScope&) = delete;
@@ -174,6 +179,11 @@ public:
         std::string direct_sql = fmt::format(
             "DELETE FROM ONLY {0} WHERE ctid > $3 AND ctid <= $4 AND lifecycle._expire_take(ctid, xmax, {1})",
             table, expired);
+        /* Row by row, when some row's DELETE fails: the batch's rows, locked. */
+        std::string candidates_sql = fmt::format(
+            "SELECT ctid FROM ONLY {0} WHERE ctid > $3 AND ctid <= $4 AND {1} ORDER BY ctid LIMIT $2 "
+            "FOR UPDATE SKIP LOCKED", table, expired);
+        std::string one_sql = fmt::format("DELETE FROM ONLY {0} WHERE ctid = $2 AND {1} <= now() - $1", table, col);
         auto locking_sql = [&](bool held_only) {
             return fmt::format(
                 "WITH candidates AS (SELECT ctid FROM ONLY {0} WHERE ctid > $3 AND ctid <= $4 AND {1}{2} "
@@ -227,11 +237,26 @@ public:
             Oid index_types[2] = {INTERVALOID, INT8OID};
             Datum index_values[2] = {after, Int64GetDatum(cap)};
             int64 found = 0, deleted = 0;
+            bool done = true;
             as_owner([&] {
-                bridge::execute_cached(index_sql, 2, index_types, index_values, nullptr, false);
-                found = bridge::result_int64(0, 1).value_or(0);
-                deleted = bridge::result_int64(0, 2).value_or(0);
+                done = bridge::in_subtransaction(
+                    [&] {
+                        bridge::execute_cached(index_sql, 2, index_types, index_values, nullptr, false);
+                        found = bridge::result_int64(0, 1).value_or(0);
+                        deleted = bridge::result_int64(0, 2).value_or(0);
+                    },
+                    [](const bridge::PgError& e) { return e.sqlerrcode() != ERRCODE_LOCK_NOT_AVAILABLE; });
             });
+            if (!done) {
+                /* A row whose DELETE fails (a trigger that raises, a RESTRICT
+                 * foreign key): it would come first through the index every
+                 * time, so the sweep takes over, which deletes row by row
+                 * around such rows and reports them. */
+                sweep.ranging = true;
+                sweep.index_rows = 0;
+                ItemPointerSet(&sweep.after, 0, 0);
+                return {0, true};
+            }
             if (found < cap) {
                 sweep.index_rows = 0;
                 return {deleted, false};
@@ -272,28 +297,36 @@ public:
         bool capped = false;
         int64 counted = 0;
         ItemPointerData last{};
+        std::string row_error;
+        bool all_refused = false;
         as_owner([&] {
             Take seen;
-            bool direct = bridge::in_subtransaction(
+            enum { done, lock_timeout, row_failed } outcome = done;
+            bridge::in_subtransaction(
                 [&] {
-                    TakeScope scope(cap);
-                    auto v = values(cap, &range_end);
-                    bridge::execute_cached(direct_sql, 4, types, v.data(), nullptr, false);
-                    rows = static_cast<int64>(bridge::processed_rows());
-                    seen = scope.result();
+                    {
+                        TakeScope scope(cap, range_start, range_end);
+                        auto v = values(cap, &range_end);
+                        bridge::execute_cached(direct_sql, 4, types, v.data(), nullptr, false);
+                        rows = static_cast<int64>(bridge::processed_rows());
+                        seen = scope.result();
+                    }
+                    if (seen.held > 0) {
+                        /* Rows that are or were locked: lock them now, skipping
+                         * those still held, and delete the ones locked. */
+                        Counts c = run_locking(true, cap - seen.taken, seen.capped ? &seen.last : &range_end);
+                        rows += c.deleted;
+                    }
                 },
-                ERRCODE_LOCK_NOT_AVAILABLE);
-            if (direct) {
+                [&](const bridge::PgError& e) {
+                    outcome = e.sqlerrcode() == ERRCODE_LOCK_NOT_AVAILABLE ? lock_timeout : row_failed;
+                    return true;
+                });
+            if (outcome == done) {
                 capped = seen.capped;
                 counted = seen.taken + seen.held;
                 last = seen.last;
-                if (seen.held > 0) {
-                    /* Rows that are or were locked: lock them now, skipping those
-                     * still held, and delete the ones locked. */
-                    Counts c = run_locking(true, cap - seen.taken, capped ? &seen.last : &range_end);
-                    rows += c.deleted;
-                }
-            } else {
+            } else if (outcome == lock_timeout) {
                 /* A row locked after the DELETE read it: the whole batch again,
                  * every row locked first, skipping those held. */
                 Counts c = run_locking(false, cap, &range_end);
@@ -301,6 +334,41 @@ public:
                 counted = c.candidates;
                 capped = c.candidates >= cap && c.last.has_value();
                 if (c.last) last = *c.last;
+            } else {
+                /* Some row's DELETE fails: lock the batch's rows, then delete
+                 * them one by one, each in a subtransaction, and report the
+                 * ones that fail.  The sweep goes on past them. */
+                rows = 0;
+                auto v = values(cap, &range_end);
+                bridge::execute_cached(candidates_sql, 4, types, v.data(), nullptr, false);
+                std::vector<ItemPointerData> rows_to_try;
+                for (uint64 i = 0; i < bridge::processed_rows(); ++i) {
+                    rows_to_try.push_back(*reinterpret_cast<const ItemPointerData*>(
+                        DatumGetPointer(*bridge::result_datum(i, 1))));
+                }
+                int64 refused = 0;
+                for (auto& row : rows_to_try) {
+                    Datum one[2] = {after, PointerGetDatum(&row)};
+                    Oid one_types[2] = {INTERVALOID, TIDOID};
+                    bool ok = bridge::in_subtransaction(
+                        [&] {
+                            bridge::execute_cached(one_sql, 2, one_types, one, nullptr, false);
+                            rows += static_cast<int64>(bridge::processed_rows());
+                        },
+                        [&](const bridge::PgError& e) {
+                            if (row_error.empty()) row_error = worker::describe_error(e);
+                            return true;
+                        });
+                    if (!ok) ++refused;
+                }
+                if (refused > 0) {
+                    row_error += fmt::format(" ({} expired row{} of the batch could not be deleted)", refused,
+                                             refused == 1 ? "" : "s");
+                }
+                counted = static_cast<int64>(rows_to_try.size());
+                capped = counted >= cap;
+                if (capped) last = rows_to_try.back();
+                all_refused = refused > 0 && refused == counted;
             }
         });
 
@@ -309,8 +377,11 @@ public:
         if (capped) {
             BlockNumber used = ItemPointerGetBlockNumberNoCheck(&last) - first + 1;
             sweep.after = last;
-            sweep.blocks = std::max<BlockNumber>(used, 1);
-            return {rows, true};
+            sweep.blocks = std::clamp<BlockNumber>(used, 1, max_range_blocks);
+            /* A batch none of whose rows could be deleted ends the table's
+             * share of this pass: a table that refuses every DELETE costs one
+             * batch per pass, not a row-by-row pass over all of it. */
+            return {rows, !all_refused, row_error};
         }
         BlockNumber k = std::max<BlockNumber>(sweep.blocks, 1);
         BlockNumber grow = std::min<BlockNumber>(k * 2, max_range_blocks);
@@ -321,10 +392,10 @@ public:
             /* The end of the table: this sweep is over. */
             ItemPointerSet(&sweep.after, 0, 0);
             sweep.ranging = false;
-            return {rows, false};
+            return {rows, false, row_error};
         }
         sweep.after = range_end;
-        return {rows, true};
+        return {rows, !all_refused, row_error};
     }
 };
 
@@ -424,11 +495,17 @@ LIFECYCLE_FUNCTION(lifecycle_expire_take) {
     if (PG_ARGISNULL(0) || PG_ARGISNULL(1) || PG_ARGISNULL(2) || !PG_GETARG_BOOL(2) || take.capped) {
         PG_RETURN_BOOL(false);
     }
+    ItemPointer row = reinterpret_cast<ItemPointer>(PG_GETARG_POINTER(0));
+    /* Only rows of the batch's range: a row updated while the DELETE waited
+     * for it is rechecked in its new version, which may lie elsewhere; it is
+     * left for a later sweep. */
+    if (ItemPointerCompare(row, &take.after) <= 0 || ItemPointerCompare(row, &take.upto) > 0) {
+        PG_RETURN_BOOL(false);
+    }
     if (take.taken + take.held >= take.cap) {
         take.capped = true;
         PG_RETURN_BOOL(false);
     }
-    ItemPointer row = reinterpret_cast<ItemPointer>(PG_GETARG_POINTER(0));
     if (ItemPointerCompare(row, &take.last) > 0) take.last = *row;
     if (DatumGetTransactionId(PG_GETARG_DATUM(1)) != InvalidTransactionId) {
         ++take.held;

@@ -17,37 +17,28 @@ namespace {
 class Subtransactions final : public Executor {
 public:
     bool run(const std::function<void()>& body, std::string& error) override {
-        MemoryContext cxt = CurrentMemoryContext;
-        ResourceOwner owner = CurrentResourceOwner;
-        /* A GUC nest level, so settings made by the batch (SET LOCAL
-         * lock_timeout) do not pass up to the caller's transaction when the
-         * subtransaction is released. */
-        int nest = pg_call([cxt] {
-            BeginInternalSubTransaction(nullptr);
-            MemoryContextSwitchTo(cxt);
-            return NewGUCNestLevel();
-        });
-        bool ok = true;
         try {
-            bridge::SpiConnection spi;
-            body();
+            return bridge::in_subtransaction(
+                [&body] {
+                    /* A GUC nest level, so settings made by the batch (SET LOCAL
+                     * lock_timeout) do not pass up to the caller's transaction
+                     * when the subtransaction is released. */
+                    int nest = pg_call([] { return NewGUCNestLevel(); });
+                    {
+                        bridge::SpiConnection spi;
+                        body();
+                    }
+                    pg_call([nest] { AtEOXact_GUC(false, nest); });
+                },
+                [&error](const bridge::PgError& e) {
+                    error = describe_error(e);
+                    return true;
+                });
         } catch (const std::exception& e) {
-            /* A PgError's ErrorData lives in the top transaction's memory,
-             * which the subtransaction rollback leaves alone: it is freed here. */
+            /* A C++ error: the subtransaction was rolled back before it got here. */
             error = describe_error(e);
-            ok = false;
+            return false;
         }
-        pg_call([ok, cxt, owner, nest] {
-            if (ok) {
-                AtEOXact_GUC(false, nest);
-                ReleaseCurrentSubTransaction();
-            } else {
-                RollbackAndReleaseCurrentSubTransaction();
-            }
-            MemoryContextSwitchTo(cxt);
-            CurrentResourceOwner = owner;
-        });
-        return ok;
     }
 
     void between_batches() override { bridge::check_for_interrupts(); }

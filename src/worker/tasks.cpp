@@ -89,6 +89,10 @@ PassOutcome run_pass(Executor& exec, TimestampTz deadline) {
             if (exec.run([&] { r = u.unit.task->run_batch(u.unit); }, u.error)) {
                 u.rows += r.rows;
                 u.more = r.more;
+                if (!r.error.empty()) {
+                    if (u.error.empty()) u.error = r.error;
+                    exec.report_failure(u.unit, r.error);
+                }
             } else {
                 u.failed = true;
                 u.more = false;
@@ -126,10 +130,9 @@ void record_pass(const PassOutcome& pass) {
     std::string first_error = pass.error;
     for (const auto& u : pass.units) {
         total += u.rows;
-        if (u.failed && first_error.empty()) first_error = u.error;
-        if (u.rows > 0 || u.failed) {
-            insert_row(u.started, u.finished, u.unit.task->name(), &u.unit.target_name, u.rows,
-                       u.failed ? u.error : std::string());
+        if (!u.error.empty() && first_error.empty()) first_error = u.error;
+        if (u.rows > 0 || !u.error.empty()) {
+            insert_row(u.started, u.finished, u.unit.task->name(), &u.unit.target_name, u.rows, u.error);
         }
     }
     insert_row(pass.started, pass.finished, "pass", nullptr, total, pass.error);

@@ -31,6 +31,9 @@ struct Unit {
 struct BatchResult {
     int64 rows;  /* rows processed by this batch */
     bool more;   /* work may remain for this unit */
+    /* Set when some rows could not be processed while the batch did the
+     * others (recorded like a failure, but the unit goes on). */
+    std::string error = {};
 };
 
 class Task {
@@ -63,8 +66,8 @@ struct UnitOutcome {
     Unit unit;
     int64 rows = 0;
     bool more = true;
-    bool failed = false;
-    std::string error;
+    bool failed = false;       /* a batch failed: the unit stopped */
+    std::string error;         /* why it failed, or the first rows it could not process */
     TimestampTz started = 0;
     TimestampTz finished = 0;
 };

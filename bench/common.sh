@@ -16,6 +16,9 @@ BENCH_DB=bench
 # Sets WORK (owned by postgres), DATA, SOCK; stops the cluster and removes
 # WORK on exit (KEEP_BENCH_OUTPUT=1 keeps it).
 bench_start_cluster() {
+    # Write back what earlier runs left in the page cache, so that its
+    # writeback does not slow this run's fsyncs.
+    sync
     make_workdir "bench_$1"
     shift
     trap bench_cleanup EXIT

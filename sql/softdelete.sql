@@ -137,6 +137,28 @@ DELETE FROM ring_a WHERE id = 1;
 SELECT (SELECT count(*) FROM ring_a) AS a_visible, (SELECT count(*) FROM ring_b) AS b_visible;
 SELECT lifecycle.restore('ring_a', 1);
 
+-- The cascade trigger queues an event only for a table that a foreign key
+-- references; a key added later counts at once, in the same session.
+CREATE TABLE boards (id int PRIMARY KEY);
+SELECT lifecycle.soft_delete_enable('boards');
+INSERT INTO boards VALUES (1), (2);
+DELETE FROM boards WHERE id = 1;
+CREATE TABLE cards (id int PRIMARY KEY, board_id int REFERENCES boards ON DELETE CASCADE);
+SELECT lifecycle.soft_delete_enable('cards');
+INSERT INTO cards VALUES (10, 2), (11, 2);
+DELETE FROM boards WHERE id = 2;
+SELECT (SELECT count(*) FROM boards) AS boards_visible, (SELECT count(*) FROM cards) AS cards_visible;
+-- A key that references a partitioned table: the partition's row cascades.
+CREATE TABLE zones (id int, kind text, PRIMARY KEY (id, kind)) PARTITION BY LIST (kind);
+CREATE TABLE zones_a PARTITION OF zones FOR VALUES IN ('a');
+CREATE TABLE sites (id int PRIMARY KEY, zone_id int, kind text,
+                    FOREIGN KEY (zone_id, kind) REFERENCES zones ON DELETE CASCADE);
+SELECT lifecycle.soft_delete_enable('zones'), lifecycle.soft_delete_enable('sites');
+INSERT INTO zones VALUES (1, 'a');
+INSERT INTO sites VALUES (100, 1, 'a');
+DELETE FROM zones_a WHERE id = 1;
+SELECT (SELECT count(*) FROM zones) AS zones_visible, (SELECT count(*) FROM sites) AS sites_visible;
+
 -- Partitioned tables: DELETE on the parent or on a partition.
 CREATE TABLE events (id int, region text, PRIMARY KEY (id, region)) PARTITION BY LIST (region);
 CREATE TABLE events_eu PARTITION OF events FOR VALUES IN ('eu');
@@ -266,6 +288,6 @@ SELECT 'lifecycle.soft_delete_tables'::regclass::oid = ANY (extconfig) AS dumped
   FROM pg_extension WHERE extname = 'pg_lifecycle';
 
 DROP TABLE accounts, orgs, teams, members, invoices, notes, audit, folders, ring_a, ring_b, events,
-           no_pk, bad_col CASCADE;
+           no_pk, bad_col, boards, cards, zones, sites CASCADE;
 REVOKE ALL ON SCHEMA public FROM sd_app;
 DROP ROLE sd_app;

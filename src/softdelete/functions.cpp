@@ -236,7 +236,8 @@ LIFECYCLE_FUNCTION(lifecycle_soft_delete_enable) {
                                "EXECUTE FUNCTION lifecycle.soft_delete_guard()", table));
     ensure_trigger("lifecycle_soft_delete_cascade",
                    fmt::format("CREATE TRIGGER lifecycle_soft_delete_cascade AFTER UPDATE ON {} FOR EACH ROW "
-                               "WHEN (OLD.deleted_at IS NULL AND NEW.deleted_at IS NOT NULL) "
+                               "WHEN (OLD.deleted_at IS NULL AND NEW.deleted_at IS NOT NULL "
+                               "AND lifecycle._soft_delete_referenced(OLD.tableoid)) "
                                "EXECUTE FUNCTION lifecycle.soft_delete_cascade()", table));
 
     static bridge::Statement upsert(

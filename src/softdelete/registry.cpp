@@ -204,6 +204,13 @@ std::vector<ForeignKey> incoming_fks(Oid relid) {
     return fks;
 }
 
+bool has_incoming_fks(Oid relid) {
+    (void)lookup(relid); /* remembered, so an invalidation of the table reloads */
+    auto it = incoming_memo.find(relid);
+    if (valid && it != incoming_memo.end()) return !it->second.empty();
+    return !incoming_fks(relid).empty();
+}
+
 std::vector<ForeignKey> outgoing_fks(Oid relid) { return read_fks("conrelid", relid); }
 
 bool in_ri_context() {

@@ -51,6 +51,8 @@ struct ForeignKey {
 };
 /* Keys referencing relid or one of its partition ancestors. */
 std::vector<ForeignKey> incoming_fks(Oid relid);
+/* Whether any foreign key references the table or an ancestor (no copy). */
+bool has_incoming_fks(Oid relid);
 /* Keys of relid (or its ancestors) referencing other tables. */
 std::vector<ForeignKey> outgoing_fks(Oid relid);
 

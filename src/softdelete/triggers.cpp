@@ -8,7 +8,8 @@
  *                       an UPDATE and skips the delete, so no row is ever
  *                       removed by accident; the statement then reports 0.
  *  soft_delete_cascade  AFTER UPDATE FOR EACH ROW WHEN (OLD.deleted_at IS NULL
- *                       AND NEW.deleted_at IS NOT NULL): the foreign keys that
+ *                       AND NEW.deleted_at IS NOT NULL AND a foreign key
+ *                       references the table): the foreign keys that
  *                       reference the row — ON DELETE CASCADE into enabled
  *                       tables soft-deletes the children with the same
  *                       delete_event; RESTRICT / NO ACTION with live children
@@ -221,6 +222,12 @@ Datum guard_cpp(FunctionCallInfo fcinfo) {
 using namespace pg_lifecycle;
 
 LIFECYCLE_FUNCTION(lifecycle_soft_delete_guard) { return softdelete::guard_cpp(fcinfo); }
+
+/* lifecycle._soft_delete_referenced(tbl oid) RETURNS boolean — in the cascade
+ * trigger's WHEN, so that a table no foreign key references queues no event. */
+LIFECYCLE_FUNCTION(lifecycle_soft_delete_referenced) {
+    PG_RETURN_BOOL(softdelete::has_incoming_fks(PG_GETARG_OID(0)));
+}
 
 LIFECYCLE_FUNCTION(lifecycle_soft_delete_cascade) {
     softdelete::cascade_cpp(fcinfo);

@@ -44,6 +44,10 @@ CREATE FUNCTION lifecycle.soft_delete_guard() RETURNS trigger
     AS 'MODULE_PATHNAME', 'lifecycle_soft_delete_guard' LANGUAGE C;
 CREATE FUNCTION lifecycle.soft_delete_cascade() RETURNS trigger
     AS 'MODULE_PATHNAME', 'lifecycle_soft_delete_cascade' LANGUAGE C;
+-- Internal, in soft_delete_cascade's WHEN: does a foreign key reference the
+-- row's table (or an ancestor)?  When none does, no trigger event is queued.
+CREATE FUNCTION lifecycle._soft_delete_referenced(tbl oid) RETURNS boolean
+    AS 'MODULE_PATHNAME', 'lifecycle_soft_delete_referenced' LANGUAGE C STABLE STRICT;
 
 -- Forget registrations of dropped tables.
 CREATE FUNCTION lifecycle.on_sql_drop_soft_delete() RETURNS event_trigger

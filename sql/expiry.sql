@@ -230,6 +230,20 @@ SELECT min(id), max(id), count(*), bool_and(id = prev + 1) AS in_stored_order
 SELECT count(*) AS expired_left FROM otps WHERE expires_at <= now();
 SELECT lifecycle.expire_disable('otps');
 
+-- A cancel (here statement_timeout) ends run_maintenance: it is neither taken
+-- for a row that cannot be deleted nor recorded as one failed batch.
+CREATE TABLE slow (id int PRIMARY KEY, expires_at timestamptz NOT NULL);
+CREATE FUNCTION slow_delete() RETURNS trigger LANGUAGE plpgsql AS
+    $$BEGIN PERFORM pg_sleep(0.5); RETURN OLD; END$$;
+CREATE TRIGGER slow BEFORE DELETE ON slow FOR EACH ROW EXECUTE FUNCTION slow_delete();
+INSERT INTO slow SELECT g, now() - interval '1 day' FROM generate_series(1, 3) g;
+SELECT lifecycle.expire_enable('slow', 'expires_at');
+SET statement_timeout = '200ms';
+SELECT task, target, rows FROM lifecycle.run_maintenance() WHERE task = 'expire';
+RESET statement_timeout;
+SELECT count(*) AS slow_left FROM slow;
+SELECT lifecycle.expire_disable('slow');
+
 -- The row cap of a batch is internal to it.
 SELECT err($$SELECT lifecycle._expire_take('(0,1)', '0', true)$$);
 
@@ -244,8 +258,8 @@ INSERT INTO lifecycle.job_runs (started_at, finished_at, task, rows, status)
 SELECT rows FROM lifecycle.run_maintenance() WHERE task = 'job_runs_purge';
 SELECT count(*) AS old_runs FROM lifecycle.job_runs WHERE finished_at < now() - interval '7 days';
 
-DROP TABLE api_tokens, daily, invite_uses, invites, events, stubborn, no_ts, app_owned, deleted_by, codes, code_deletes, otps, otp_deletes CASCADE;
+DROP TABLE api_tokens, daily, invite_uses, invites, events, stubborn, no_ts, app_owned, deleted_by, codes, code_deletes, otps, otp_deletes, slow CASCADE;
 DROP SEQUENCE once;
-DROP FUNCTION refuse_delete(), note_deleter(), log_code_deletes(), time_out_once(), log_otp_delete();
+DROP FUNCTION refuse_delete(), note_deleter(), log_code_deletes(), time_out_once(), log_otp_delete(), slow_delete();
 REVOKE USAGE ON SCHEMA public FROM lifecycle_app;
 DROP ROLE lifecycle_app;

@@ -109,6 +109,24 @@ struct Counts {
     int64 deleted;
 };
 
+/* A lock wait that timed out (or a deadlock): the batch is redone locking
+ * every row first, skipping the ones held. */
+bool is_lock_wait(int code) { return code == ERRCODE_LOCK_NOT_AVAILABLE || code == ERRCODE_T_R_DEADLOCK_DETECTED; }
+
+/* An error that some rows' DELETE may raise while other rows' would not (a
+ * trigger, a constraint, bad data), as opposed to a cancel, a shutdown, a
+ * serialization failure, a lack of resources or an internal error, which
+ * end the batch. */
+bool is_row_error(int code) {
+    int category = ERRCODE_TO_CATEGORY(code);
+    return !is_lock_wait(code) && category != ERRCODE_TO_CATEGORY(ERRCODE_OPERATOR_INTERVENTION) &&
+           category != ERRCODE_TO_CATEGORY(ERRCODE_TRANSACTION_ROLLBACK) &&
+           category != ERRCODE_TO_CATEGORY(ERRCODE_INSUFFICIENT_RESOURCES) &&
+           category != ERRCODE_TO_CATEGORY(ERRCODE_PROGRAM_LIMIT_EXCEEDED) &&
+           category != ERRCODE_TO_CATEGORY(ERRCODE_SYSTEM_ERROR) &&
+           category != ERRCODE_TO_CATEGORY(ERRCODE_INTERNAL_ERROR);
+}
+
 class ExpireTask final : public worker::Task {
 public:
     const char* name() const override { return "expire"; }
@@ -173,8 +191,8 @@ public:
         std::string col = bridge::quote_ident(column);
         /* On a soft-delete table the DELETE keeps the rows: take live ones only
          * (with hide on, the planner hook adds the same test). */
-        std::string expired = fmt::format("{} <= now() - $1{}", col,
-                                          softdelete::lookup(unit.target) ? " AND deleted_at IS NULL" : "");
+        bool soft_delete = softdelete::lookup(unit.target) != nullptr;
+        std::string expired = fmt::format("{} <= now() - $1{}", col, soft_delete ? " AND deleted_at IS NULL" : "");
         /* $1 after, $2 batch cap, $3/$4 the range: ctid > $3 AND ctid <= $4. */
         std::string direct_sql = fmt::format(
             "DELETE FROM ONLY {0} WHERE ctid > $3 AND ctid <= $4 AND lifecycle._expire_take(ctid, xmax, {1})",
@@ -225,8 +243,10 @@ public:
          * this episode has found more than 2% of the table (at least ten
          * batches) through the index, the backlog is large enough that one
          * pass over the heap is cheaper: the block-range sweep takes over
-         * until it reaches the end of the table. */
-        if (!sweep.ranging && indexed) {
+         * until it reaches the end of the table.  Not on a soft-delete table:
+         * its expired rows stay in it, soft-deleted, and every index batch
+         * would walk past all of them again. */
+        if (!sweep.ranging && indexed && !soft_delete) {
             std::string index_sql = fmt::format(
                 "WITH candidates AS (SELECT ctid FROM ONLY {0} WHERE {1} ORDER BY {2} LIMIT $2 "
                 "FOR UPDATE SKIP LOCKED), "
@@ -245,7 +265,7 @@ public:
                         found = bridge::result_int64(0, 1).value_or(0);
                         deleted = bridge::result_int64(0, 2).value_or(0);
                     },
-                    [](const bridge::PgError& e) { return e.sqlerrcode() != ERRCODE_LOCK_NOT_AVAILABLE; });
+                    [](const bridge::PgError& e) { return is_row_error(e.sqlerrcode()); });
             });
             if (!done) {
                 /* A row whose DELETE fails (a trigger that raises, a RESTRICT
@@ -319,7 +339,13 @@ public:
                     }
                 },
                 [&](const bridge::PgError& e) {
-                    outcome = e.sqlerrcode() == ERRCODE_LOCK_NOT_AVAILABLE ? lock_timeout : row_failed;
+                    if (is_lock_wait(e.sqlerrcode())) {
+                        outcome = lock_timeout;
+                    } else if (is_row_error(e.sqlerrcode())) {
+                        outcome = row_failed;
+                    } else {
+                        return false;  /* a cancel, a shutdown...: the batch ends */
+                    }
                     return true;
                 });
             if (outcome == done) {
@@ -356,6 +382,7 @@ public:
                             rows += static_cast<int64>(bridge::processed_rows());
                         },
                         [&](const bridge::PgError& e) {
+                            if (!is_row_error(e.sqlerrcode())) return false;
                             if (row_error.empty()) row_error = worker::describe_error(e);
                             return true;
                         });

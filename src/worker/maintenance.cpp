@@ -31,9 +31,16 @@ public:
                     pg_call([nest] { AtEOXact_GUC(false, nest); });
                 },
                 [&error](const bridge::PgError& e) {
+                    /* A cancel (statement_timeout, pg_cancel_backend) or a
+                     * shutdown ends run_maintenance itself, not just a batch. */
+                    if (ERRCODE_TO_CATEGORY(e.sqlerrcode()) == ERRCODE_TO_CATEGORY(ERRCODE_OPERATOR_INTERVENTION)) {
+                        return false;
+                    }
                     error = describe_error(e);
                     return true;
                 });
+        } catch (const bridge::PgError&) {
+            throw;  /* not handled above: it ends run_maintenance */
         } catch (const std::exception& e) {
             /* A C++ error: the subtransaction was rolled back before it got here. */
             error = describe_error(e);

@@ -75,10 +75,11 @@ ok(wait_until($node, 'db1', 'SELECT count(*) = 0 FROM t WHERE expires_at <= now(
 ok(wait_until($node, 'db2', 'SELECT count(*) = 0 FROM t WHERE expires_at <= now()'), 'db2: expired rows swept');
 is(count_rows($node, 'db1', 't'), '0/7', 'db1: unexpired rows stay');
 is(count_rows($node, 'db2', 't'), '0/11', 'db2: unexpired rows stay');
-is($node->safe_psql('db1', q{SELECT sum(rows) FROM lifecycle.job_runs WHERE task = 'expire' AND target = 'public.t' AND status = 'ok'}),
-   '30', 'db1: job_runs has the expire row(s) with the 30 rows swept');
-is($node->safe_psql('db2', q{SELECT sum(rows) FROM lifecycle.job_runs WHERE task = 'expire' AND target = 'public.t' AND status = 'ok'}),
-   '50', 'db2: job_runs has the expire row(s) with the 50 rows swept');
+# A pass is recorded in job_runs when it ends, just after its last batch commits.
+ok(wait_until($node, 'db1', q{SELECT sum(rows) FROM lifecycle.job_runs WHERE task = 'expire' AND target = 'public.t' AND status = 'ok'},
+              '30'), 'db1: job_runs has the expire row(s) with the 30 rows swept');
+ok(wait_until($node, 'db2', q{SELECT sum(rows) FROM lifecycle.job_runs WHERE task = 'expire' AND target = 'public.t' AND status = 'ok'},
+              '50'), 'db2: job_runs has the expire row(s) with the 50 rows swept');
 ok($node->safe_psql('db1', q{SELECT count(*) > 0 FROM lifecycle.job_runs WHERE task = 'pass' AND status = 'ok'}) eq 't',
    'db1: passes are recorded');
 is($node->safe_psql('postgres', q{
@@ -100,8 +101,8 @@ expiry_table($node, 'db3', 't', 20, 3);
 ok(wait_until($node, 'db3', 'SELECT count(*) = 0 FROM t WHERE expires_at <= now()'), 'db3: expired rows swept');
 is(count_rows($node, 'db3', 't'), '0/3', 'db3: unexpired rows stay');
 like($node->safe_psql('postgres', worker_pid_sql('db3')), qr/^\d+$/, 'db3 has its own worker');
-is($node->safe_psql('db3', q{SELECT sum(rows) FROM lifecycle.job_runs WHERE task = 'expire' AND status = 'ok'}),
-   '20', 'db3: job_runs records the sweep');
+ok(wait_until($node, 'db3', q{SELECT sum(rows) FROM lifecycle.job_runs WHERE task = 'expire' AND status = 'ok'}, '20'),
+   'db3: job_runs records the sweep');
 
 ########################################################################
 # 3. An error in one task is recorded; the other tasks still run.
@@ -139,8 +140,8 @@ ok(wait_until($node, 'db2', 'SELECT count(*) = 5 FROM bad_t'),
    'bad_t: the rows whose DELETE does not fail are swept around the ones that fail');
 is($node->safe_psql('db2', 'SELECT string_agg(id::text, \',\' ORDER BY id) FROM bad_t'), '1,2,3,4,5',
    'bad_t: the refused rows are still there (each refused DELETE rolled back)');
-is($node->safe_psql('db2', q{SELECT sum(rows) FROM lifecycle.job_runs WHERE task = 'expire' AND target = 'public.bad_t'}),
-   '3', 'bad_t: job_runs counts the 3 rows deleted next to the errors');
+ok(wait_until($node, 'db2', q{SELECT sum(rows) FROM lifecycle.job_runs WHERE task = 'expire' AND target = 'public.bad_t'},
+              '3'), 'bad_t: job_runs counts the 3 rows deleted next to the errors');
 my $last_error = $node->safe_psql('db2',
     q{SELECT concat_ws('|', h->'last_error'->>'task', h->'last_error'->>'target', h->'last_error'->>'error')
         FROM lifecycle.health() h});
@@ -153,8 +154,8 @@ ok(wait_until($node, 'db2', "SELECT end_reason FROM lifecycle.sessions WHERE ses
    'an idle session is closed as idle');
 is($node->safe_psql('db2', "SELECT ended_at IS NULL FROM lifecycle.sessions WHERE session_id = '$live_sid'"),
    't', 'a live session stays open');
-is($node->safe_psql('db2', q{SELECT sum(rows) FROM lifecycle.job_runs WHERE task = 'session_close' AND status = 'ok'}),
-   '2', 'job_runs records the sessions closed');
+ok(wait_until($node, 'db2', q{SELECT sum(rows) FROM lifecycle.job_runs WHERE task = 'session_close' AND status = 'ok'}, '2'),
+   'job_runs records the sessions closed');
 
 ########################################################################
 # 4. SIGTERM ends a worker promptly; the launcher starts a new one.

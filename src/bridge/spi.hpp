@@ -66,10 +66,11 @@ int execute_cached(const std::string& sql, int nargs, const Oid* types, const Da
                    bool read_only, long count = 0);
 
 /* Run body in a subtransaction of the current transaction (SPI statements in
- * body use the caller's connection, or one body opens).  Returns true when body completed (the subtransaction is
- * released).  When body raised a PostgreSQL error, the subtransaction is
- * rolled back and `handled(error)` decides: true, and false is returned;
- * false, and the error propagates.  Any other exception propagates. */
+ * body use the caller's connection, or one body opens).  Returns true when
+ * body completed (the subtransaction is released).  When body raised a
+ * PostgreSQL error, the subtransaction is rolled back and `handled(error)`
+ * decides: true, and false is returned; false, and the error propagates.  Any
+ * other exception propagates (after the rollback). */
 bool in_subtransaction(const std::function<void()>& body, const std::function<bool(const PgError&)>& handled);
 
 /* Number of rows processed by the last SPI command. */

@@ -202,15 +202,20 @@ public:
             "SELECT ctid FROM ONLY {0} WHERE ctid > $3 AND ctid <= $4 AND {1} ORDER BY ctid LIMIT $2 "
             "FOR UPDATE SKIP LOCKED", table, expired);
         std::string one_sql = fmt::format("DELETE FROM ONLY {0} WHERE ctid = $2 AND {1} <= now() - $1", table, col);
-        auto locking_sql = [&](bool held_only) {
+        /* Lock the candidate rows, skipping those held, and delete them:
+         * (candidates, last candidate, deleted).  $1 after, $2 the limit. */
+        auto lock_and_delete_sql = [&](const std::string& where, const std::string& order_by) {
             return fmt::format(
-                "WITH candidates AS (SELECT ctid FROM ONLY {0} WHERE ctid > $3 AND ctid <= $4 AND {1}{2} "
-                "LIMIT $2 FOR UPDATE SKIP LOCKED), "
+                "WITH candidates AS (SELECT ctid FROM ONLY {0} WHERE {1}{2} LIMIT $2 FOR UPDATE SKIP LOCKED), "
                 "deleted AS (DELETE FROM ONLY {0} WHERE ctid = ANY (ARRAY(SELECT ctid FROM candidates)) "
                 "AND {3} <= now() - $1 RETURNING 1) "
                 "SELECT (SELECT count(*) FROM candidates), (SELECT max(ctid) FROM candidates), "
                 "(SELECT count(*) FROM deleted)",
-                table, expired, held_only ? " AND xmax <> '0'" : "", col);
+                table, where, order_by, col);
+        };
+        auto locking_sql = [&](bool held_only) {
+            return lock_and_delete_sql(
+                fmt::format("ctid > $3 AND ctid <= $4 AND {}{}", expired, held_only ? " AND xmax <> '0'" : ""), "");
         };
 
         worker::set_batch_settings();
@@ -247,13 +252,7 @@ public:
          * its expired rows stay in it, soft-deleted, and every index batch
          * would walk past all of them again. */
         if (!sweep.ranging && indexed && !soft_delete) {
-            std::string index_sql = fmt::format(
-                "WITH candidates AS (SELECT ctid FROM ONLY {0} WHERE {1} ORDER BY {2} LIMIT $2 "
-                "FOR UPDATE SKIP LOCKED), "
-                "deleted AS (DELETE FROM ONLY {0} WHERE ctid = ANY (ARRAY(SELECT ctid FROM candidates)) "
-                "AND {2} <= now() - $1 RETURNING 1) "
-                "SELECT (SELECT count(*) FROM candidates), (SELECT count(*) FROM deleted)",
-                table, expired, col);
+            std::string index_sql = lock_and_delete_sql(expired, " ORDER BY " + col);
             Oid index_types[2] = {INTERVALOID, INT8OID};
             Datum index_values[2] = {after, Int64GetDatum(cap)};
             int64 found = 0, deleted = 0;
@@ -263,7 +262,7 @@ public:
                     [&] {
                         bridge::execute_cached(index_sql, 2, index_types, index_values, nullptr, false);
                         found = bridge::result_int64(0, 1).value_or(0);
-                        deleted = bridge::result_int64(0, 2).value_or(0);
+                        deleted = bridge::result_int64(0, 3).value_or(0);
                     },
                     [](const bridge::PgError& e) { return is_row_error(e.sqlerrcode()); });
             });

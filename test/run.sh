@@ -54,6 +54,18 @@ count_regress() {  # count_regress NAME LOG RC
     tally "$1" "$ok" "$bad"
 }
 
+# A crash-restart need not show in the results (the test that crashed may
+# even expect an error), but the temp instance's server log tells: a crash
+# there counts one more failure for the suite.
+check_crash_log() {  # check_crash_log NAME POSTMASTER_LOG
+    local hits
+    hits=$(grep -E 'terminated by signal|terminating any other active server processes|was terminated by exception' "$2" 2>/dev/null)
+    [ -z "$hits" ] && return 0
+    echo "---- $2: crash-restart during the suite"
+    echo "$hits"
+    tally "$1 (crash-restart during the suite)" 0 1
+}
+
 show_diffs() {
     [ -f "$1" ] && { echo "---- $1 (first 200 lines)"; head -200 "$1"; }
 }
@@ -69,6 +81,7 @@ mkdir -p "$WORK/regress"; [ "$(id -u)" -eq 0 ] && chown postgres: "$WORK/regress
 rc=$?
 cat "$WORK/regress.log"
 count_regress regress "$WORK/regress.log" $rc
+check_crash_log regress "$WORK/regress/log/postmaster.log"
 [ $rc -ne 0 ] && show_diffs "$WORK/regress/regression.diffs"
 fi
 
@@ -83,6 +96,7 @@ mkdir -p "$WORK/isolation"; [ "$(id -u)" -eq 0 ] && chown postgres: "$WORK/isola
 rc=$?
 cat "$WORK/isolation.log"
 count_regress isolation "$WORK/isolation.log" $rc
+check_crash_log isolation "$WORK/isolation/log/postmaster.log"
 [ $rc -ne 0 ] && show_diffs "$WORK/isolation/regression.diffs"
 fi
 

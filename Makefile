@@ -7,11 +7,12 @@ EXTENSION   = pg_lifecycle
 MODULE_big  = pg_lifecycle
 SOURCES     = $(sort $(wildcard src/*.cpp src/*/*.cpp))
 OBJS        = $(SOURCES:.cpp=.o)
-# The install script of the current version is built from one part per
-# capability (src/sql/<version>/NN_<capability>.sql); upgrade scripts are
-# src/sql/pg_lifecycle--X--Y.sql.
-EXTVERSION  = 0.1
-DATA_built  = pg_lifecycle--$(EXTVERSION).sql
+# Each version's install script is built from one part per capability
+# (src/sql/<version>/NN_<capability>.sql); a released version's parts never
+# change.  Upgrade scripts are src/sql/pg_lifecycle--X--Y.sql.
+EXTVERSION  = 0.2
+VERSIONS    = 0.1 0.2
+DATA_built  = $(foreach v,$(VERSIONS),pg_lifecycle--$(v).sql)
 DATA        = $(sort $(wildcard src/sql/pg_lifecycle--*--*.sql))
 
 # pg_regress / isolation / TAP suites (also runnable as `make installcheck`
@@ -43,8 +44,8 @@ all install:
 endif
 
 # Rebuilt every time: a part that was removed or renamed must not linger.
-pg_lifecycle--$(EXTVERSION).sql: FORCE
-	cat $(sort $(wildcard src/sql/$(EXTVERSION)/*.sql)) > $@
+pg_lifecycle--%.sql: FORCE
+	cat $(sort $(wildcard src/sql/$*/*.sql)) > $@
 FORCE:
 
 .PHONY: test demo bench deps FORCE

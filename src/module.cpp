@@ -78,6 +78,28 @@ extern "C" void assign_plan_setting(bool newval, void* extra) {
     (void)newval;
 }
 
+/* lifecycle.hard_delete can be turned on only by a session for itself (SET,
+ * SET LOCAL, set_config, connection options) — never as a default in
+ * postgresql.conf or by ALTER DATABASE / ALTER ROLE ... SET, which would reach
+ * sessions, the worker and code run as the table's owner that did not ask
+ * for it. */
+extern "C" bool check_hard_delete(bool* newval, void** extra, GucSource source) {
+    (void)extra;
+    if (!*newval) return true;
+    switch (source) {
+        case PGC_S_CLIENT:
+        case PGC_S_OVERRIDE:
+        case PGC_S_INTERACTIVE:
+        case PGC_S_SESSION:
+            return true;
+        default:
+            GUC_check_errcode(ERRCODE_INSUFFICIENT_PRIVILEGE);
+            GUC_check_errdetail("lifecycle.hard_delete can only be turned on by a session for itself (SET or SET "
+                                "LOCAL), not as a default for a database, a role, a function or the server.");
+            return false;
+    }
+}
+
 extern "C" bool check_positive_interval(char** newval, void** extra, GucSource source) {
     (void)source;
     return bridge::entry_guard([=] { return gucs::check_interval_setting(newval, extra, false, "7 days"); });
@@ -108,8 +130,10 @@ void define_gucs() {
                                  "and DELETE.", &gucs::include_deleted, false, PGC_USERSET, 0, nullptr,
                                  assign_plan_setting, nullptr);
         DefineCustomBoolVariable("lifecycle.hard_delete", "DELETE on soft-delete tables removes rows for real.",
-                                 "Only for the table's owner or a superuser; others get an error.",
-                                 &gucs::hard_delete, false, PGC_USERSET, 0, nullptr, assign_plan_setting, nullptr);
+                                 "Honoured only for the table's owner (or a superuser) acting directly, and only "
+                                 "when a session sets it for itself.",
+                                 &gucs::hard_delete, false, PGC_USERSET, 0, check_hard_delete, assign_plan_setting,
+                                 nullptr);
         DefineCustomStringVariable("lifecycle.actor", "Recorded in deleted_by by soft deletes (empty: current_user).",
                                    nullptr, &gucs::actor, "", PGC_USERSET, 0, nullptr, nullptr, nullptr);
     });

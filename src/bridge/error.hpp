@@ -35,6 +35,9 @@ std::string sqlstate_text(int code);
 namespace sqlstate {
 inline constexpr int invalid_parameter_value = make_sqlstate("22023");
 inline constexpr int null_value_not_allowed = make_sqlstate("22004");
+inline constexpr int invalid_text_representation = make_sqlstate("22P02");
+inline constexpr int undefined_function = make_sqlstate("42883");
+inline constexpr int trigger_protocol_violated = make_sqlstate("39P01");
 inline constexpr int foreign_key_violation = make_sqlstate("23503");
 inline constexpr int undefined_table = make_sqlstate("42P01");
 inline constexpr int undefined_column = make_sqlstate("42703");

@@ -1,5 +1,21 @@
 /*
- * security.hpp — acting as another role for a scope, and ownership checks.
+ * security.hpp — how pg_lifecycle runs SQL as somebody else, and the checks
+ * of who may do what (SPEC.md §5; the README's "Security model").
+ *
+ * The rules, enforced here rather than at each call site:
+ *
+ *  - Every statement the extension prepares or executes through spi.hpp runs
+ *    in a GUC nest level with search_path = pg_catalog, pg_temp, left with
+ *    AtEOXact_GUC(false): names in our SQL can only resolve to PostgreSQL's
+ *    own objects (and our schema-qualified ones), whatever the caller's or
+ *    the database's search_path, and nothing a trigger SETs survives the
+ *    statement.  The few statements whose user triggers must see the
+ *    caller's settings (a restore's UPDATE, the cascade of a soft delete) are
+ *    written fully schema-qualified and run inside a CallersSearchPath scope.
+ *  - Code runs as another role only inside an AsRole scope: the role switch
+ *    is a security-restricted operation (no SET ROLE, no temporary objects,
+ *    no cursors outliving it), in a GUC nest level rolled back on exit.
+ *  - Our own schema is found through pg_extension, never by its name.
  */
 #pragma once
 
@@ -7,22 +23,52 @@
 
 namespace pg_lifecycle::bridge {
 
-/* Runs the enclosing scope as `role` (SetUserIdAndSecContext), restoring the
- * previous user on the way out, also when an exception unwinds the scope.
- * Transaction abort restores it too, as for any SECURITY DEFINER call. */
+/* The search path of every statement the extension runs. */
+inline constexpr const char* pinned_search_path = "pg_catalog, pg_temp";
+
+/* Runs the enclosing scope as `role` in a security-restricted operation and a
+ * GUC nest level whose changes are rolled back on the way out (also when an
+ * exception unwinds the scope).  `extra_flags` adds security-context flags
+ * (SECURITY_NOFORCE_RLS for foreign-key style work). */
 class AsRole {
 public:
-    AsRole(Oid role, int extra_flags = 0) noexcept {
-        GetUserIdAndSecContext(&saved_user_, &saved_context_);
-        SetUserIdAndSecContext(role, saved_context_ | SECURITY_LOCAL_USERID_CHANGE | extra_flags);
-    }
-    ~AsRole() { SetUserIdAndSecContext(saved_user_, saved_context_); }
+    explicit AsRole(Oid role, int extra_flags = 0);
+    ~AsRole();
     AsRole(const AsRole&) = delete;
     AsRole& operator=(const AsRole&) = delete;
 
 private:
     Oid saved_user_;
     int saved_context_;
+    int nest_;
+};
+
+/* Statements executed in this scope keep the caller's search_path (their
+ * text must then be fully schema-qualified, operators included: see
+ * qualified_operator).  For statements on a user's table whose triggers must
+ * see the session's settings. */
+class CallersSearchPath {
+public:
+    CallersSearchPath();
+    ~CallersSearchPath();
+    CallersSearchPath(const CallersSearchPath&) = delete;
+    CallersSearchPath& operator=(const CallersSearchPath&) = delete;
+
+private:
+    bool saved_;
+};
+
+/* Used by spi.cpp around every prepare and execute: pins search_path (unless
+ * in a CallersSearchPath scope) in a GUC nest level rolled back on exit. */
+class StatementScope {
+public:
+    StatementScope();
+    ~StatementScope();
+    StatementScope(const StatementScope&) = delete;
+    StatementScope& operator=(const StatementScope&) = delete;
+
+private:
+    int nest_;
 };
 
 /* A plain or partitioned table that exists (42P01 / 42809 otherwise); returns
@@ -30,9 +76,29 @@ private:
 char require_table(Oid relid, const char* feature);
 /* Owner of a relation; throws 42P01 if it does not exist. */
 Oid relation_owner(Oid relid);
-/* The role that owns the pg_lifecycle extension. */
+/* The pg_lifecycle extension in this database (InvalidOid when not installed). */
+Oid extension_oid();
+/* Its schema, found through pg_extension (InvalidOid when not installed). */
+Oid extension_schema();
+/* A relation of our schema by name, or InvalidOid (also when not installed). */
+Oid extension_relation(const char* name);
+/* The role that owns the pg_lifecycle extension (55000 when not installed). */
 Oid extension_owner();
 /* Throws 42501 unless the current user owns relid (or is a superuser). */
 void require_owner(Oid relid, const char* action);
+/* Whether the current user owns relid (or is a superuser), without a lock. */
+bool owns(Oid relid);
+/* "OPERATOR(schema.name)" for an operator, to write it into SQL text so that
+ * no search_path can change which operator runs. */
+std::string qualified_operator(Oid opno);
+/* The default equality operator of a type ("OPERATOR(pg_catalog.=)" for
+ * the built-in types); 42883 when it has none. */
+std::string equality_operator(Oid type);
+
+/* The role seen from outside: true when code runs as the session's current
+ * role directly — not inside a SECURITY DEFINER function, a foreign-key
+ * check or action, a security-restricted operation (the worker, maintenance,
+ * index expressions) or a background worker. */
+bool acting_as_outer_user();
 
 }  // namespace pg_lifecycle::bridge

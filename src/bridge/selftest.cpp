@@ -8,6 +8,7 @@
  */
 #include "bridge/function.hpp"
 #include "bridge/memory.hpp"
+#include "bridge/security.hpp"
 #include "bridge/spi.hpp"
 
 #include <stdexcept>
@@ -52,6 +53,7 @@ LIFECYCLE_FUNCTION(pg_lifecycle_selftest_raise) {
     } else if (kind == "spi") {
         /* PostgreSQL error from SQL run through SPI while C++ objects are alive. */
         SpiConnection spi;
+        CallersSearchPath callers; /* the caller's own SQL, with the caller's names */
         execute_sql(arg, false);
         return text_datum(fmt::format("{} rows", processed_rows()));
     } else if (kind == "spi_param") {

@@ -3,6 +3,8 @@
  */
 #include "bridge/spi.hpp"
 
+#include "bridge/security.hpp"
+
 #include <algorithm>
 #include <functional>
 
@@ -63,6 +65,7 @@ static void check_rc(int rc, const char* sql) {
 }
 
 int Statement::execute(const Datum* values, const char* nulls, bool read_only, long count) {
+    StatementScope scope;
     if (plan_ == nullptr) {
         plan_ = pg_call([this] {
             SPIPlanPtr p = SPI_prepare(sql_, nargs_, types_);
@@ -82,6 +85,7 @@ int Statement::execute(const Datum* values, const char* nulls, bool read_only, l
 }
 
 int execute_sql(const std::string& sql, bool read_only, long count) {
+    StatementScope scope;
     int rc = pg_call([&] { return SPI_execute(sql.c_str(), read_only, count); });
     check_rc(rc, sql.c_str());
     return rc;
@@ -89,6 +93,7 @@ int execute_sql(const std::string& sql, bool read_only, long count) {
 
 int execute_sql(const std::string& sql, int nargs, const Oid* types, const Datum* values, const char* nulls,
                 bool read_only, long count) {
+    StatementScope scope;
     int rc = pg_call([&] {
         return SPI_execute_with_args(sql.c_str(), nargs, const_cast<Oid*>(types), const_cast<Datum*>(values),
                                      nulls, read_only, count);
@@ -125,6 +130,7 @@ SPIPlanPtr cached_plan(const std::string& sql, int nargs, const Oid* types, int 
         }
     }
     bool keep = n_cached_plans < max_cached_plans;
+    StatementScope scope;
     SPIPlanPtr plan = pg_call([&] {
         SPIPlanPtr p = SPI_prepare_cursor(sql.c_str(), nargs, const_cast<Oid*>(types), cursor_options);
         if (p == nullptr) {
@@ -155,7 +161,30 @@ SPIPlanPtr cached_plan(const std::string& sql, int nargs, const Oid* types, int 
 int execute_cached(const std::string& sql, int nargs, const Oid* types, const Datum* values, const char* nulls,
                    bool read_only, long count) {
     SPIPlanPtr plan = cached_plan(sql, nargs, types);
+    return execute_plan(plan, values, nulls, read_only, count);
+}
+
+int execute_plan(SPIPlanPtr plan, const Datum* values, const char* nulls, bool read_only, long count) {
+    StatementScope scope;
     int rc = pg_call([&] { return SPI_execute_plan(plan, const_cast<Datum*>(values), nulls, read_only, count); });
+    check_rc(rc, "a prepared statement");
+    return rc;
+}
+
+int execute_fresh(const std::string& sql, int nargs, const Oid* types, const Datum* values, bool read_only,
+                  long count) {
+    StatementScope scope;
+    int rc = pg_call([&] {
+        SPIPlanPtr plan = SPI_prepare(sql.c_str(), nargs, const_cast<Oid*>(types));
+        if (plan == nullptr) {
+            elog(ERROR, "pg_lifecycle: SPI_prepare failed (%s) for: %s", SPI_result_code_string(SPI_result),
+                 sql.c_str());
+        }
+        int r = SPI_execute_snapshot(plan, const_cast<Datum*>(values), nullptr, GetLatestSnapshot(), InvalidSnapshot,
+                                     read_only, false, count);
+        SPI_freeplan(plan);
+        return r;
+    });
     check_rc(rc, sql.c_str());
     return rc;
 }

@@ -4,6 +4,10 @@
  *
  * Every call that can ereport goes through pg_call, so errors arrive as
  * PgError exceptions and the scoped connection is closed on the way out.
+ * Every statement is prepared and executed with search_path pinned to
+ * pg_catalog, pg_temp in a GUC nest level rolled back afterwards (see
+ * security.hpp): no SQL of ours runs with another search_path, except inside
+ * a CallersSearchPath scope.
  * Values are always passed as parameters; identifiers are quoted with
  * PostgreSQL's own quote_identifier.
  */
@@ -61,6 +65,13 @@ int execute_sql(const std::string& sql, int nargs, const Oid* types, const Datum
  * statements new ones are prepared without being kept (freed by SPI_finish):
  * a kept plan is never freed, since one may be executing further up the stack. */
 SPIPlanPtr cached_plan(const std::string& sql, int nargs, const Oid* types, int cursor_options = 0);
+/* Execute a plan (from cached_plan or SPI_prepare). */
+int execute_plan(SPIPlanPtr plan, const Datum* values, const char* nulls, bool read_only, long count = 0);
+/* Plan and run SQL text once with a snapshot taken now, which sees every
+ * commit so far and this transaction's earlier commands (what catalog reads
+ * and DDL-time scans need, also in a REPEATABLE READ transaction). */
+int execute_fresh(const std::string& sql, int nargs, const Oid* types, const Datum* values, bool read_only,
+                  long count = 0);
 /* Execute cached_plan(sql, ...). */
 int execute_cached(const std::string& sql, int nargs, const Oid* types, const Datum* values, const char* nulls,
                    bool read_only, long count = 0);

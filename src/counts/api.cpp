@@ -238,6 +238,7 @@ LIFECYCLE_FUNCTION(lifecycle_count_enable) {
         cfg.id = static_cast<int32>(*bridge::result_int64(0, 1));
         create_counts_tables(cfg, table_owner);
     }
+    registry_changed();
     create_triggers(cfg, relid);
     if (kind == RELKIND_PARTITIONED_TABLE) {
         for (Oid part : attached_partitions(relid)) {
@@ -275,6 +276,7 @@ LIFECYCLE_FUNCTION(lifecycle_count_disable) {
                                          : fmt::format("DROP TABLE IF EXISTS {}, {}", cfg->delta(), cfg->total()),
                         false);
     remove.execute(&key, nullptr, false);
+    registry_changed();
     PG_RETURN_VOID();
 }
 
@@ -347,7 +349,7 @@ std::string filter_sql(const Config& cfg, const Filter& filter, Oid relid, int f
             });
             types.push_back(array_type);
             values.push_back(array);
-            cond = fmt::format("{} = ANY (${})", col, param++);
+            cond = fmt::format("{} {} ANY (${})", col, bridge::equality_operator(type), param++);
             if (c.match_null) cond = fmt::format("({} OR {} IS NULL)", cond, col);
         } else if (c.match_null) {
             cond = col + " IS NULL";
@@ -363,9 +365,7 @@ int64 run_count(const std::string& sql, const std::vector<Oid>& types, const std
     /* Planned for the values at hand each time: a generic plan cannot know how
      * narrow a time range or how rare a value is. */
     SPIPlanPtr plan = cached_plan(sql, static_cast<int>(types.size()), types.data(), CURSOR_OPT_CUSTOM_PLAN);
-    int rc = pg_call([&] {
-        return SPI_execute_plan(plan, const_cast<Datum*>(values.data()), nullptr, true, 1);
-    });
+    int rc = bridge::execute_plan(plan, values.data(), nullptr, true, 1);
     if (rc != SPI_OK_SELECT || bridge::processed_rows() != 1) {
         throw Error(sqlstate::internal_error, fmt::format("pg_lifecycle: count query failed: {}", sql));
     }
@@ -517,7 +517,11 @@ LIFECYCLE_FUNCTION(lifecycle_count_estimate) {
                     "Pass the query whose rows you want estimated, such as 'SELECT * FROM audit_log WHERE ...'.");
     }
     bridge::SpiConnection spi;
-    bridge::execute_sql("EXPLAIN (FORMAT JSON) " + query, false);
+    {
+        /* The caller's query, planned with the caller's search_path and rights. */
+        bridge::CallersSearchPath callers;
+        bridge::execute_sql("EXPLAIN (FORMAT JSON) " + query, false);
+    }
     auto plan = bridge::processed_rows() > 0 ? bridge::result_text(0, 1) : std::nullopt;
     auto rows = plan ? explain_plan_rows(*plan) : std::nullopt;
     if (!rows) throw Error(sqlstate::internal_error, "EXPLAIN gave no row estimate");

@@ -29,19 +29,20 @@ TriggerData* trigger_data(FunctionCallInfo fcinfo, const char* name) {
     return reinterpret_cast<TriggerData*>(fcinfo->context);
 }
 
-/* The configuration carried by count_capture's arguments:
- * id, time column ('' for none), bucket interval, dimensions... */
-Config config_from_args(const Trigger* trig) {
-    if (trig->tgnargs < 3) {
-        throw Error(sqlstate::wrong_object_state, fmt::format("trigger \"{}\" has bad arguments", trig->tgname), {},
-                    "It is created by lifecycle.count_enable; call count_disable and count_enable again.");
+/* The configuration of the counted table the trigger fires on (or of its
+ * root, for a partition), from the registry — never from the trigger's
+ * arguments, which whoever created the trigger chose. */
+Config config_of(TriggerData* td) {
+    Oid rel = RelationGetRelid(td->tg_relation);
+    const Config* cfg = config_for_relation(rel);
+    if (cfg == nullptr) {
+        throw Error(sqlstate::wrong_object_state,
+                    fmt::format("table {} is not counted by pg_lifecycle", relation_display_name(rel)),
+                    fmt::format("Trigger \"{}\" calls a function of pg_lifecycle's exact counts.",
+                                td->tg_trigger->tgname),
+                    "Drop the trigger; lifecycle.count_enable creates the triggers counting needs.");
     }
-    Config cfg;
-    cfg.id = static_cast<int32>(std::strtol(trig->tgargs[0], nullptr, 10));
-    cfg.time_column = trig->tgargs[1];
-    cfg.bucket_text = trig->tgargs[2];
-    for (int i = 3; i < trig->tgnargs; ++i) cfg.dims.emplace_back(trig->tgargs[i]);
-    return cfg;
+    return *cfg;
 }
 
 bool has_deleted_at(Relation rel) {
@@ -105,6 +106,7 @@ struct SourceColumns {
     AttrNumber dims[fast_path_max_dims];
     int16 typlen[fast_path_max_dims];
     bool typbyval[fast_path_max_dims];
+    Oid typid[fast_path_max_dims];
     AttrNumber time = InvalidAttrNumber;
     AttrNumber deleted_at = InvalidAttrNumber;
 };
@@ -123,6 +125,7 @@ bool source_columns(const Config& cfg, TupleDesc desc, SourceColumns& out) {
                 out.dims[d] = att->attnum;
                 out.typlen[d] = att->attlen;
                 out.typbyval[d] = att->attbyval;
+                out.typid[d] = att->atttypid;
             }
         }
         if (cfg.has_time() && cfg.time_column == name) out.time = att->attnum;
@@ -203,6 +206,19 @@ void insert_keys(Oid delta_oid, const SourceColumns& src, const Config& cfg, con
             for (int d = 0; d < src.ndims; ++d) {
                 if (cfg.dims[d] == name) role[i] = d;
             }
+        }
+        /* Never form a tuple whose values do not match the delta table's
+         * column types (check_columns refuses DDL that would cause it). */
+        Oid expected = role[i] >= 0 ? src.typid[role[i]]
+                       : role[i] == -1 ? TIMESTAMPTZOID
+                       : role[i] == -2 ? BOOLOID
+                       : role[i] == -3 ? INT8OID
+                                       : att->atttypid;
+        if (att->atttypid != expected) {
+            ereport(ERROR, (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+                            errmsg("column \"%s\" of %s does not match its counted column", name,
+                                   RelationGetRelationName(delta)),
+                            errhint("Call lifecycle.count_disable and lifecycle.count_enable again.")));
         }
     }
     for (int k = 0; k < nkeys; ++k) {
@@ -285,7 +301,7 @@ LIFECYCLE_FUNCTION(lifecycle_count_capture) {
     if (!TRIGGER_FIRED_FOR_STATEMENT(td->tg_event) || !TRIGGER_FIRED_AFTER(td->tg_event)) {
         throw Error(sqlstate::wrong_object_state, "lifecycle.count_capture() must be an AFTER ... FOR EACH STATEMENT trigger");
     }
-    Config cfg = config_from_args(td->tg_trigger);
+    Config cfg = config_of(td);
     if ((TRIGGER_FIRED_BY_INSERT(td->tg_event) || TRIGGER_FIRED_BY_UPDATE(td->tg_event)) &&
         td->tg_trigger->tgnewtable == nullptr) {
         throw Error(sqlstate::wrong_object_state, "lifecycle.count_capture() needs a NEW TABLE transition table");
@@ -306,7 +322,7 @@ LIFECYCLE_FUNCTION(lifecycle_count_capture) {
     });
     SPIPlanPtr plan = cached_plan(sql, nargs, types);
     bridge::AsRole owner(counts_owner(cfg), SECURITY_RESTRICTED_OPERATION);
-    int rc = pg_call([&] { return SPI_execute_plan(plan, values, nullptr, false, 0); });
+    int rc = bridge::execute_plan(plan, values, nullptr, false, 0);
     if (rc != SPI_OK_INSERT) throw Error(sqlstate::internal_error, fmt::format("count capture failed: {}", sql));
     return PointerGetDatum(nullptr);
 }
@@ -314,7 +330,7 @@ LIFECYCLE_FUNCTION(lifecycle_count_capture) {
 /* lifecycle.count_truncate() RETURNS trigger */
 LIFECYCLE_FUNCTION(lifecycle_count_truncate) {
     TriggerData* td = trigger_data(fcinfo, "count_truncate");
-    if (!TRIGGER_FIRED_BY_TRUNCATE(td->tg_event) || td->tg_trigger->tgnargs < 1) {
+    if (!TRIGGER_FIRED_BY_TRUNCATE(td->tg_event)) {
         throw Error(sqlstate::wrong_object_state, "lifecycle.count_truncate() must be a TRUNCATE trigger");
     }
     if (MyProc->lxid != truncating_lxid) {
@@ -335,10 +351,8 @@ LIFECYCLE_FUNCTION(lifecycle_count_truncate) {
             if (truncating_contains(lfirst_oid(lc))) return PointerGetDatum(nullptr);
         }
     }
-    int32 id = static_cast<int32>(std::strtol(td->tg_trigger->tgargs[0], nullptr, 10));
+    std::optional<Config> cfg = config_of(td);
     bridge::SpiConnection spi;
-    auto cfg = load_config_by_id(id);
-    if (!cfg) return PointerGetDatum(nullptr);
     if (rel == cfg->relid) {
         /* Like TRUNCATE itself (not MVCC-safe): older snapshots see empty
          * count tables just as they see an empty table. */

@@ -7,6 +7,7 @@
 #include "counts/counts.hpp"
 
 #include <algorithm>
+#include <unordered_map>
 
 namespace pg_lifecycle::counts {
 
@@ -19,13 +20,15 @@ std::string quote_ident_str(const std::string& s) { return bridge::quote_ident(s
 std::string relation_display_name(Oid relid) { return bridge::qualified_relation_name(relid); }
 
 Oid lifecycle_namespace() {
-    return pg_call([] { return get_namespace_oid("lifecycle", false); });
+    Oid nsp = bridge::extension_schema();
+    if (!OidIsValid(nsp)) {
+        throw Error(sqlstate::wrong_object_state, "extension \"pg_lifecycle\" is not installed in this database",
+                    {}, "CREATE EXTENSION pg_lifecycle;");
+    }
+    return nsp;
 }
 
-Oid lifecycle_relation(const std::string& name) {
-    Oid nsp = lifecycle_namespace();
-    return pg_call([&] { return get_relname_relid(name.c_str(), nsp); });
-}
+Oid lifecycle_relation(const std::string& name) { return bridge::extension_relation(name.c_str()); }
 
 std::string Config::table_name(const char* kind) const { return fmt::format("count_{}_{}", id, kind); }
 std::string Config::delta() const { return "lifecycle." + table_name("delta"); }
@@ -106,6 +109,84 @@ std::vector<Config> load_all_configs() {
 }
 
 /* ------------------------------------------------------------------------
+ * Which configuration a relation's triggers work for
+ * ------------------------------------------------------------------------ */
+
+namespace {
+
+struct CachedConfig {
+    bool counted;
+    Config cfg;
+};
+std::unordered_map<Oid, CachedConfig> config_cache;
+uint64 config_invalidations = 0;
+Oid cached_tables_oid = InvalidOid;  /* lifecycle.count_tables and count_parts when the cache was filled */
+Oid cached_parts_oid = InvalidOid;
+
+extern "C" void config_cache_callback(Datum, Oid relid) {
+    /* No allocation, no PostgreSQL call: only forget.  registry_changed()
+     * names count_tables; everything is InvalidOid. */
+    ++config_invalidations;
+    if (relid == InvalidOid || relid == cached_tables_oid || relid == cached_parts_oid) {
+        config_cache.clear();
+    } else {
+        config_cache.erase(relid);
+    }
+}
+
+}  // namespace
+
+void registry_changed() {
+    Oid tables = lifecycle_relation("count_tables");
+    pg_call([tables] {
+        if (OidIsValid(tables)) CacheInvalidateRelcacheByRelid(tables);
+    });
+    config_cache.clear();
+}
+
+const Config* config_for_relation(Oid rel) {
+    Oid tables = lifecycle_relation("count_tables");
+    Oid parts = lifecycle_relation("count_parts");
+    if (!OidIsValid(tables) || !OidIsValid(parts)) return nullptr;
+    if (tables != cached_tables_oid || parts != cached_parts_oid) {
+        config_cache.clear();  /* the extension was re-created */
+        cached_tables_oid = tables;
+        cached_parts_oid = parts;
+    }
+    auto it = config_cache.find(rel);
+    if (it == config_cache.end()) {
+        uint64 seen = config_invalidations;
+        static bridge::Statement owner_of(
+            "SELECT id FROM lifecycle.count_tables WHERE tbl OPERATOR(pg_catalog.=) $1 "
+            "UNION ALL SELECT id FROM lifecycle.count_parts WHERE part OPERATOR(pg_catalog.=) $1 LIMIT 1",
+            {REGCLASSOID});
+        CachedConfig entry{false, {}};
+        {
+            bridge::SpiConnection spi;
+            Datum key = ObjectIdGetDatum(rel);
+            owner_of.execute(&key, nullptr, true, 1);
+            if (bridge::processed_rows() > 0) {
+                auto cfg = load_config_by_id(static_cast<int32>(*bridge::result_int64(0, 1)));
+                if (cfg) entry = CachedConfig{true, *cfg};
+            }
+        }
+        if (config_invalidations != seen) {
+            /* Invalidated while read: use it once, keep nothing. */
+            static CachedConfig once;
+            once = entry;
+            return once.counted ? &once.cfg : nullptr;
+        }
+        it = config_cache.emplace(rel, std::move(entry)).first;
+    }
+    return it->second.counted ? &it->second.cfg : nullptr;
+}
+
+void init() {
+    register_fold_task();
+    pg_call([] { CacheRegisterRelcacheCallback(config_cache_callback, (Datum)0); });
+}
+
+/* ------------------------------------------------------------------------
  * SQL pieces
  * ------------------------------------------------------------------------ */
 
@@ -147,18 +228,8 @@ namespace {
  * far and our own earlier commands), like the RI triggers do: what DDL-time
  * scans need even in a REPEATABLE READ transaction. */
 void execute_fresh(const std::string& sql, int nargs, const Oid* types, const Datum* values) {
-    pg_call([&] {
-        CommandCounterIncrement();
-        SPIPlanPtr plan = SPI_prepare(sql.c_str(), nargs, const_cast<Oid*>(types));
-        if (plan == nullptr) {
-            elog(ERROR, "pg_lifecycle: SPI_prepare failed (%s) for: %s", SPI_result_code_string(SPI_result),
-                 sql.c_str());
-        }
-        int rc = SPI_execute_snapshot(plan, const_cast<Datum*>(values), nullptr, GetLatestSnapshot(),
-                                      InvalidSnapshot, false, false, 0);
-        if (rc < 0) elog(ERROR, "pg_lifecycle: SPI failed (%s) for: %s", SPI_result_code_string(rc), sql.c_str());
-        SPI_freeplan(plan);
-    });
+    pg_call([] { CommandCounterIncrement(); });
+    bridge::execute_fresh(sql, nargs, types, values, false);
 }
 
 /* While scanning the counted table, soft-deleted rows must be visible too
@@ -340,6 +411,7 @@ void register_part(const Config& cfg, Oid part) {
     Datum values[2] = {ObjectIdGetDatum(part), Int32GetDatum(cfg.id)};
     bridge::AsRole ext(bridge::extension_owner());
     add.execute(values, nullptr, false);
+    registry_changed();
 }
 
 void unregister_part(Oid part) {
@@ -347,6 +419,7 @@ void unregister_part(Oid part) {
     Datum key = ObjectIdGetDatum(part);
     bridge::AsRole ext(bridge::extension_owner());
     remove.execute(&key, nullptr, false);
+    registry_changed();
 }
 
 }  // namespace pg_lifecycle::counts

@@ -69,6 +69,16 @@ Oid lifecycle_namespace();
 /* A relation of schema lifecycle by name, or InvalidOid. */
 Oid lifecycle_relation(const std::string& name);
 
+/* The configuration that applies to a relation our triggers fire on: the
+ * counted table's, or its root's for a registered partition; nullptr when the
+ * relation is neither.  Read through a per-backend cache dropped on every
+ * relcache invalidation of the relation or of the registry (so the triggers
+ * never trust their arguments).  The pointer is valid until the next call
+ * that may process invalidations: copy what you need. */
+const Config* config_for_relation(Oid rel);
+/* Tell every backend that lifecycle.count_tables or count_parts changed. */
+void registry_changed();
+
 /* Configuration of a table, or nullopt when it is not counted (SPI connected). */
 std::optional<Config> load_config(Oid relid);
 std::optional<Config> load_config_by_id(int32 id);
@@ -137,6 +147,6 @@ void register_fold_task();
 }  // namespace pg_lifecycle::counts
 
 namespace pg_lifecycle::counts {
-/* At load time (module.cpp): registers the count_fold task. */
-inline void init() { register_fold_task(); }
+/* At load time (module.cpp): the count_fold task and the cache's callback. */
+void init();
 }  // namespace pg_lifecycle::counts

@@ -50,6 +50,7 @@ void drop_counts_of(const Config& cfg) {
     static bridge::Statement remove("DELETE FROM lifecycle.count_tables WHERE id = $1", {INT4OID});
     Datum key = Int32GetDatum(cfg.id);
     remove.execute(&key, nullptr, false);
+    registry_changed();
 }
 
 /* Every dimension and the time column still exist, with the type and
@@ -125,13 +126,8 @@ void sync_owner(const Config& cfg) {
 
 bool scalar_true(const std::string& sql, bool fresh) {
     if (fresh) {
-        pg_call([&] {
-            CommandCounterIncrement();
-            SPIPlanPtr plan = SPI_prepare(sql.c_str(), 0, nullptr);
-            if (plan == nullptr) elog(ERROR, "pg_lifecycle: SPI_prepare failed for: %s", sql.c_str());
-            SPI_execute_snapshot(plan, nullptr, nullptr, GetLatestSnapshot(), InvalidSnapshot, true, false, 1);
-            SPI_freeplan(plan);
-        });
+        pg_call([] { CommandCounterIncrement(); });
+        bridge::execute_fresh(sql, 0, nullptr, nullptr, true, 1);
     } else {
         bridge::execute_sql(sql, true, 1);
     }
@@ -144,6 +140,7 @@ void set_live_column(const Config& cfg, bool has) {
     Datum values[2] = {Int32GetDatum(cfg.id), BoolGetDatum(has)};
     bridge::AsRole ext(bridge::extension_owner());
     update.execute(values, nullptr, false);
+    registry_changed();
 }
 
 /* A deleted_at column appeared or went away: rows counted live may not be. */
@@ -339,6 +336,13 @@ void before_drop(Node* parsetree) {
             return RangeVarGetRelid(rv, NoLock, true);
         });
         if (!OidIsValid(relid)) continue;
+        /* Permission before lock: a role that may not drop the table gets
+         * DROP's own error, without waiting for, or blocking, anybody. */
+        bool may_drop = pg_call([relid] {
+            return pg_class_ownercheck(relid, GetUserId()) ||
+                   pg_namespace_ownercheck(get_rel_namespace(relid), GetUserId());
+        });
+        if (!may_drop) continue;
         Datum key = ObjectIdGetDatum(relid);
         part_of.execute(&key, nullptr, true, 1);
         if (bridge::processed_rows() == 0) continue;

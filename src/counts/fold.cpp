@@ -17,8 +17,17 @@ using bridge::pg_call;
 namespace {
 
 constexpr int fold_batch = 50000;
-/* pg_try_advisory_xact_lock(fold_lock_class, id): 'LCNT'. */
-constexpr int32 fold_lock_class = 0x4C434E54;
+/* Folders of one table exclude each other with a transaction-level lock on
+ * the object (lifecycle.count_tables, id): no SQL function takes such a lock,
+ * so no role can hold it to stop the fold (an advisory lock could be). */
+bool try_fold_lock(int32 id) {
+    Oid registry = lifecycle_relation("count_tables");
+    return pg_call([registry, id] {
+        LOCKTAG tag;
+        SET_LOCKTAG_OBJECT(tag, MyDatabaseId, registry, static_cast<uint32>(id), 0);
+        return LockAcquire(&tag, ExclusiveLock, false, true) != LOCKACQUIRE_NOT_AVAIL;
+    });
+}
 
 std::string numbers(int n) {
     std::string out;
@@ -72,10 +81,7 @@ public:
     worker::BatchResult run_batch(const worker::Unit& unit) const override {
         auto cfg = load_config(unit.target);
         if (!cfg) return {0, false}; /* disabled since the pass began */
-        static bridge::Statement try_lock("SELECT pg_catalog.pg_try_advisory_xact_lock($1, $2)", {INT4OID, INT4OID});
-        Datum lock_key[2] = {Int32GetDatum(fold_lock_class), Int32GetDatum(cfg->id)};
-        try_lock.execute(lock_key, nullptr, false, 1);
-        if (!DatumGetBool(*bridge::result_datum(0, 1))) return {0, false}; /* someone else is folding it */
+        if (!try_fold_lock(cfg->id)) return {0, false}; /* someone else is folding it */
 
         worker::set_batch_settings();
         std::string sql = fold_sql(*cfg);
@@ -85,7 +91,7 @@ public:
         {
             bridge::AsRole owner(counts_owner(*cfg), SECURITY_RESTRICTED_OPERATION);
             SPIPlanPtr plan = cached_plan(sql, 1, types);
-            pg_call([&] { (void)SPI_execute_plan(plan, values, nullptr, false, 0); });
+            bridge::execute_plan(plan, values, nullptr, false, 0);
             moved = bridge::result_int64(0, 1).value_or(0);
             negative = bridge::result_int64(0, 2).value_or(0);
             if (negative > 0) {

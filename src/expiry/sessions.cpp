@@ -8,6 +8,7 @@
  * swept it: every function below tests that itself.
  */
 #include "bridge/function.hpp"
+#include "bridge/security.hpp"
 #include "bridge/spi.hpp"
 #include "expiry/expiry.hpp"
 #include "gucs.hpp"
@@ -31,7 +32,7 @@ namespace {
 int compare_to_zero(Interval* iv) { return bridge::interval_sign(iv); }
 
 Oid sessions_relid() {
-    return pg_call([] { return get_relname_relid("sessions", get_namespace_oid("lifecycle", false)); });
+    return bridge::extension_relation("sessions");
 }
 
 /* Closes dead sessions: ended_at is when they died, end_reason expired or idle. */

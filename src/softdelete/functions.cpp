@@ -36,29 +36,32 @@ const TableInfo& require_enabled(Oid relid) {
     return *info;
 }
 
-/* Runs body with lifecycle.include_deleted (and optionally hard_delete) on,
- * restoring the previous values afterwards. */
-void with_settings(bool hard, const std::function<void()>& body) {
-    int nest = pg_call([hard] {
+/* Runs body with lifecycle.include_deleted on, in a GUC nest level whose
+ * changes (ours, and whatever the table's triggers set) are rolled back
+ * afterwards. */
+void with_deleted_rows_visible(const std::function<void()>& body) {
+    int nest = pg_call([] {
         int n = NewGUCNestLevel();
         (void)set_config_option("lifecycle.include_deleted", "on", PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE,
                                 true, 0, false);
-        if (hard) {
-            (void)set_config_option("lifecycle.hard_delete", "on", PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE,
-                                    true, 0, false);
-        }
         return n;
     });
-    body();
-    pg_call([nest] { AtEOXact_GUC(true, nest); });
+    try {
+        body();
+    } catch (...) {
+        AtEOXact_GUC(false, nest);
+        throw;
+    }
+    AtEOXact_GUC(false, nest);
 }
 
 std::vector<std::string> primary_key_columns(Oid relid) {
     static bridge::Statement pk(
-        "SELECT a.attname::text FROM pg_catalog.pg_index i "
-        "CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY k(attnum, n) "
-        "JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum "
-        "WHERE i.indrelid = $1 AND i.indisprimary ORDER BY k.n",
+        "SELECT a.attname::pg_catalog.text FROM pg_catalog.pg_index i "
+        "CROSS JOIN LATERAL pg_catalog.unnest(i.indkey) WITH ORDINALITY k(attnum, n) "
+        "JOIN pg_catalog.pg_attribute a ON a.attrelid OPERATOR(pg_catalog.=) i.indrelid "
+        "AND a.attnum OPERATOR(pg_catalog.=) k.attnum "
+        "WHERE i.indrelid OPERATOR(pg_catalog.=) $1 AND i.indisprimary ORDER BY k.n",
         {OIDOID});
     Datum key = ObjectIdGetDatum(relid);
     pk.execute(&key, nullptr, true);
@@ -87,6 +90,30 @@ bool copy_columns(SPITupleTable* tuptable, uint64 r, const std::vector<std::stri
         values.push_back(d);
     }
     return !has_null;
+}
+
+/* A key value of type `from` as a value of type `to`, through their text
+ * forms (22P02 naming the column when it does not fit). */
+Datum convert_id(Datum id, Oid from, Oid to, const std::string& column, const std::string& table) {
+    std::string text = pg_call([&] {
+        if (from == UNKNOWNOID || from == CSTRINGOID) return std::string(DatumGetCString(id));
+        Oid out;
+        bool varlena;
+        getTypeOutputInfo(from, &out, &varlena);
+        return std::string(OidOutputFunctionCall(out, id));
+    });
+    try {
+        return pg_call([&] {
+            Oid in, ioparam;
+            getTypeInputInfo(to, &in, &ioparam);
+            return OidInputFunctionCall(in, const_cast<char*>(text.c_str()), ioparam, -1);
+        });
+    } catch (const bridge::PgError& e) {
+        std::string type = pg_call([to] { return std::string(format_type_be(to)); });
+        throw Error(sqlstate::invalid_text_representation,
+                    fmt::format("id \"{}\" is not a valid value of key column \"{}\" of table {}", text, column, table),
+                    fmt::format("The key's type is {}: {}", type, e.what()));
+    }
 }
 
 /* A parent a restored row references, to be checked once the restore is done. */
@@ -120,9 +147,13 @@ int64 restore_rows(Oid table, const std::string& where, std::vector<Oid> types, 
     values.push_back(Int64GetDatum(event));
     std::string sql = fmt::format(
         "UPDATE {} SET deleted_at = NULL, deleted_by = NULL, delete_event = NULL "
-        "WHERE {} AND deleted_at IS NOT NULL AND delete_event = ${} RETURNING *",
+        "WHERE {} AND deleted_at IS NOT NULL AND delete_event OPERATOR(pg_catalog.=) ${} RETURNING *",
         bridge::qualified_relation_name(table), where, n + 1);
-    bridge::execute_sql(sql, static_cast<int>(values.size()), types.data(), values.data(), nullptr, false);
+    {
+        /* As the caller, whose settings the table's triggers see. */
+        bridge::CallersSearchPath callers;
+        bridge::execute_sql(sql, static_cast<int>(values.size()), types.data(), values.data(), nullptr, false);
+    }
     uint64 restored = bridge::processed_rows();
     if (restored == 0) return 0;
     remember_parents(checks, table, SPI_tuptable, restored);
@@ -149,8 +180,8 @@ int64 restore_rows(Oid table, const std::string& where, std::vector<Oid> types, 
     for (auto& w : work) {
         std::string child_where;
         for (size_t i = 0; i < w.fk->referencing_cols.size(); ++i) {
-            child_where += fmt::format("{}{} = ${}", i ? " AND " : "", bridge::quote_ident(w.fk->referencing_cols[i]),
-                                       i + 1);
+            child_where += fmt::format("{}${} {} {}", i ? " AND " : "", i + 1, w.fk->eq_ops[i],
+                                       bridge::quote_ident(w.fk->referencing_cols[i]));
         }
         total += restore_rows(w.fk->referencing, child_where, w.types, w.values, event, checks);
     }
@@ -167,7 +198,8 @@ void check_parents(const std::vector<ParentCheck>& checks) {
         std::string parent = bridge::qualified_relation_name(c.fk.referenced);
         std::string where;
         for (size_t i = 0; i < c.fk.referenced_cols.size(); ++i) {
-            where += fmt::format("{}x.{} = ${}", i ? " AND " : "", bridge::quote_ident(c.fk.referenced_cols[i]), i + 1);
+            where += fmt::format("{}x.{} {} ${}", i ? " AND " : "", bridge::quote_ident(c.fk.referenced_cols[i]),
+                                 c.fk.eq_ops[i], i + 1);
         }
         /* Lock the parent whatever its state, then look at the locked version:
          * a concurrent uncommitted soft delete of it is waited for and seen. */
@@ -223,22 +255,7 @@ LIFECYCLE_FUNCTION(lifecycle_soft_delete_enable) {
                         {}, "Rename or drop the column, then enable soft delete again.");
         }
     }
-    /* The triggers (created by the owner, as for any trigger). */
-    static bridge::Statement has_trigger(
-        "SELECT 1 FROM pg_catalog.pg_trigger WHERE tgrelid = $1 AND tgname = $2 AND tgparentid = 0", {OIDOID, TEXTOID});
-    auto ensure_trigger = [&](const char* name, const std::string& ddl) {
-        Datum args[2] = {ObjectIdGetDatum(relid), bridge::text_datum(name)};
-        has_trigger.execute(args, nullptr, true, 1);
-        if (bridge::processed_rows() == 0) bridge::execute_sql(ddl, false);
-    };
-    ensure_trigger("lifecycle_soft_delete_guard",
-                   fmt::format("CREATE TRIGGER lifecycle_soft_delete_guard BEFORE DELETE ON {} FOR EACH ROW "
-                               "EXECUTE FUNCTION lifecycle.soft_delete_guard()", table));
-    ensure_trigger("lifecycle_soft_delete_cascade",
-                   fmt::format("CREATE TRIGGER lifecycle_soft_delete_cascade AFTER UPDATE ON {} FOR EACH ROW "
-                               "WHEN (OLD.deleted_at IS NULL AND NEW.deleted_at IS NOT NULL "
-                               "AND lifecycle._soft_delete_referenced(OLD.tableoid)) "
-                               "EXECUTE FUNCTION lifecycle.soft_delete_cascade()", table));
+    softdelete::install_triggers(relid);
 
     static bridge::Statement upsert(
         "INSERT INTO lifecycle.soft_delete_tables (tbl, retention, hide) VALUES ($1, $2, $3) "
@@ -273,8 +290,7 @@ LIFECYCLE_FUNCTION(lifecycle_soft_delete_disable) {
         throw Error(sqlstate::wrong_object_state, fmt::format("soft delete is not enabled on table {}", table),
                     {}, "See lifecycle.soft_delete_tables for the tables it is enabled on.");
     }
-    bridge::execute_sql(fmt::format("DROP TRIGGER IF EXISTS lifecycle_soft_delete_guard ON {}", table), false);
-    bridge::execute_sql(fmt::format("DROP TRIGGER IF EXISTS lifecycle_soft_delete_cascade ON {}", table), false);
+    softdelete::remove_triggers(relid);
     softdelete::invalidate(relid);
     PG_RETURN_VOID();
 }
@@ -298,9 +314,17 @@ LIFECYCLE_FUNCTION(lifecycle_restore) {
                                 pk.size()));
     }
     std::string pk_col = bridge::quote_ident(pk[0]);
+    /* The id as a value of the key's type (drivers send text, other widths). */
+    Oid pk_type = pg_call([&] { return get_atttype(relid, get_attnum(relid, pk[0].c_str())); });
+    if (id_type != pk_type) {
+        id = softdelete::convert_id(id, id_type, pk_type, pk[0], table);
+        id_type = pk_type;
+    }
+    std::string eq = bridge::equality_operator(pk_type);
     int64 total = 0;
-    softdelete::with_settings(false, [&] {
-        std::string find = fmt::format("SELECT delete_event, deleted_at IS NOT NULL FROM {} WHERE {} = $1", table, pk_col);
+    softdelete::with_deleted_rows_visible([&] {
+        std::string find = fmt::format("SELECT delete_event, deleted_at IS NOT NULL FROM {} WHERE {} {} $1", table,
+                                       pk_col, eq);
         bridge::execute_sql(find, 1, &id_type, &id, nullptr, true, 2);
         if (bridge::processed_rows() == 0) {
             std::string shown = pg_call([&] {
@@ -317,12 +341,14 @@ LIFECYCLE_FUNCTION(lifecycle_restore) {
 
         std::vector<softdelete::ParentCheck> checks;
         if (event) {
-            total = softdelete::restore_rows(relid, fmt::format("{} = $1", pk_col), {id_type}, {id}, *event, checks);
+            total = softdelete::restore_rows(relid, fmt::format("{} {} $1", pk_col, eq), {id_type}, {id}, *event,
+                                             checks);
         } else {
             /* Deleted by hand, without an event: just the row. */
-            bridge::execute_sql(
-                fmt::format("UPDATE {} SET deleted_at = NULL, deleted_by = NULL WHERE {} = $1 RETURNING *", table, pk_col),
-                1, &id_type, &id, nullptr, false);
+            bridge::CallersSearchPath callers;
+            bridge::execute_sql(fmt::format("UPDATE {} SET deleted_at = NULL, deleted_by = NULL WHERE {} {} $1 RETURNING *",
+                                            table, pk_col, eq),
+                                1, &id_type, &id, nullptr, false);
             total = static_cast<int64>(bridge::processed_rows());
             softdelete::remember_parents(checks, relid, SPI_tuptable, bridge::processed_rows());
         }
@@ -409,12 +435,14 @@ LIFECYCLE_FUNCTION(lifecycle_soft_unique) {
         return std::string(ChooseRelationName(get_rel_name(relid), name_part.c_str(), "live_key",
                                               get_rel_namespace(relid), false));
     });
-    bridge::SpiConnection spi;
-    bridge::execute_sql(fmt::format("CREATE UNIQUE INDEX {} ON {} ({}) WHERE deleted_at IS NULL",
-                                    bridge::quote_ident(index), table, cols),
-                        false);
-    Datum result = pg_call([&] { return DirectFunctionCall1(namein, CStringGetDatum(index.c_str())); });
-    return result;
+    {
+        bridge::SpiConnection spi;
+        bridge::execute_sql(fmt::format("CREATE UNIQUE INDEX {} ON {} ({}) WHERE deleted_at IS NULL",
+                                        bridge::quote_ident(index), table, cols),
+                            false);
+    }
+    /* After SPI_finish, which frees what was allocated while connected. */
+    return pg_call([&] { return DirectFunctionCall1(namein, CStringGetDatum(index.c_str())); });
 }
 
 /* One delete_event per soft-deleting statement: the planner puts this call in
@@ -427,7 +455,10 @@ LIFECYCLE_FUNCTION(lifecycle_current_delete_event) {
     LocalTransactionId my_lxid = MyProc->lxid;
     CommandId my_cid = GetCurrentCommandId(false);
     if (my_lxid != lxid || my_cid != cid) {
-        Oid seq = pg_call([] { return get_relname_relid("delete_event_seq", get_namespace_oid("lifecycle", false)); });
+        Oid seq = softdelete::event_sequence();
+        if (!OidIsValid(seq)) {
+            throw Error(sqlstate::wrong_object_state, "extension \"pg_lifecycle\" is not installed in this database");
+        }
         event = DatumGetInt64(pg_call([seq] { return DirectFunctionCall1(nextval_oid, ObjectIdGetDatum(seq)); }));
         lxid = my_lxid;
         cid = my_cid;

@@ -44,9 +44,9 @@ Node* is_null(Var* var) {
     });
 }
 
-bool may_hard_delete(Oid relid) {
-    return pg_call([relid] { return pg_class_ownercheck(relid, GetUserId()); });
-}
+/* Set when a plan hard-deletes because lifecycle.hard_delete is honoured for
+ * the current role: the plan is then valid for that role only. */
+bool plan_depends_on_role = false;
 
 /* Returns true if q was turned into a soft-deleting UPDATE. */
 bool convert_delete(Query* q, bool hide) {
@@ -55,22 +55,19 @@ bool convert_delete(Query* q, bool hide) {
     if (found == nullptr) return false;
     TableInfo info = *found;
 
-    if (gucs::hard_delete) {
-        if (!may_hard_delete(rte->relid)) {
-            throw Error(sqlstate::insufficient_privilege,
-                        fmt::format("permission denied to hard-delete from soft-delete table {}",
-                                    bridge::qualified_relation_name(rte->relid)),
-                        {}, "Only the table's owner or a superuser may set lifecycle.hard_delete.");
-        }
-        return false; /* an ordinary DELETE */
-    }
+    /* Our own purge: its statements delete rows that are soft-deleted already. */
+    if (purging(rte->relid)) return false;
     if (in_ri_context()) {
-        /* ON DELETE CASCADE from a parent that is being hard-deleted. */
-        throw Error(sqlstate::foreign_key_violation,
-                    fmt::format("hard delete cascades into soft-delete table {}",
-                                bridge::qualified_relation_name(rte->relid)),
-                    "Its rows are protected by pg_lifecycle and are never removed by accident.",
-                    "Enable soft delete on the referenced table too, or SET lifecycle.hard_delete = on as its owner.");
+        /* ON DELETE CASCADE from a parent that is being hard-deleted: the plan
+         * (kept by the foreign key) stays a DELETE, and the guard trigger
+         * refuses each row it would remove — none, if no row references the
+         * parent. */
+        return false;
+    }
+    if (hard_delete_requested()) {
+        if (!hard_delete_honoured(rte->relid)) refuse_hard_delete(rte->relid);
+        plan_depends_on_role = true;
+        return false; /* an ordinary DELETE */
     }
 
     Oid actor = actor_function();
@@ -162,21 +159,65 @@ bool process_query(Query* q, bool hide) {
     return converted;
 }
 
+/* An upsert or MERGE on a table whose deleted rows are hidden must not
+ * modify a hidden row: like row-level security's USING policy, a check on
+ * the existing row raises 42501 for it (an ON CONFLICT DO UPDATE that
+ * conflicts with a hidden row, a MERGE action on one). */
+void protect_hidden_rows(Query* q) {
+    if (q->resultRelation <= 0) return;
+    bool upsert = q->commandType == CMD_INSERT && q->onConflict != nullptr &&
+                  q->onConflict->action == ONCONFLICT_UPDATE;
+    bool merge = q->commandType == CMD_MERGE;
+    if (!upsert && !merge) return;
+    RangeTblEntry* rte = rt_fetch(q->resultRelation, q->rtable);
+    const TableInfo* info = lookup(rte->relid);
+    if (info == nullptr || !info->hide) return;
+    AttrNumber deleted_at = info->deleted_at;
+    int rti = q->resultRelation;
+    std::string relname = pg_call([rte] { return std::string(get_rel_name(rte->relid)); });
+    pg_call([&] {
+        auto add = [&](WCOKind kind) {
+            WithCheckOption* wco = makeNode(WithCheckOption);
+            wco->kind = kind;
+            wco->relname = pstrdup(relname.c_str());
+            wco->polname = pstrdup("pg_lifecycle: the row is soft-deleted");
+            NullTest* nt = makeNode(NullTest);
+            nt->arg = (Expr*)makeVar(rti, deleted_at, TIMESTAMPTZOID, -1, InvalidOid, 0);
+            nt->nulltesttype = IS_NULL;
+            nt->location = -1;
+            wco->qual = (Node*)nt;
+            wco->cascaded = false;
+            q->withCheckOptions = lappend(q->withCheckOptions, wco);
+        };
+        if (upsert) add(WCO_RLS_CONFLICT_CHECK);
+        if (merge) {
+            add(WCO_RLS_MERGE_UPDATE_CHECK);
+            add(WCO_RLS_MERGE_DELETE_CHECK);
+        }
+    });
+}
+
 /* Returns true if the statement itself was a DELETE made soft. */
 bool rewrite(Query* parse) {
     if (!any_enabled()) return false;
-    bool hide = !gucs::include_deleted && !in_ri_context();
+    bool ri = in_ri_context();
+    bool hide = !gucs::include_deleted && !ri;
+    if (hide) protect_hidden_rows(parse);
     return process_query(parse, hide);
 }
 
 extern "C" PlannedStmt* lifecycle_planner(Query* parse, const char* query_string, int cursor_options,
                                           ParamListInfo bound_params) {
+    plan_depends_on_role = false;
     bool soft_delete = bridge::entry_guard([parse] { return rewrite(parse); });
+    bool by_role = plan_depends_on_role;
     PlannedStmt* plan = prev_planner_hook ? prev_planner_hook(parse, query_string, cursor_options, bound_params)
                                           : standard_planner(parse, query_string, cursor_options, bound_params);
     /* The ModifyTable node updates; the statement stays a DELETE for the
      * command tag ("DELETE n"), SPI (SPI_OK_DELETE) and read-only checks. */
     if (soft_delete) plan->commandType = CMD_DELETE;
+    /* A hard DELETE allowed for this role is replanned for another. */
+    if (by_role) plan->dependsOnRole = true;
     return plan;
 }
 

@@ -4,11 +4,20 @@
  * Loaded lazily with one query and kept until a relcache invalidation names
  * the registry table, an enabled table, or everything; soft_delete_enable and
  * soft_delete_disable send such an invalidation.  The relcache callback only
- * sets a flag: the maps are never touched from inside a callback.
+ * counts invalidations: the maps are never touched from inside a callback,
+ * and a load during which one arrived is used once but not kept.
+ *
+ * The registry and the foreign keys are read with a fresh snapshot, not the
+ * transaction's: a REPEATABLE READ transaction that began before
+ * soft_delete_enable committed is protected from the moment it commits.  The
+ * registry is only read where pg_extension says the extension is installed:
+ * a look-alike schema named lifecycle elsewhere is never consulted.
  */
 #include "softdelete/softdelete.hpp"
 
+#include "bridge/security.hpp"
 #include "bridge/spi.hpp"
+#include "gucs.hpp"
 
 #include <unordered_map>
 
@@ -24,23 +33,30 @@ struct Registered {
 
 bool valid = false;
 bool loading = false;
+uint64 invalidations = 0;   /* relevant invalidations seen so far */
 Oid registry_oid = InvalidOid;
 Oid actor_fn = InvalidOid;
 Oid event_fn = InvalidOid;
+Oid event_seq = InvalidOid;
+bool loaded_once = false;  /* registered/memo hold the newest load, kept or not */
 std::unordered_map<Oid, Registered> registered;
 std::unordered_map<Oid, TableInfo> memo;          /* relid -> info (relid == InvalidOid: not enabled) */
 std::unordered_map<Oid, std::vector<ForeignKey>> incoming_memo;
 
 extern "C" void relcache_callback(Datum, Oid relid) {
     /* No allocation, no PostgreSQL call: only decide whether to reload. */
-    if (!valid) return;
-    if (relid == InvalidOid || relid == registry_oid || memo.find(relid) != memo.end()) valid = false;
+    if (relid == InvalidOid || relid == registry_oid || memo.find(relid) != memo.end()) {
+        ++invalidations;
+        valid = false;
+    }
 }
 
-Oid lookup_function(const char* name) {
-    return pg_call([name] {
-        List* fname = list_make2(makeString(pstrdup("lifecycle")), makeString(pstrdup(name)));
-        return LookupFuncName(fname, 0, nullptr, true);
+/* A function of our schema without arguments, by name. */
+Oid lookup_function(Oid nsp, const char* name) {
+    return pg_call([nsp, name] {
+        List* fname = list_make2(makeString(get_namespace_name(nsp)), makeString(pstrdup(name)));
+        Oid fn = LookupFuncName(fname, 0, nullptr, true);
+        return OidIsValid(fn) && get_func_namespace(fn) == nsp ? fn : InvalidOid;
     });
 }
 
@@ -48,42 +64,43 @@ void load() {
     registered.clear();
     memo.clear();
     incoming_memo.clear();
-    registry_oid = pg_call([] {
-        Oid nsp = get_namespace_oid("lifecycle", true);
-        return OidIsValid(nsp) ? get_relname_relid("soft_delete_tables", nsp) : InvalidOid;
-    });
-    if (registry_oid == InvalidOid) return; /* not installed here: checked again next time */
-    actor_fn = lookup_function("current_actor");
-    event_fn = lookup_function("current_delete_event");
+    registry_oid = InvalidOid;
+    loaded_once = false;
+    uint64 seen = invalidations;
+    Oid nsp = bridge::extension_schema();
+    if (!OidIsValid(nsp)) return; /* not installed here: checked again next time */
+    registry_oid = pg_call([nsp] { return get_relname_relid("soft_delete_tables", nsp); });
+    if (registry_oid == InvalidOid) return;
+    actor_fn = lookup_function(nsp, "current_actor");
+    event_fn = lookup_function(nsp, "current_delete_event");
+    event_seq = pg_call([nsp] { return get_relname_relid("delete_event_seq", nsp); });
 
     loading = true;
     try {
-        bool pushed = pg_call([] {
-            if (ActiveSnapshotSet()) return false;
-            PushActiveSnapshot(GetTransactionSnapshot());
-            return true;
-        });
-        {
-            bridge::SpiConnection spi;
-            bridge::execute_sql("SELECT tbl::oid, hide FROM lifecycle.soft_delete_tables", true);
-            for (uint64 i = 0; i < bridge::processed_rows(); ++i) {
-                Oid relid = DatumGetObjectId(*bridge::result_datum(i, 1));
-                registered[relid] = Registered{DatumGetBool(*bridge::result_datum(i, 2))};
-            }
+        bridge::SpiConnection spi;
+        bridge::execute_fresh("SELECT tbl::pg_catalog.oid, hide FROM lifecycle.soft_delete_tables", 0, nullptr,
+                              nullptr, true);
+        for (uint64 i = 0; i < bridge::processed_rows(); ++i) {
+            Oid relid = DatumGetObjectId(*bridge::result_datum(i, 1));
+            registered[relid] = Registered{DatumGetBool(*bridge::result_datum(i, 2))};
         }
-        if (pushed) pg_call([] { PopActiveSnapshot(); });
     } catch (...) {
         loading = false;
         throw;
     }
     loading = false;
-    valid = true;
+    /* Kept only when nothing was invalidated meanwhile; this call uses it
+     * either way (it was read after the invalidation's cause committed). */
+    valid = invalidations == seen;
+    loaded_once = true;
 }
 
 void ensure_loaded() {
     if (loading) return;
     if (!valid) load();
 }
+
+bool usable() { return registry_oid != InvalidOid && loaded_once; }
 
 TableInfo make_info(Oid relid, Oid reg, bool hide) {
     TableInfo info{relid, reg, hide, InvalidAttrNumber, InvalidAttrNumber, InvalidAttrNumber};
@@ -99,12 +116,18 @@ std::vector<ForeignKey> read_fks(const char* side_column, Oid relid) {
     /* Top-level constraints only (conparentid = 0): one per foreign key, not
      * one per partition. */
     std::string sql = fmt::format(
-        "SELECT c.oid, c.conname::text, c.conrelid, c.confrelid, c.confdeltype::text, "
-        "  (SELECT array_agg(a.attname::text ORDER BY k.i) FROM unnest(c.conkey) WITH ORDINALITY k(n, i) "
-        "     JOIN pg_catalog.pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = k.n)::text, "
-        "  (SELECT array_agg(a.attname::text ORDER BY k.i) FROM unnest(c.confkey) WITH ORDINALITY k(n, i) "
-        "     JOIN pg_catalog.pg_attribute a ON a.attrelid = c.confrelid AND a.attnum = k.n)::text "
-        "FROM pg_catalog.pg_constraint c WHERE c.contype = 'f' AND c.conparentid = 0 AND c.{} = ANY ($1) "
+        "SELECT c.oid, c.conname::pg_catalog.text, c.conrelid, c.confrelid, c.confdeltype::pg_catalog.text, "
+        "  (SELECT pg_catalog.array_agg(a.attname::pg_catalog.text ORDER BY k.i) "
+        "     FROM pg_catalog.unnest(c.conkey) WITH ORDINALITY k(n, i) "
+        "     JOIN pg_catalog.pg_attribute a ON a.attrelid OPERATOR(pg_catalog.=) c.conrelid "
+        "      AND a.attnum OPERATOR(pg_catalog.=) k.n)::pg_catalog.text, "
+        "  (SELECT pg_catalog.array_agg(a.attname::pg_catalog.text ORDER BY k.i) "
+        "     FROM pg_catalog.unnest(c.confkey) WITH ORDINALITY k(n, i) "
+        "     JOIN pg_catalog.pg_attribute a ON a.attrelid OPERATOR(pg_catalog.=) c.confrelid "
+        "      AND a.attnum OPERATOR(pg_catalog.=) k.n)::pg_catalog.text, "
+        "  c.conpfeqop::pg_catalog.oid[] "
+        "FROM pg_catalog.pg_constraint c WHERE c.contype OPERATOR(pg_catalog.=) 'f' "
+        "AND c.conparentid OPERATOR(pg_catalog.=) 0 AND c.{} OPERATOR(pg_catalog.=) ANY ($1) "
         "ORDER BY c.oid",
         side_column);
     /* The table and its ancestors: a key may be declared on a partitioned parent. */
@@ -120,7 +143,7 @@ std::vector<ForeignKey> read_fks(const char* side_column, Oid relid) {
     });
     Oid types[1] = {OIDARRAYOID};
     bridge::SpiConnection spi;
-    bridge::execute_sql(sql, 1, types, &arr, nullptr, true);
+    bridge::execute_fresh(sql, 1, types, &arr, true);
     auto split = [](std::string s) {  /* {a,b} -> [a, b]; names here are plain (quoted if needed) */
         std::vector<std::string> out;
         if (s.size() >= 2) s = s.substr(1, s.size() - 2);
@@ -144,6 +167,16 @@ std::vector<ForeignKey> read_fks(const char* side_column, Oid relid) {
         fk.on_delete = bridge::result_text(i, 5).value_or("a")[0];
         fk.referencing_cols = split(bridge::result_text(i, 6).value_or("{}"));
         fk.referenced_cols = split(bridge::result_text(i, 7).value_or("{}"));
+        Datum ops = *bridge::result_datum(i, 8);
+        std::vector<Oid> opnos;
+        pg_call([&] {
+            Datum* elems;
+            bool* nulls;
+            int n;
+            deconstruct_array(DatumGetArrayTypeP(ops), OIDOID, sizeof(Oid), true, TYPALIGN_INT, &elems, &nulls, &n);
+            for (int k = 0; k < n; ++k) opnos.push_back(DatumGetObjectId(elems[k]));
+        });
+        for (Oid op : opnos) fk.eq_ops.push_back(bridge::qualified_operator(op));
         fks.push_back(std::move(fk));
     }
     return fks;
@@ -153,7 +186,7 @@ std::vector<ForeignKey> read_fks(const char* side_column, Oid relid) {
 
 const TableInfo* lookup(Oid relid) {
     ensure_loaded();
-    if (!valid || registered.empty()) return nullptr;
+    if (!usable() || registered.empty()) return nullptr;
     auto it = memo.find(relid);
     if (it == memo.end()) {
         TableInfo info{InvalidOid, InvalidOid, false, 0, 0, 0};
@@ -171,7 +204,6 @@ const TableInfo* lookup(Oid relid) {
                 }
             }
         }
-        if (!valid) return nullptr; /* invalidated while we looked: next call reloads */
         it = memo.emplace(relid, info).first;
     }
     const TableInfo& info = it->second;
@@ -179,13 +211,25 @@ const TableInfo* lookup(Oid relid) {
     return &info;
 }
 
+std::vector<Oid> registered_tables() {
+    ensure_loaded();
+    std::vector<Oid> out;
+    if (!usable()) return out;
+    for (const auto& [relid, reg] : registered) out.push_back(relid);
+    return out;
+}
+
 bool any_enabled() {
     ensure_loaded();
-    return valid && !registered.empty();
+    return usable() && !registered.empty();
 }
 
 Oid actor_function() { return actor_fn; }
 Oid event_function() { return event_fn; }
+Oid event_sequence() {
+    ensure_loaded();
+    return usable() ? event_seq : InvalidOid;
+}
 
 void invalidate(Oid relid) {
     pg_call([relid] {
@@ -196,11 +240,12 @@ void invalidate(Oid relid) {
 }
 
 std::vector<ForeignKey> incoming_fks(Oid relid) {
-    ensure_loaded();
+    (void)lookup(relid); /* remembered, so an invalidation of the table drops the memo */
     auto it = incoming_memo.find(relid);
-    if (it != incoming_memo.end()) return it->second;
+    if (valid && it != incoming_memo.end()) return it->second;
+    uint64 seen = invalidations;
     std::vector<ForeignKey> fks = read_fks("confrelid", relid);
-    if (valid) incoming_memo[relid] = fks;
+    if (valid && invalidations == seen) incoming_memo[relid] = fks;
     return fks;
 }
 
@@ -218,6 +263,27 @@ bool in_ri_context() {
     int sec;
     GetUserIdAndSecContext(&user, &sec);
     return (sec & SECURITY_NOFORCE_RLS) != 0;
+}
+
+bool hard_delete_requested() { return gucs::hard_delete && !InSecurityRestrictedOperation(); }
+
+bool hard_delete_honoured(Oid relid) {
+    if (!hard_delete_requested() || !bridge::acting_as_outer_user()) return false;
+    return bridge::owns(relid);
+}
+
+void refuse_hard_delete(Oid relid) {
+    std::string table = bridge::qualified_relation_name(relid);
+    if (!bridge::owns(relid)) {
+        throw Error(sqlstate::insufficient_privilege,
+                    fmt::format("permission denied to hard-delete from soft-delete table {}", table), {},
+                    "Only the table's owner or a superuser may set lifecycle.hard_delete.");
+    }
+    throw Error(sqlstate::insufficient_privilege,
+                fmt::format("lifecycle.hard_delete is not honoured here for soft-delete table {}", table),
+                "It applies only to the table's owner acting directly: not inside a SECURITY DEFINER function, a "
+                "foreign-key action, the worker or lifecycle.run_maintenance.",
+                "Run the DELETE in the owner's own session, or use lifecycle.purge().");
 }
 
 void install_planner_hook();

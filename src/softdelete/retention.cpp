@@ -9,46 +9,160 @@
 #include "softdelete/softdelete.hpp"
 #include "worker/tasks.hpp"
 
+#include <algorithm>
+
 namespace pg_lifecycle::softdelete {
 
 using bridge::pg_call;
 
+namespace {
+
+/* The tables purge_batch's own statements hard-delete from, while it runs. */
+std::vector<Oid> purge_tables;
+int purge_depth = 0;
+
+class PurgeScope {
+public:
+    explicit PurgeScope(std::vector<Oid> tables) : saved_(std::move(purge_tables)) {
+        purge_tables = std::move(tables);
+        ++purge_depth;
+    }
+    ~PurgeScope() {
+        purge_tables = std::move(saved_);
+        --purge_depth;
+    }
+    PurgeScope(const PurgeScope&) = delete;
+    PurgeScope& operator=(const PurgeScope&) = delete;
+
+private:
+    std::vector<Oid> saved_;
+};
+
+/* "p.a OPERATOR(s.=) c.x AND ..." for a foreign key from c to p. */
+std::string join_condition(const ForeignKey& fk) {
+    std::string out;
+    for (size_t i = 0; i < fk.referencing_cols.size(); ++i) {
+        out += fmt::format("{}p.{} {} c.{}", i ? " AND " : "", bridge::quote_ident(fk.referenced_cols[i]),
+                           fk.eq_ops[i], bridge::quote_ident(fk.referencing_cols[i]));
+    }
+    return out;
+}
+
+bool blocks_purge(const ForeignKey& fk) {
+    return fk.on_delete == FKCONSTR_ACTION_CASCADE || fk.on_delete == FKCONSTR_ACTION_RESTRICT ||
+           fk.on_delete == FKCONSTR_ACTION_NOACTION;
+}
+
+/* A purge error that concerns some rows only (a live row further down a
+ * cascade, a trigger that refuses): the batch is redone row by row. */
+bool is_row_error(int code) {
+    int category = ERRCODE_TO_CATEGORY(code);
+    return category == ERRCODE_TO_CATEGORY(ERRCODE_INTEGRITY_CONSTRAINT_VIOLATION) ||
+           category == ERRCODE_TO_CATEGORY(ERRCODE_TRIGGERED_ACTION_EXCEPTION) ||
+           category == ERRCODE_TO_CATEGORY(ERRCODE_RAISE_EXCEPTION) ||
+           category == ERRCODE_TO_CATEGORY(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE);
+}
+
+}  // namespace
+
+bool purging(Oid relid) {
+    return purge_depth > 0 && std::find(purge_tables.begin(), purge_tables.end(), relid) != purge_tables.end();
+}
+
+bool purge_in_progress() { return purge_depth > 0; }
+
+/* Hard-deletes up to `batch` rows of `table` soft-deleted longer ago than
+ * older_than.  A row that live rows of a protected table still reference
+ * (through any foreign key that would cascade into them or forbid the
+ * delete), or live rows of an unprotected table through a RESTRICT / NO
+ * ACTION key, stays: only rows somebody deleted are removed.  Children
+ * first: soft-deleted rows of protected tables whose RESTRICT / NO ACTION key
+ * references a purged row go with it (CASCADE and SET NULL are done by the
+ * foreign key itself, whose cascade may only remove soft-deleted rows). */
 int64 purge_batch(Oid table, Interval* older_than, int batch) {
     std::string name = bridge::qualified_relation_name(table);
-    /* Children first: soft-deleted rows of enabled tables whose key blocks
-     * the parents' removal (RESTRICT / NO ACTION; CASCADE and SET NULL are
-     * done by the foreign key itself). */
-    std::string sql = fmt::format(
-        "DELETE FROM ONLY {0} WHERE ctid = ANY (ARRAY(SELECT ctid FROM ONLY {0} WHERE deleted_at < now() - $1 "
-        "LIMIT $2 FOR UPDATE SKIP LOCKED)) AND deleted_at < now() - $1",
-        name);
-    Oid types[2] = {INTERVALOID, INT4OID};
-    Datum values[2] = {IntervalPGetDatum(older_than), Int32GetDatum(batch)};
+    std::vector<Oid> scope_tables{table};
+    std::string keep_referenced;
+    std::vector<std::pair<std::string, std::string>> children;  /* (child name, join condition) */
+    for (const ForeignKey& fk : incoming_fks(table)) {
+        if (!blocks_purge(fk)) continue;
+        bool protected_child = lookup(fk.referencing) != nullptr;
+        std::string child = bridge::qualified_relation_name(fk.referencing);
+        std::string join = join_condition(fk);
+        if (protected_child) {
+            keep_referenced += fmt::format(" AND NOT EXISTS (SELECT 1 FROM {} c WHERE {} AND c.deleted_at IS NULL)",
+                                           child, join);
+            if (fk.on_delete != FKCONSTR_ACTION_CASCADE) {
+                children.emplace_back(child, join);
+                scope_tables.push_back(fk.referencing);
+            }
+        } else if (fk.on_delete != FKCONSTR_ACTION_CASCADE) {
+            keep_referenced += fmt::format(" AND NOT EXISTS (SELECT 1 FROM {} c WHERE {})", child, join);
+        }
+    }
+    std::string candidates_sql = fmt::format(
+        "SELECT pg_catalog.array_agg(ctid) FROM (SELECT p.ctid FROM ONLY {} p "
+        "WHERE p.deleted_at OPERATOR(pg_catalog.<) (pg_catalog.now() OPERATOR(pg_catalog.-) $1){} "
+        "LIMIT $2 FOR UPDATE OF p SKIP LOCKED) x",
+        name, keep_referenced);
+    std::string parents_sql = fmt::format(
+        "DELETE FROM ONLY {} WHERE ctid OPERATOR(pg_catalog.=) ANY ($1) AND deleted_at IS NOT NULL", name);
+
+    PurgeScope scope(scope_tables);
     int nest = pg_call([] {
         int n = NewGUCNestLevel();
         (void)set_config_option("lifecycle.include_deleted", "on", PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE, true, 0,
                                 false);
-        (void)set_config_option("lifecycle.hard_delete", "on", PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE, true, 0,
-                                false);
         return n;
     });
-    for (const ForeignKey& fk : incoming_fks(table)) {
-        if (fk.on_delete != FKCONSTR_ACTION_RESTRICT && fk.on_delete != FKCONSTR_ACTION_NOACTION) continue;
-        if (lookup(fk.referencing) == nullptr) continue;
-        std::string ccols, pcols;
-        for (size_t i = 0; i < fk.referencing_cols.size(); ++i) {
-            ccols += fmt::format("{}c.{}", i ? ", " : "", bridge::quote_ident(fk.referencing_cols[i]));
-            pcols += fmt::format("{}p.{}", i ? ", " : "", bridge::quote_ident(fk.referenced_cols[i]));
+    int64 rows = 0;
+    try {
+        Oid types[2] = {INTERVALOID, INT4OID};
+        Datum values[2] = {IntervalPGetDatum(older_than), Int32GetDatum(batch)};
+        bridge::execute_sql(candidates_sql, 2, types, values, nullptr, false);
+        auto found = bridge::processed_rows() ? bridge::result_datum(0, 1) : std::nullopt;
+        if (found) {
+            Datum ctids = pg_call([&found] { return datumCopy(*found, false, -1); });
+            auto delete_rows = [&](Datum which) {
+                Oid tid_array = TIDARRAYOID;
+                for (const auto& [child, join] : children) {
+                    bridge::execute_sql(fmt::format("DELETE FROM {} c USING ONLY {} p WHERE p.ctid OPERATOR(pg_catalog.=) "
+                                                    "ANY ($1) AND {} AND c.deleted_at IS NOT NULL",
+                                                    child, name, join),
+                                        1, &tid_array, &which, nullptr, false);
+                }
+                bridge::execute_sql(parents_sql, 1, &tid_array, &which, nullptr, false);
+                return static_cast<int64>(bridge::processed_rows());
+            };
+            bool done = bridge::in_subtransaction([&] { rows = delete_rows(ctids); },
+                                                  [](const bridge::PgError& e) { return is_row_error(e.sqlerrcode()); });
+            if (!done) {
+                /* Some row cannot go (a live row further down a cascade, a
+                 * trigger): each row on its own, the others are purged. */
+                rows = 0;
+                std::vector<Datum> each;
+                pg_call([&] {
+                    Datum* elems;
+                    bool* nulls;
+                    int n;
+                    deconstruct_array(DatumGetArrayTypeP(ctids), TIDOID, sizeof(ItemPointerData), false, TYPALIGN_SHORT,
+                                      &elems, &nulls, &n);
+                    for (int i = 0; i < n; ++i) {
+                        each.push_back(PointerGetDatum(construct_array(&elems[i], 1, TIDOID, sizeof(ItemPointerData),
+                                                                       false, TYPALIGN_SHORT)));
+                    }
+                });
+                for (Datum one : each) {
+                    (void)bridge::in_subtransaction([&] { rows += delete_rows(one); },
+                                                    [](const bridge::PgError& e) { return is_row_error(e.sqlerrcode()); });
+                }
+            }
         }
-        std::string children = fmt::format(
-            "DELETE FROM {} c USING ONLY {} p WHERE ({}) = ({}) AND c.deleted_at IS NOT NULL "
-            "AND p.deleted_at < now() - $1",
-            bridge::qualified_relation_name(fk.referencing), name, ccols, pcols);
-        bridge::execute_sql(children, 1, types, values, nullptr, false);
+    } catch (...) {
+        AtEOXact_GUC(false, nest);
+        throw;
     }
-    bridge::execute_sql(sql, 2, types, values, nullptr, false);
-    int64 rows = static_cast<int64>(bridge::processed_rows());
-    pg_call([nest] { AtEOXact_GUC(true, nest); });
+    AtEOXact_GUC(false, nest);
     return rows;
 }
 

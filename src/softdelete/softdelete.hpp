@@ -32,9 +32,13 @@ struct TableInfo {
 const TableInfo* lookup(Oid relid);
 /* Whether any table in this database is enabled (cheap; loads the registry). */
 bool any_enabled();
-/* OIDs of lifecycle.current_actor() and lifecycle.current_delete_event(). */
+/* The tables named in lifecycle.soft_delete_tables. */
+std::vector<Oid> registered_tables();
+/* OIDs of lifecycle.current_actor() and lifecycle.current_delete_event(),
+ * and of lifecycle.delete_event_seq (InvalidOid when not installed). */
 Oid actor_function();
 Oid event_function();
+Oid event_sequence();
 /* Make every backend reload the registry (after it changed) and replan
  * statements on relid. */
 void invalidate(Oid relid);
@@ -48,6 +52,11 @@ struct ForeignKey {
     char on_delete;                            /* confdeltype: a r c n d */
     std::vector<std::string> referencing_cols;
     std::vector<std::string> referenced_cols;
+    /* The key's own "referenced = referencing" operator for each column pair,
+     * as "OPERATOR(schema.name)": write `<referenced value> op <referencing
+     * column>` (or the other way round with the same types), as the foreign
+     * key's own checks do. */
+    std::vector<std::string> eq_ops;
 };
 /* Keys referencing relid or one of its partition ancestors. */
 std::vector<ForeignKey> incoming_fks(Oid relid);
@@ -58,6 +67,28 @@ std::vector<ForeignKey> outgoing_fks(Oid relid);
 
 /* True inside foreign-key (RI) checks and actions, which must see every row. */
 bool in_ri_context();
+
+/* Whether lifecycle.hard_delete is on and honoured for relid here: only for
+ * the table's owner (or a superuser) acting as the session's own role — not
+ * in a foreign-key action, a SECURITY DEFINER function, the worker or any
+ * security-restricted operation (SPEC.md §5). */
+bool hard_delete_honoured(Oid relid);
+/* lifecycle.hard_delete is on, outside a security-restricted operation (the
+ * worker, run_maintenance's batches), where it is off whatever was SET. */
+bool hard_delete_requested();
+/* The 42501 error for lifecycle.hard_delete on where it is not honoured. */
+[[noreturn]] void refuse_hard_delete(Oid relid);
+
+/* While purge_batch runs: the tables its own statements hard-delete from,
+ * and whether a row reached by a foreign-key cascade may go (only rows that
+ * are soft-deleted already). */
+bool purging(Oid relid);
+bool purge_in_progress();
+
+/* The triggers that protect an enabled table (and each of its partitions),
+ * installed and removed as the extension's owner (protection.cpp). */
+void install_triggers(Oid relid);
+void remove_triggers(Oid relid);
 
 void init();  /* GUC-independent hooks and callbacks, from _PG_init */
 void register_retention_task();

@@ -31,7 +31,7 @@ namespace {
 
 TriggerData* trigger_data(FunctionCallInfo fcinfo, const char* name) {
     if (!CALLED_AS_TRIGGER(fcinfo)) {
-        throw Error(make_sqlstate("39P01"), fmt::format("{} must be called as a trigger", name));
+        throw Error(sqlstate::trigger_protocol_violated, fmt::format("{} must be called as a trigger", name));
     }
     return reinterpret_cast<TriggerData*>(fcinfo->context);
 }
@@ -64,10 +64,13 @@ RowKey row_key(Relation rel, HeapTuple tuple, const std::vector<std::string>& co
     return key;
 }
 
-std::string where_key(const std::vector<std::string>& cols, int first_param) {
+/* "$1 OPERATOR(s.=) col1 AND ..." with the key's own operators: parameters
+ * hold the referenced row's values. */
+std::string where_key(const ForeignKey& fk, int first_param) {
     std::string out;
-    for (size_t i = 0; i < cols.size(); ++i) {
-        out += fmt::format("{}{} = ${}", i ? " AND " : "", bridge::quote_ident(cols[i]), first_param + i);
+    for (size_t i = 0; i < fk.referencing_cols.size(); ++i) {
+        out += fmt::format("{}${} {} {}", i ? " AND " : "", first_param + i, fk.eq_ops[i],
+                           bridge::quote_ident(fk.referencing_cols[i]));
     }
     return out;
 }
@@ -107,27 +110,29 @@ void cascade_cpp(FunctionCallInfo fcinfo) {
             types.insert(types.end(), {TIMESTAMPTZOID, TEXTOID, INT8OID});
             std::string sql = fmt::format(
                 "UPDATE {} SET deleted_at = ${}, deleted_by = ${}, delete_event = ${} WHERE {} AND deleted_at IS NULL",
-                child_name, n + 1, n + 2, n + 3, where_key(fk.referencing_cols, 1));
+                child_name, n + 1, n + 2, n + 3, where_key(fk, 1));
             SPIPlanPtr plan = bridge::cached_plan(sql, static_cast<int>(types.size()), types.data());
             std::vector<Datum> values = key.values;
             values.insert(values.end(), {deleted_at, deleted_by, event});
             std::string nulls(n, ' ');
             nulls += std::string(" ") + (by_null ? "n" : " ") + (event_null ? "n" : " ");
             /* As the child's owner and outside row-level security, like the
-             * foreign key's own cascade. */
+             * foreign key's own cascade: the child's triggers see the
+             * session's settings (the statement's text is fully qualified). */
+            bridge::CallersSearchPath callers;
             bridge::AsRole as_owner(child_owner, SECURITY_NOFORCE_RLS);
-            int rc = pg_call([&] { return SPI_execute_plan(plan, values.data(), nulls.c_str(), false, 0); });
+            int rc = bridge::execute_plan(plan, values.data(), nulls.c_str(), false, 0);
             if (rc < 0) throw Error(sqlstate::internal_error, "pg_lifecycle: cascade failed");
         } else {
             /* RESTRICT / NO ACTION: live children forbid the delete. */
             std::string sql = fmt::format("SELECT 1 FROM {} WHERE {}{} LIMIT 1", child_name,
-                                          where_key(fk.referencing_cols, 1),
+                                          where_key(fk, 1),
                                           child_enabled ? " AND deleted_at IS NULL" : "");
             SPIPlanPtr plan = bridge::cached_plan(sql, static_cast<int>(key.types.size()), key.types.data());
             int rc;
             {
                 bridge::AsRole as_owner(child_owner, SECURITY_NOFORCE_RLS);
-                rc = pg_call([&] { return SPI_execute_plan(plan, key.values.data(), nullptr, true, 1); });
+                rc = bridge::execute_plan(plan, key.values.data(), nullptr, true, 1);
             }
             if (rc < 0) throw Error(sqlstate::internal_error, "pg_lifecycle: restrict check failed");
             if (SPI_processed > 0) {
@@ -154,7 +159,7 @@ Datum guard_cpp(FunctionCallInfo fcinfo) {
     TriggerData* td = trigger_data(fcinfo, "soft_delete_guard");
     if (!TRIGGER_FIRED_BEFORE(td->tg_event) || !TRIGGER_FIRED_FOR_ROW(td->tg_event) ||
         !TRIGGER_FIRED_BY_DELETE(td->tg_event)) {
-        throw Error(make_sqlstate("39P01"), "soft_delete_guard must be a BEFORE DELETE FOR EACH ROW trigger");
+        throw Error(sqlstate::trigger_protocol_violated, "soft_delete_guard must be a BEFORE DELETE FOR EACH ROW trigger");
     }
     Relation rel = td->tg_relation;
     Oid relid = RelationGetRelid(rel);
@@ -163,32 +168,37 @@ Datum guard_cpp(FunctionCallInfo fcinfo) {
     if (found == nullptr) return PointerGetDatum(row); /* not enabled (any more) */
     TableInfo info = *found;
 
-    if (gucs::hard_delete) {
-        if (!pg_call([relid] { return pg_class_ownercheck(relid, GetUserId()); })) {
-            throw Error(sqlstate::insufficient_privilege,
-                        fmt::format("permission denied to hard-delete from soft-delete table {}",
-                                    bridge::qualified_relation_name(relid)),
-                        {}, "Only the table's owner or a superuser may set lifecycle.hard_delete.");
-        }
-        return PointerGetDatum(row);
-    }
     bool isnull;
     pg_call([&] { (void)heap_getattr(row, info.deleted_at, RelationGetDescr(rel), &isnull); });
-    if (!isnull) return PointerGetDatum(nullptr); /* already deleted: nothing to do */
+    bool deleted = !isnull;
+    /* Our own purge removes rows that are soft-deleted already, also where a
+     * foreign key cascades from a purged row. */
+    if (deleted && (purging(relid) || (purge_in_progress() && in_ri_context()))) return PointerGetDatum(row);
+    if (hard_delete_honoured(relid)) return PointerGetDatum(row);
+    if (in_ri_context()) {
+        /* ON DELETE CASCADE from a parent that is being hard-deleted. */
+        std::string table = bridge::qualified_relation_name(relid);
+        throw Error(sqlstate::foreign_key_violation, fmt::format("hard delete cascades into soft-delete table {}", table),
+                    "Its rows are protected by pg_lifecycle and are never removed by accident.",
+                    "Enable soft delete on the referenced table too, or delete or purge the referencing rows first.");
+    }
+    if (hard_delete_requested()) refuse_hard_delete(relid);
+    if (deleted) return PointerGetDatum(nullptr); /* already deleted: nothing to do */
 
-    static bridge::Statement next_event("SELECT nextval('lifecycle.delete_event_seq')", {});
+    Oid seq = event_sequence();
+    if (!OidIsValid(seq)) return PointerGetDatum(nullptr);
     bridge::SpiConnection spi;
     LocalTransactionId lxid = MyProc->lxid;
     TimestampTz statement = GetCurrentStatementStartTimestamp();
     if (lxid != guard_lxid || statement != guard_statement) {
-        next_event.execute(nullptr, nullptr, false, 1);
-        guard_event = bridge::result_int64(0, 1).value_or(0);
+        guard_event = DatumGetInt64(pg_call([seq] { return DirectFunctionCall1(nextval_oid, ObjectIdGetDatum(seq)); }));
         guard_lxid = lxid;
         guard_statement = statement;
         guard_warned = false;
     }
     std::string sql = fmt::format(
-        "UPDATE ONLY {} SET deleted_at = now(), deleted_by = $3, delete_event = $2 WHERE ctid = $1",
+        "UPDATE ONLY {} SET deleted_at = pg_catalog.now(), deleted_by = $3, delete_event = $2 "
+        "WHERE ctid OPERATOR(pg_catalog.=) $1",
         bridge::qualified_relation_name(relid));
     Oid types[3] = {TIDOID, INT8OID, TEXTOID};
     /* The actor is the caller; the UPDATE runs as the table's owner, since
@@ -196,6 +206,8 @@ Datum guard_cpp(FunctionCallInfo fcinfo) {
     Datum actor = pg_call([] { return DirectFunctionCall1(lifecycle_current_actor, (Datum)0); });
     Datum values[3] = {PointerGetDatum(&row->t_self), Int64GetDatum(guard_event), actor};
     {
+        /* The table's own triggers see the session's settings. */
+        bridge::CallersSearchPath callers;
         bridge::AsRole as_owner(bridge::relation_owner(relid));
         bridge::execute_sql(sql, 3, types, values, nullptr, false);
     }

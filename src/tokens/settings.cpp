@@ -7,6 +7,7 @@
  * setting's "extra" (guc.c owns and frees it); the hot path reads the parsed
  * value.
  */
+#include "bridge/security.hpp"
 #include "bridge/spi.hpp"
 #include "gucs.hpp"
 #include "tokens/keys.hpp"
@@ -41,7 +42,7 @@ extern "C" void assign_token_retention(const char*, void* extra) {
 }
 
 Oid token_families_relid() {
-    return pg_call([] { return get_relname_relid("token_families", get_namespace_oid("lifecycle", false)); });
+    return bridge::extension_relation("token_families");
 }
 
 /* Removes revoked and expired families, and their token chains, once they

@@ -41,12 +41,39 @@ const char* exclusive_database(Node* stmt) {
     }
 }
 
+/* Whether the current role passes the statement's own permission checks on
+ * the database (it will fail anyway otherwise: the worker stays). */
+bool may_run(Node* stmt, Oid dboid) {
+    return pg_call([stmt, dboid] {
+        bool owner = pg_database_ownercheck(dboid, GetUserId());
+        switch (nodeTag(stmt)) {
+            case T_DropdbStmt:
+            case T_AlterDatabaseStmt:
+                return owner;
+            case T_RenameStmt:
+                return owner && have_createdb_privilege();
+            case T_CreatedbStmt: {
+                if (!have_createdb_privilege()) return false;
+                HeapTuple tup = SearchSysCache1(DATABASEOID, ObjectIdGetDatum(dboid));
+                if (!HeapTupleIsValid(tup)) return false;
+                bool is_template = ((Form_pg_database)GETSTRUCT(tup))->datistemplate;
+                ReleaseSysCache(tup);
+                return is_template || owner;
+            }
+            default:
+                return false;
+        }
+    });
+}
+
 /* Before the statement: the database it needs, with its worker gone. */
 Oid before(PlannedStmt* pstmt) {
     const char* name = pg_call([pstmt] { return exclusive_database(pstmt->utilityStmt); });
     if (name == nullptr) return InvalidOid;
     Oid dboid = pg_call([name] { return get_database_oid(name, true); });
     if (!OidIsValid(dboid) || dboid == MyDatabaseId) return InvalidOid;
+    /* Permission before acting: nobody else stops a database's worker. */
+    if (!may_run(pstmt->utilityStmt, dboid)) return InvalidOid;
     return pause_database(dboid, 60) ? dboid : InvalidOid;
 }
 

@@ -4,6 +4,7 @@
  * that keeps lifecycle.job_runs bounded.
  */
 #include "bridge/function.hpp"
+#include "bridge/security.hpp"
 #include "bridge/spi.hpp"
 #include "gucs.hpp"
 #include "worker/tasks.hpp"
@@ -62,7 +63,7 @@ public:
     const char* name() const override { return "job_runs_purge"; }
 
     void collect(std::vector<Unit>& out) const override {
-        Oid rel = pg_call([] { return get_relname_relid("job_runs", get_namespace_oid("lifecycle", false)); });
+        Oid rel = bridge::extension_relation("job_runs");
         out.push_back(Unit{this, rel, rel, "lifecycle.job_runs"});
     }
 

@@ -3,6 +3,7 @@
  * lifecycle.naptime, back to back while a backlog remains, each batch in its
  * own transaction.
  */
+#include "bridge/security.hpp"
 #include "bridge/spi.hpp"
 #include "gucs.hpp"
 #include "worker/launcher.hpp"
@@ -141,6 +142,10 @@ void worker_main(Oid dboid) {
     pqsignal(SIGHUP, SignalHandlerForConfigReload);
     BackgroundWorkerUnblockSignals();
     pg_call([dboid] { BackgroundWorkerInitializeConnectionByOid(dboid, InvalidOid, 0); });
+    /* Whatever the database's or the bootstrap role's defaults say (a
+     * database owner may set search_path for the database): every name in
+     * the worker's SQL resolves in pg_catalog, or is schema-qualified. */
+    pg_call([] { SetConfigOption("search_path", bridge::pinned_search_path, PGC_SUSET, PGC_S_OVERRIDE); });
 
     if (!claim_database()) pg_call([] { proc_exit(0); }); /* another worker serves it */
     apply_nice();

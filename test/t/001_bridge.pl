@@ -5,6 +5,9 @@ use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use FindBin;
+use lib "$FindBin::Bin/lib";
+use LifecycleTest;
 
 my $preloaded = PostgreSQL::Test::Cluster->new('preloaded');
 $preloaded->init;
@@ -23,9 +26,9 @@ for my $node ($preloaded, $plain) {
             AS 'pg_lifecycle', 'pg_lifecycle_selftest_raise' LANGUAGE C;
     });
     is($node->safe_psql('postgres', q{SELECT extversion FROM pg_extension WHERE extname = 'pg_lifecycle'}),
-       '0.1', "$name: extension created");
+       '0.2', "$name: extension created");
 
-    my $pid = $node->safe_psql('postgres', 'SELECT pg_postmaster_start_time()');
+    my $watch = crash_watch($node);
     my ($ret, $stdout, $stderr) = $node->psql('postgres', q{SELECT selftest_raise('cpp', 'x')},
         extra_params => ['-v', 'VERBOSITY=verbose']);
     isnt($ret, 0, "$name: C++ error reaches the client as an error");
@@ -33,8 +36,7 @@ for my $node ($preloaded, $plain) {
     ($ret, $stdout, $stderr) = $node->psql('postgres', q{SELECT selftest_raise('spi', 'SELECT 1/0')},
         extra_params => ['-v', 'VERBOSITY=verbose']);
     like($stderr, qr/ERROR:  22012: division by zero/, "$name: PostgreSQL error from guarded C++ keeps its SQLSTATE");
-    is($node->safe_psql('postgres', 'SELECT pg_postmaster_start_time()'), $pid,
-       "$name: no crash-restart happened");
+    no_crash($watch, "$name, C++ errors");
 }
 
 like($preloaded->safe_psql('postgres', 'SHOW shared_preload_libraries'), qr/pg_lifecycle/,

@@ -91,6 +91,15 @@ void grant_trigger_functions(Oid relid) {
                         false);
 }
 
+/* Whether the installed SQL objects have the TRUNCATE trigger's function
+ * (a database still at 0.1 until ALTER EXTENSION pg_lifecycle UPDATE). */
+bool truncate_function_exists() {
+    return pg_call([] {
+        List* name = list_make2(makeString(pstrdup("lifecycle")), makeString(pstrdup("soft_delete_truncate")));
+        return OidIsValid(LookupFuncName(name, 0, nullptr, true));
+    });
+}
+
 void create_truncate_trigger(Oid rel) {
     bridge::execute_sql(fmt::format("CREATE TRIGGER {} BEFORE TRUNCATE ON {} FOR EACH STATEMENT "
                                     "EXECUTE FUNCTION lifecycle.soft_delete_truncate()",
@@ -110,6 +119,7 @@ void create_truncate_trigger(Oid rel) {
  * partitions get the TRUNCATE trigger. */
 void check_all() {
     bridge::SpiConnection spi;
+    bool truncate_trigger_expected = truncate_function_exists();
     for (Oid relid : registered_tables()) {
         if (pg_call([relid] { return get_rel_relkind(relid); }) == '\0') continue; /* dropped */
         for (const Column& col : protected_columns) {
@@ -127,6 +137,7 @@ void check_all() {
         }
         for (Oid rel : table_and_partitions(relid)) {
             for (const char* name : {guard_trigger, cascade_trigger, truncate_trigger}) {
+                if (name == truncate_trigger && !truncate_trigger_expected) continue;
                 char state = trigger_state(rel, name);
                 if (state == '\0' && name == truncate_trigger) {
                     /* A partition created or attached since enabling. */
@@ -164,6 +175,7 @@ void install_triggers(Oid relid) {
                                         cascade_trigger, table),
                             false);
     }
+    if (!truncate_function_exists()) return;
     for (Oid rel : table_and_partitions(relid)) {
         if (trigger_state(rel, truncate_trigger) == '\0') create_truncate_trigger(rel);
     }

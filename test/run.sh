@@ -4,7 +4,7 @@
 # the postgres OS user with pg_lifecycle preloaded.  Prints the tally of all
 # suites as "N passed, N failed" on the last line; exits non-zero on failure.
 #
-# For development: SUITES="regress isolation tap unit" picks suites;
+# For development: SUITES="lint regress isolation tap unit" picks suites;
 # REGRESS_TESTS, ISOLATION_TESTS and TAP_TESTS (space-separated names) pick
 # tests; SKIP_BUILD=1 skips the package check, build and install;
 # KEEP_TEST_OUTPUT=1 keeps the work directory.
@@ -12,7 +12,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 
-SUITES=${SUITES:-regress isolation tap unit}
+SUITES=${SUITES:-lint regress isolation tap unit}
 want() { [[ " $SUITES " == *" $1 "* ]]; }
 
 if [ -z "${SKIP_BUILD:-}" ]; then
@@ -69,6 +69,11 @@ check_crash_log() {  # check_crash_log NAME POSTMASTER_LOG
 show_diffs() {
     [ -f "$1" ] && { echo "---- $1 (first 200 lines)"; head -200 "$1"; }
 }
+
+if want lint; then
+echo "== lint (test/lint.sh)"
+if bash test/lint.sh; then tally lint 1 0; else tally lint 0 1; fi
+fi
 
 if want regress; then
 REGRESS_TESTS=${REGRESS_TESTS:-$(cd sql && ls *.sql | sed 's/\.sql$//' | tr '\n' ' ')}

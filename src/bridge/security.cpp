@@ -76,8 +76,20 @@ AsRole::~AsRole() {
 CallersSearchPath::CallersSearchPath() : saved_(callers_search_path) { callers_search_path = true; }
 CallersSearchPath::~CallersSearchPath() { callers_search_path = saved_; }
 
-StatementScope::StatementScope() : nest_(open_nest_level(!callers_search_path)) {}
-StatementScope::~StatementScope() { close_nest_level(nest_); }
+/* Where search_path is pinned already (a SECURITY DEFINER function of ours,
+ * the worker, a statement after another in the same AsRole scope) there is
+ * nothing to set: the statement runs as it is, and settings its code changes
+ * are rolled back by the enclosing scope (AsRole, the function's own nest
+ * level).  A statement that changed search_path makes the next one pin it
+ * again. */
+StatementScope::StatementScope()
+    : nest_(!callers_search_path && namespace_search_path != nullptr &&
+                    std::strcmp(namespace_search_path, pinned_search_path) == 0
+                ? -1
+                : open_nest_level(!callers_search_path)) {}
+StatementScope::~StatementScope() {
+    if (nest_ >= 0) close_nest_level(nest_);
+}
 
 char require_table(Oid relid, const char* feature) {
     char kind = pg_call([relid] { return get_rel_relkind(relid); });

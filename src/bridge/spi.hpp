@@ -65,7 +65,7 @@ int execute_sql(const std::string& sql, int nargs, const Oid* types, const Datum
  * statements new ones are prepared without being kept (freed by SPI_finish):
  * a kept plan is never freed, since one may be executing further up the stack. */
 SPIPlanPtr cached_plan(const std::string& sql, int nargs, const Oid* types, int cursor_options = 0);
-/* Execute a plan (from cached_plan or SPI_prepare). */
+/* Execute a plan made by cached_plan. */
 int execute_plan(SPIPlanPtr plan, const Datum* values, const char* nulls, bool read_only, long count = 0);
 /* Plan and run SQL text once with a snapshot taken now, which sees every
  * commit so far and this transaction's earlier commands (what catalog reads

@@ -62,7 +62,7 @@ CREATE FUNCTION lifecycle.expire_disable(tbl regclass)
 CREATE FUNCTION lifecycle._expire_take("row" tid, row_xmax xid, expired boolean)
     RETURNS boolean AS 'MODULE_PATHNAME', 'lifecycle_expire_take' LANGUAGE C VOLATILE;
 
--- SECURITY DEFINER: it maintains the extension's own tables too; each table's
+-- Security definer: it maintains the extension's own tables too; each table's
 -- batches run as that table's owner (a security-restricted operation).
 CREATE FUNCTION lifecycle.run_maintenance(max_runtime interval DEFAULT '10s')
     RETURNS TABLE(task text, target regclass, rows bigint)

@@ -418,7 +418,7 @@ LIFECYCLE_FUNCTION(lifecycle_count) {
     auto count_table = [&](std::optional<TimestampTz> lo, std::optional<TimestampTz> hi) {
         std::vector<Oid> t = types;
         std::vector<Datum> v = values;
-        std::string sql = fmt::format("SELECT count(*) FROM {} WHERE {}", table, where);
+        std::string sql = fmt::format("SELECT pg_catalog.count(*) FROM {} WHERE {}", table, where);
         if (lo) {
             t.push_back(TIMESTAMPTZOID);
             v.push_back(TimestampTzGetDatum(*lo));
@@ -448,8 +448,8 @@ LIFECYCLE_FUNCTION(lifecycle_count) {
     int64 total = 0;
     if (!ranged) {
         std::string sql = fmt::format(
-            "SELECT (coalesce((SELECT sum(lc_n) FROM {} WHERE {}{}), 0) + "
-            "coalesce((SELECT sum(lc_delta) FROM {} WHERE {}{}), 0))::bigint",
+            "SELECT (coalesce((SELECT pg_catalog.sum(lc_n) FROM {} WHERE {}{}), 0) + "
+            "coalesce((SELECT pg_catalog.sum(lc_delta) FROM {} WHERE {}{}), 0))::bigint",
             cfg->total(), where, live, cfg->delta(), where, live);
         bridge::AsRole as_owner(owner, SECURITY_RESTRICTED_OPERATION);
         total = run_count(sql, types, values);
@@ -481,8 +481,8 @@ LIFECYCLE_FUNCTION(lifecycle_count) {
         v.push_back(TimestampTzGetDatum(end));
         size_t lo = t.size() - 1, hi = t.size();
         std::string sql = fmt::format(
-            "SELECT (coalesce((SELECT sum(lc_n) FROM {0} WHERE {1} AND lc_bucket >= ${3} AND lc_bucket < ${4}{2}), 0) + "
-            "coalesce((SELECT sum(lc_delta) FROM {5} WHERE {1} AND lc_bucket >= ${3} AND lc_bucket < ${4}{2}), 0))::bigint",
+            "SELECT (coalesce((SELECT pg_catalog.sum(lc_n) FROM {0} WHERE {1} AND lc_bucket >= ${3} AND lc_bucket < ${4}{2}), 0) + "
+            "coalesce((SELECT pg_catalog.sum(lc_delta) FROM {5} WHERE {1} AND lc_bucket >= ${3} AND lc_bucket < ${4}{2}), 0))::bigint",
             cfg->bucket(), where, live, lo, hi, cfg->delta());
         bridge::AsRole as_owner(owner, SECURITY_RESTRICTED_OPERATION);
         total = run_count(sql, t, v);

@@ -68,15 +68,15 @@ std::string capture_sql(const Config& cfg, TriggerData* td) {
 
     if (TRIGGER_FIRED_BY_UPDATE(td->tg_event)) {
         return fmt::format(
-            "INSERT INTO {0} ({1}, lc_delta) SELECT {1}, sum(lc_s) FROM ("
+            "INSERT INTO {0} ({1}, lc_delta) SELECT {1}, pg_catalog.sum(lc_s) FROM ("
             "SELECT {2}{3}{4} AS lc_live, 1 AS lc_s FROM {5} UNION ALL "
-            "SELECT {2}{3}{4}, -1 FROM {6}) x GROUP BY {7} HAVING sum(lc_s) <> 0",
+            "SELECT {2}{3}{4}, -1 FROM {6}) x GROUP BY {7} HAVING pg_catalog.sum(lc_s) <> 0",
             cfg.delta(), columns, fmt::format("{}{}", dims, sep),
             cfg.has_time() ? bucket + " AS lc_bucket, " : "", live, bridge::quote_ident(trig->tgnewtable),
             bridge::quote_ident(trig->tgoldtable), group);
     }
     bool insert = TRIGGER_FIRED_BY_INSERT(td->tg_event);
-    return fmt::format("INSERT INTO {} ({}, lc_delta) SELECT {}, {}count(*) FROM {} GROUP BY {}", cfg.delta(), columns,
+    return fmt::format("INSERT INTO {} ({}, lc_delta) SELECT {}, {}pg_catalog.count(*) FROM {} GROUP BY {}", cfg.delta(), columns,
                        keys, insert ? "" : "-", bridge::quote_ident(insert ? trig->tgnewtable : trig->tgoldtable),
                        group);
 }

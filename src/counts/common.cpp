@@ -268,7 +268,7 @@ void scan_into_delta(const Config& cfg, Oid rel, int sign) {
     std::string group;
     for (int i = 1; i <= ngroup; ++i) group += (i > 1 ? ", " : "") + std::to_string(i);
     std::string sql = fmt::format(
-        "INSERT INTO {} ({}{}{}lc_live, lc_delta) SELECT {}{}{}{}, count(*) * $2 FROM {} GROUP BY {}",
+        "INSERT INTO {} ({}{}{}lc_live, lc_delta) SELECT {}{}{}{}, pg_catalog.count(*) * $2 FROM {} GROUP BY {}",
         cfg.delta(), dims, sep, cfg.has_time() ? "lc_bucket, " : "", dims, sep,
         cfg.has_time() ? bucket_expression(cfg, 1) + ", " : "", live_expression(rel), table, group);
     Oid types[2] = {INT8OID, INT8OID};
@@ -290,9 +290,9 @@ void rebuild(const Config& cfg) {
         std::string group;
         for (int i = 1; i <= ngroup; ++i) group += (i > 1 ? ", " : "") + std::to_string(i);
         std::string sql = fmt::format(
-            "WITH agg AS (SELECT {0}{1}{2} AS lc_bucket, {3} AS lc_live, count(*) AS lc_n FROM {4} GROUP BY {5}), "
+            "WITH agg AS (SELECT {0}{1}{2} AS lc_bucket, {3} AS lc_live, pg_catalog.count(*) AS lc_n FROM {4} GROUP BY {5}), "
             "b AS (INSERT INTO {6} ({0}{1}lc_bucket, lc_live, lc_n) SELECT {0}{1}lc_bucket, lc_live, lc_n FROM agg) "
-            "INSERT INTO {7} ({0}{1}lc_live, lc_n) SELECT {0}{1}lc_live, sum(lc_n) FROM agg GROUP BY {8}",
+            "INSERT INTO {7} ({0}{1}lc_live, lc_n) SELECT {0}{1}lc_live, pg_catalog.sum(lc_n) FROM agg GROUP BY {8}",
             dims, sep, bucket_expression(cfg, 1), live_expression(cfg.relid), table, group, cfg.bucket(),
             cfg.total(), [&] {
                 std::string g;
@@ -308,7 +308,7 @@ void rebuild(const Config& cfg) {
         std::string group;
         for (int i = 1; i <= ngroup; ++i) group += (i > 1 ? ", " : "") + std::to_string(i);
         std::string sql = fmt::format(
-            "INSERT INTO {} ({}{}lc_live, lc_n) SELECT {}{}{}, count(*) FROM {} GROUP BY {}", cfg.total(), dims, sep,
+            "INSERT INTO {} ({}{}lc_live, lc_n) SELECT {}{}{}, pg_catalog.count(*) FROM {} GROUP BY {}", cfg.total(), dims, sep,
             dims, sep, live_expression(cfg.relid), table, group);
         execute_fresh(sql, 0, nullptr, nullptr);
     }

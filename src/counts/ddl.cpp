@@ -57,7 +57,7 @@ void drop_counts_of(const Config& cfg) {
  * collation their copies in count_N_delta have. */
 void check_columns(const Config& cfg) {
     static bridge::Statement missing(
-        "SELECT d.name FROM unnest($2::text[]) d(name) WHERE NOT EXISTS ("
+        "SELECT d.name FROM pg_catalog.unnest($2::text[]) d(name) WHERE NOT EXISTS ("
         "SELECT 1 FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_attribute x "
         "ON x.attrelid = $3 AND x.attname = a.attname AND NOT x.attisdropped "
         "WHERE a.attrelid = $1 AND a.attname = d.name AND NOT a.attisdropped "

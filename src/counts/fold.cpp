@@ -46,20 +46,20 @@ std::string fold_sql(const Config& cfg) {
     std::string total_keys = fmt::format("{}{}lc_live", dims, sep);
     if (!cfg.has_time()) {
         return moved + fmt::format(
-            "agg AS (SELECT {0}, sum(lc_delta)::bigint AS lc_n FROM moved GROUP BY {1}), "
+            "agg AS (SELECT {0}, pg_catalog.sum(lc_delta)::bigint AS lc_n FROM moved GROUP BY {1}), "
             "t AS (INSERT INTO {2} AS s ({0}, lc_n) SELECT {0}, lc_n FROM agg WHERE lc_n <> 0 "
             "ON CONFLICT ({0}) DO UPDATE SET lc_n = s.lc_n + EXCLUDED.lc_n) "
-            "SELECT (SELECT count(*) FROM moved), (SELECT count(*) FROM agg WHERE lc_n < 0)",
+            "SELECT (SELECT pg_catalog.count(*) FROM moved), (SELECT pg_catalog.count(*) FROM agg WHERE lc_n < 0)",
             total_keys, numbers(nd + 1), cfg.total());
     }
     std::string bucket_keys = fmt::format("{}{}lc_bucket, lc_live", dims, sep);
     return moved + fmt::format(
-        "agg AS (SELECT {0}, sum(lc_delta)::bigint AS lc_n FROM moved GROUP BY {1}), "
+        "agg AS (SELECT {0}, pg_catalog.sum(lc_delta)::bigint AS lc_n FROM moved GROUP BY {1}), "
         "b AS (INSERT INTO {2} AS s ({0}, lc_n) SELECT {0}, lc_n FROM agg WHERE lc_n <> 0 "
         "ON CONFLICT ({0}) DO UPDATE SET lc_n = s.lc_n + EXCLUDED.lc_n), "
-        "t AS (INSERT INTO {3} AS s ({4}, lc_n) SELECT {4}, sum(lc_n)::bigint FROM agg GROUP BY {5} "
-        "HAVING sum(lc_n) <> 0 ON CONFLICT ({4}) DO UPDATE SET lc_n = s.lc_n + EXCLUDED.lc_n) "
-        "SELECT (SELECT count(*) FROM moved), (SELECT count(*) FROM agg WHERE lc_n < 0)",
+        "t AS (INSERT INTO {3} AS s ({4}, lc_n) SELECT {4}, pg_catalog.sum(lc_n)::bigint FROM agg GROUP BY {5} "
+        "HAVING pg_catalog.sum(lc_n) <> 0 ON CONFLICT ({4}) DO UPDATE SET lc_n = s.lc_n + EXCLUDED.lc_n) "
+        "SELECT (SELECT pg_catalog.count(*) FROM moved), (SELECT pg_catalog.count(*) FROM agg WHERE lc_n < 0)",
         bucket_keys, numbers(nd + 2), cfg.bucket(), cfg.total(), total_keys, numbers(nd + 1));
 }
 

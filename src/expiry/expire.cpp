@@ -192,7 +192,7 @@ public:
         /* On a soft-delete table the DELETE keeps the rows: take live ones only
          * (with hide on, the planner hook adds the same test). */
         bool soft_delete = softdelete::lookup(unit.target) != nullptr;
-        std::string expired = fmt::format("{} <= now() - $1{}", col, soft_delete ? " AND deleted_at IS NULL" : "");
+        std::string expired = fmt::format("{} <= pg_catalog.now() - $1{}", col, soft_delete ? " AND deleted_at IS NULL" : "");
         /* $1 after, $2 batch cap, $3/$4 the range: ctid > $3 AND ctid <= $4. */
         std::string direct_sql = fmt::format(
             "DELETE FROM ONLY {0} WHERE ctid > $3 AND ctid <= $4 AND lifecycle._expire_take(ctid, xmax, {1})",
@@ -201,16 +201,16 @@ public:
         std::string candidates_sql = fmt::format(
             "SELECT ctid FROM ONLY {0} WHERE ctid > $3 AND ctid <= $4 AND {1} ORDER BY ctid LIMIT $2 "
             "FOR UPDATE SKIP LOCKED", table, expired);
-        std::string one_sql = fmt::format("DELETE FROM ONLY {0} WHERE ctid = $2 AND {1} <= now() - $1", table, col);
+        std::string one_sql = fmt::format("DELETE FROM ONLY {0} WHERE ctid = $2 AND {1} <= pg_catalog.now() - $1", table, col);
         /* Lock the candidate rows, skipping those held, and delete them:
          * (candidates, last candidate, deleted).  $1 after, $2 the limit. */
         auto lock_and_delete_sql = [&](const std::string& where, const std::string& order_by) {
             return fmt::format(
                 "WITH candidates AS (SELECT ctid FROM ONLY {0} WHERE {1}{2} LIMIT $2 FOR UPDATE SKIP LOCKED), "
                 "deleted AS (DELETE FROM ONLY {0} WHERE ctid = ANY (ARRAY(SELECT ctid FROM candidates)) "
-                "AND {3} <= now() - $1 RETURNING 1) "
-                "SELECT (SELECT count(*) FROM candidates), (SELECT max(ctid) FROM candidates), "
-                "(SELECT count(*) FROM deleted)",
+                "AND {3} <= pg_catalog.now() - $1 RETURNING 1) "
+                "SELECT (SELECT pg_catalog.count(*) FROM candidates), (SELECT pg_catalog.max(ctid) FROM candidates), "
+                "(SELECT pg_catalog.count(*) FROM deleted)",
                 table, where, order_by, col);
         };
         auto locking_sql = [&](bool held_only) {

@@ -22,12 +22,12 @@ namespace {
 
 /* How a session that is no longer live ends: at the moment it died, for the
  * reason it died, unless it was live — then now, for the caller's reason. */
-#define DEAD "(expires_at <= now() OR idle_expires_at <= now())"  /* NULL, not false, when live without idle timeout */
-#define END_AT "CASE WHEN " DEAD " THEN least(expires_at, idle_expires_at) ELSE now() END"
+#define DEAD "(expires_at <= pg_catalog.now() OR idle_expires_at <= pg_catalog.now())"  /* NULL, not false, when live without idle timeout */
+#define END_AT "CASE WHEN " DEAD " THEN least(expires_at, idle_expires_at) ELSE pg_catalog.now() END"
 #define END_REASON                                                                            \
-    "CASE WHEN expires_at <= now() AND expires_at <= coalesce(idle_expires_at, 'infinity') " \
-    "THEN 'expired' WHEN idle_expires_at <= now() THEN 'idle' ELSE $2 END"
-#define WAS_LIVE "(expires_at > now() AND (idle_expires_at IS NULL OR idle_expires_at > now()))"
+    "CASE WHEN expires_at <= pg_catalog.now() AND expires_at <= coalesce(idle_expires_at, 'infinity') " \
+    "THEN 'expired' WHEN idle_expires_at <= pg_catalog.now() THEN 'idle' ELSE $2 END"
+#define WAS_LIVE "(expires_at > pg_catalog.now() AND (idle_expires_at IS NULL OR idle_expires_at > pg_catalog.now()))"
 
 int compare_to_zero(Interval* iv) { return bridge::interval_sign(iv); }
 
@@ -51,7 +51,7 @@ public:
             "end_reason = CASE WHEN s.expires_at <= coalesce(s.idle_expires_at, 'infinity') "
             "THEN 'expired' ELSE 'idle' END "
             "FROM dead WHERE s.session_id = dead.session_id AND s.ended_at IS NULL "
-            "AND (s.expires_at <= now() OR s.idle_expires_at <= now())",
+            "AND (s.expires_at <= pg_catalog.now() OR s.idle_expires_at <= pg_catalog.now())",
             {INT4OID});
         constexpr int batch = 1000;
         Datum limit = Int32GetDatum(batch);
@@ -73,7 +73,7 @@ public:
     worker::BatchResult run_batch(const worker::Unit&) const override {
         static bridge::Statement purge(
             "DELETE FROM lifecycle.sessions WHERE ctid = ANY (ARRAY(SELECT ctid FROM lifecycle.sessions "
-            "WHERE ended_at < now() - $1 LIMIT $2 FOR UPDATE SKIP LOCKED)) AND ended_at < now() - $1",
+            "WHERE ended_at < pg_catalog.now() - $1 LIMIT $2 FOR UPDATE SKIP LOCKED)) AND ended_at < pg_catalog.now() - $1",
             {INTERVALOID, INT4OID});
         constexpr int batch = 1000;
         Datum values[2] = {IntervalPGetDatum(gucs::interval_value(gucs::session_history_retention)),
@@ -117,7 +117,7 @@ LIFECYCLE_FUNCTION(lifecycle_session_create) {
     }
     static bridge::Statement insert(
         "INSERT INTO lifecycle.sessions (user_id, expires_at, idle_timeout, idle_expires_at, device_id, ip, "
-        "user_agent, mfa_verified) VALUES ($1, now() + $2, $3, now() + $3, $4, $5, $6, $7) RETURNING session_id",
+        "user_agent, mfa_verified) VALUES ($1, pg_catalog.now() + $2, $3, pg_catalog.now() + $3, $4, $5, $6, $7) RETURNING session_id",
         {TEXTOID, INTERVALOID, INTERVALOID, TEXTOID, INETOID, TEXTOID, BOOLOID});
     Datum values[7];
     char nulls[8] = "       ";
@@ -142,9 +142,9 @@ LIFECYCLE_FUNCTION(lifecycle_session_create) {
 LIFECYCLE_FUNCTION(lifecycle_session_touch) {
     bridge::require_arg(fcinfo, 0, "session_id");
     static bridge::Statement touch(
-        "UPDATE lifecycle.sessions SET last_activity_at = now(), idle_expires_at = now() + idle_timeout "
-        "WHERE session_id = $1 AND ended_at IS NULL AND expires_at > now() "
-        "AND (idle_expires_at IS NULL OR idle_expires_at > now())",
+        "UPDATE lifecycle.sessions SET last_activity_at = pg_catalog.now(), idle_expires_at = pg_catalog.now() + idle_timeout "
+        "WHERE session_id = $1 AND ended_at IS NULL AND expires_at > pg_catalog.now() "
+        "AND (idle_expires_at IS NULL OR idle_expires_at > pg_catalog.now())",
         {UUIDOID});
     Datum id = PG_GETARG_DATUM(0);
     bridge::SpiConnection spi;
@@ -174,7 +174,7 @@ LIFECYCLE_FUNCTION(lifecycle_sessions_end_user) {
     static bridge::Statement end_all(
         "WITH ended AS (UPDATE lifecycle.sessions SET ended_at = " END_AT ", end_reason = " END_REASON
         " WHERE user_id = $1 AND ended_at IS NULL RETURNING " WAS_LIVE " AS live) "
-        "SELECT count(*) FILTER (WHERE live) FROM ended",
+        "SELECT pg_catalog.count(*) FILTER (WHERE live) FROM ended",
         {TEXTOID, TEXTOID});
     Datum values[2] = {PG_GETARG_DATUM(0), PG_GETARG_DATUM(1)};
     bridge::SpiConnection spi;

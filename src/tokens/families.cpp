@@ -226,7 +226,7 @@ void revoke_for_reuse(const Bytes16& family_id, const Family& f, const char* cau
         "WITH revoked AS (UPDATE lifecycle.token_family_state SET revoked_at = $1, "
         "                 revoked_reason = 'reuse_detected' WHERE family_id = $3) "
         "INSERT INTO lifecycle.security_events (occurred_at, event_type, severity, user_id, family_id, detail) "
-        "VALUES ($1, 'token_reuse_detected', 'high', $2, $3, jsonb_strip_nulls(jsonb_build_object("
+        "VALUES ($1, 'token_reuse_detected', 'high', $2, $3, jsonb_strip_nulls(pg_catalog.jsonb_build_object("
         "'cause', $4::text, 'presented_generation', $5::integer, 'current_generation', $6::integer, "
         "'seconds_since_rotation', extract(epoch FROM $1 - $7::timestamptz)::float8, "
         "'grace_seconds', extract(epoch FROM $8::interval)::float8, "
@@ -285,7 +285,7 @@ std::optional<std::pair<int32, Datum>> rotate_if_current(const Bytes16& family_i
         "            RETURNING family_id, generation, user_id), "
         "device AS (INSERT INTO lifecycle.security_events (occurred_at, event_type, severity, user_id, "
         "           family_id, detail) SELECT $4, 'token_device_changed', 'medium', r.user_id, r.family_id, "
-        "           jsonb_build_object('previous_device_fingerprint', b.device_fingerprint, "
+        "           pg_catalog.jsonb_build_object('previous_device_fingerprint', b.device_fingerprint, "
         "                              'device_fingerprint', $6::text, 'generation', r.generation) "
         "           FROM rotated r, before b WHERE b.device_fingerprint <> $6) "
         "SELECT generation, user_id FROM rotated",
@@ -534,10 +534,10 @@ LIFECYCLE_FUNCTION(lifecycle_token_families_revoke_user) {
         "WITH revoked AS (UPDATE lifecycle.token_family_state SET revoked_at = $3, revoked_reason = $2 "
         "                 WHERE user_id = $1 AND revoked_at IS NULL AND expires_at > $3 RETURNING family_id), "
         "event AS (INSERT INTO lifecycle.security_events (occurred_at, event_type, severity, user_id, detail) "
-        "          SELECT $3, 'token_families_revoked', 'info', $1, jsonb_build_object('reason', $2::text, "
-        "                 'families', count(*), 'family_ids', coalesce(jsonb_agg(family_id ORDER BY family_id), "
+        "          SELECT $3, 'token_families_revoked', 'info', $1, pg_catalog.jsonb_build_object('reason', $2::text, "
+        "                 'families', pg_catalog.count(*), 'family_ids', coalesce(pg_catalog.jsonb_agg(family_id ORDER BY family_id), "
         "                 '[]')) FROM revoked) "
-        "SELECT count(*) FROM revoked",
+        "SELECT pg_catalog.count(*) FROM revoked",
         {TEXTOID, TEXTOID, TIMESTAMPTZOID});
     Datum values[3] = {PG_GETARG_DATUM(0), PG_GETARG_DATUM(1),
                        TimestampTzGetDatum(GetCurrentStatementStartTimestamp())};

@@ -59,13 +59,13 @@ public:
     worker::BatchResult run_batch(const worker::Unit&) const override {
         static bridge::Statement purge(
             "WITH doomed AS (SELECT family_id FROM lifecycle.token_family_state "
-            "                 WHERE least(revoked_at, expires_at) < now() - $1 "
+            "                 WHERE least(revoked_at, expires_at) < pg_catalog.now() - $1 "
             "                 LIMIT $2 FOR UPDATE SKIP LOCKED), "
             "families AS (DELETE FROM lifecycle.token_family_state f USING doomed d "
-            "              WHERE f.family_id = d.family_id AND least(f.revoked_at, f.expires_at) < now() - $1 "
+            "              WHERE f.family_id = d.family_id AND least(f.revoked_at, f.expires_at) < pg_catalog.now() - $1 "
             "              RETURNING f.family_id), "
             "chain AS (DELETE FROM lifecycle.token_chain c USING families f WHERE c.family_id = f.family_id) "
-            "SELECT count(*) FROM families",
+            "SELECT pg_catalog.count(*) FROM families",
             {INTERVALOID, INT4OID});
         constexpr int batch = 500;
         Interval keep = retention_value;

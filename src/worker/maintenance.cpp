@@ -70,7 +70,7 @@ public:
     BatchResult run_batch(const Unit&) const override {
         static bridge::Statement purge(
             "DELETE FROM lifecycle.job_runs WHERE id IN (SELECT id FROM lifecycle.job_runs "
-            "WHERE finished_at < now() - $1 ORDER BY id LIMIT $2)",
+            "WHERE finished_at < pg_catalog.now() - $1 ORDER BY id LIMIT $2)",
             {INTERVALOID, INT4OID});
         constexpr int batch = 5000;
         Datum values[2] = {IntervalPGetDatum(gucs::interval_value(gucs::history_retention)), Int32GetDatum(batch)};

@@ -247,8 +247,11 @@ SELECT lifecycle.expire_disable('slow');
 -- The row cap of a batch is internal to it.
 SELECT err($$SELECT lifecycle._expire_take('(0,1)', '0', true)$$);
 
--- Dropping a table or its expiry column forgets the registration.
+-- Dropping a table forgets the registration; dropping its expiry column is
+-- refused (see below), after expire_disable it is fine.
 DROP TABLE grace;
+SELECT err('ALTER TABLE daily DROP COLUMN valid_until') AS drop_expiry_column;
+SELECT lifecycle.expire_disable('daily');
 ALTER TABLE daily DROP COLUMN valid_until;
 SELECT tbl FROM lifecycle.expire_tables ORDER BY tbl::text;
 
@@ -263,3 +266,23 @@ DROP SEQUENCE once;
 DROP FUNCTION refuse_delete(), note_deleter(), log_code_deletes(), time_out_once(), log_otp_delete(), slow_delete();
 REVOKE USAGE ON SCHEMA public FROM lifecycle_app;
 DROP ROLE lifecycle_app;
+
+-- DDL on an expiry table: a renamed expiry column is followed; dropping it or
+-- giving it a type that is not a timestamp is refused (55000, with a hint).
+CREATE TABLE ddl_tokens (id int PRIMARY KEY, valid_until timestamptz, note text);
+INSERT INTO ddl_tokens VALUES (1, now() - interval '1 day', 'old'), (2, now() + interval '1 day', 'new');
+SELECT lifecycle.expire_enable('ddl_tokens', 'valid_until');
+ALTER TABLE ddl_tokens RENAME COLUMN valid_until TO expires_on;
+SELECT column_name FROM lifecycle.expire_tables WHERE tbl = 'ddl_tokens'::regclass;
+SELECT rows FROM lifecycle.run_maintenance() WHERE task = 'expire' AND target = 'ddl_tokens'::regclass;
+SELECT id FROM ddl_tokens ORDER BY id;
+SELECT err('ALTER TABLE ddl_tokens DROP COLUMN expires_on') AS drop_expiry_column;
+SELECT err('ALTER TABLE ddl_tokens DROP COLUMN expires_on CASCADE') AS drop_expiry_column_cascade;
+SELECT err('ALTER TABLE ddl_tokens ALTER COLUMN expires_on TYPE text') AS retype_to_text;
+ALTER TABLE ddl_tokens ALTER COLUMN expires_on TYPE timestamp;                 -- still a timestamp
+ALTER TABLE ddl_tokens DROP COLUMN note;                                      -- other DDL is fine
+ALTER TABLE ddl_tokens RENAME TO ddl_tokens2;
+SELECT tbl, column_name FROM lifecycle.expire_tables WHERE tbl = 'ddl_tokens2'::regclass;
+SELECT lifecycle.expire_disable('ddl_tokens2');
+ALTER TABLE ddl_tokens2 DROP COLUMN expires_on;
+DROP TABLE ddl_tokens2;

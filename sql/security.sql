@@ -17,7 +17,7 @@ CREATE ROLE regress_lc_alice LOGIN;
 CREATE ROLE regress_lc_mallory LOGIN;
 GRANT CREATE ON SCHEMA public TO regress_lc_alice, regress_lc_mallory;
 
-CREATE FUNCTION public.err(sql text) RETURNS text LANGUAGE plpgsql AS $$
+CREATE FUNCTION public.sec_err(sql text) RETURNS text LANGUAGE plpgsql AS $$
 DECLARE st text; msg text; det text; hnt text;
 BEGIN
     EXECUTE sql;
@@ -112,19 +112,19 @@ SELECT p.proname, has_function_privilege('regress_lc_mallory', p.oid, 'EXECUTE')
 SELECT id AS a_events_id FROM lifecycle.count_tables WHERE tbl::oid = 'a_events'::regclass::oid \gset
 \c - regress_lc_mallory
 CREATE TABLE m_fake (x point, y point, z point);
-SELECT err(format($$CREATE TRIGGER fake AFTER INSERT ON m_fake REFERENCING NEW TABLE AS n FOR EACH STATEMENT
+SELECT sec_err(format($$CREATE TRIGGER fake AFTER INSERT ON m_fake REFERENCING NEW TABLE AS n FOR EACH STATEMENT
                     EXECUTE FUNCTION lifecycle.count_capture(%L, '', '', 'x')$$, :a_events_id)) AS capture_trigger;
-SELECT err($$CREATE TRIGGER fake2 BEFORE TRUNCATE ON m_fake EXECUTE FUNCTION lifecycle.count_truncate('1')$$) AS truncate_trigger;
-SELECT err($$CREATE TRIGGER fake3 BEFORE DELETE ON m_fake FOR EACH ROW EXECUTE FUNCTION lifecycle.soft_delete_guard()$$) AS guard_trigger;
-SELECT err($$CREATE TRIGGER fake4 AFTER UPDATE ON m_fake FOR EACH ROW EXECUTE FUNCTION lifecycle.soft_delete_cascade()$$) AS cascade_trigger;
+SELECT sec_err($$CREATE TRIGGER fake2 BEFORE TRUNCATE ON m_fake EXECUTE FUNCTION lifecycle.count_truncate('1')$$) AS truncate_trigger;
+SELECT sec_err($$CREATE TRIGGER fake3 BEFORE DELETE ON m_fake FOR EACH ROW EXECUTE FUNCTION lifecycle.soft_delete_guard()$$) AS guard_trigger;
+SELECT sec_err($$CREATE TRIGGER fake4 AFTER UPDATE ON m_fake FOR EACH ROW EXECUTE FUNCTION lifecycle.soft_delete_cascade()$$) AS cascade_trigger;
 \c - :su
 -- Even a trigger a superuser puts on a table that is not counted, pointing at
 -- another table's count id with other types, neither crashes nor writes there.
 CREATE TABLE not_counted (kind point);
-SELECT err(format($$CREATE TRIGGER fake AFTER INSERT ON not_counted REFERENCING NEW TABLE AS n FOR EACH STATEMENT
+SELECT sec_err(format($$CREATE TRIGGER fake AFTER INSERT ON not_counted REFERENCING NEW TABLE AS n FOR EACH STATEMENT
                     EXECUTE FUNCTION lifecycle.count_capture(%L, '', '', 'kind')$$, :a_events_id)) AS superuser_trigger;
-SELECT err($$INSERT INTO not_counted VALUES ('(1,2)')$$) AS insert_into_not_counted;
-SELECT err($$INSERT INTO not_counted SELECT point(g, g) FROM generate_series(1, 100) g$$) AS bulk_insert_into_not_counted;
+SELECT sec_err($$INSERT INTO not_counted VALUES ('(1,2)')$$) AS insert_into_not_counted;
+SELECT sec_err($$INSERT INTO not_counted SELECT point(g, g) FROM generate_series(1, 100) g$$) AS bulk_insert_into_not_counted;
 SELECT lifecycle.count('a_events') = (SELECT count(*) FROM a_events) AS a_events_exact;
 DROP TABLE not_counted;
 
@@ -146,9 +146,9 @@ CREATE FUNCTION a_cleanup(int) RETURNS bigint LANGUAGE sql SECURITY DEFINER
 GRANT EXECUTE ON FUNCTION a_cleanup(int) TO regress_lc_mallory;
 \c - regress_lc_mallory
 SET lifecycle.hard_delete = on;
-SELECT err('DELETE FROM public.a_kept WHERE id = 3') AS direct;
-SELECT err('DELETE FROM m_parent WHERE id = 1') AS through_cascade;
-SELECT err('SELECT public.a_cleanup(2)') AS through_security_definer;
+SELECT sec_err('DELETE FROM public.a_kept WHERE id = 3') AS direct;
+SELECT sec_err('DELETE FROM m_parent WHERE id = 1') AS through_cascade;
+SELECT sec_err('SELECT public.a_cleanup(2)') AS through_security_definer;
 RESET lifecycle.hard_delete;
 \c - regress_lc_alice
 SET lifecycle.include_deleted = on;
@@ -157,7 +157,7 @@ RESET lifecycle.include_deleted;
 -- The owner herself: directly yes, through her own SECURITY DEFINER function or
 -- a cascade no.
 SET lifecycle.hard_delete = on;
-SELECT err('SELECT public.a_cleanup(2)') AS own_security_definer;
+SELECT sec_err('SELECT public.a_cleanup(2)') AS own_security_definer;
 DELETE FROM a_kept WHERE id = 3;
 RESET lifecycle.hard_delete;
 SET lifecycle.include_deleted = on;
@@ -166,8 +166,8 @@ RESET lifecycle.include_deleted;
 \c - :su
 -- Not as a default for a database or a role: that would reach the worker and
 -- every session with the wrong identity.
-SELECT err($$ALTER ROLE regress_lc_alice SET lifecycle.hard_delete = on$$) AS role_default;
-SELECT err(format('ALTER DATABASE %I SET lifecycle.hard_delete = on', current_database())) AS database_default;
+SELECT sec_err($$ALTER ROLE regress_lc_alice SET lifecycle.hard_delete = on$$) AS role_default;
+SELECT sec_err(format('ALTER DATABASE %I SET lifecycle.hard_delete = on', current_database())) AS database_default;
 -- run_maintenance expires rows of a soft-delete table softly, whoever asks.
 \c - regress_lc_alice
 CREATE TABLE a_tokens (id int PRIMARY KEY, expires_at timestamptz);
@@ -189,41 +189,41 @@ SELECT prosecdef, proconfig FROM pg_proc WHERE oid = 'lifecycle.run_maintenance'
 CREATE TABLE a_doc (id int PRIMARY KEY, title text);
 INSERT INTO a_doc VALUES (1, 'one'), (2, 'two');
 SELECT lifecycle.soft_delete_enable('a_doc');
-SELECT err('ALTER TABLE a_doc DROP COLUMN deleted_at') AS drop_deleted_at;
-SELECT err('ALTER TABLE a_doc DROP COLUMN deleted_at CASCADE') AS drop_deleted_at_cascade;
-SELECT err('ALTER TABLE a_doc DROP COLUMN delete_event') AS drop_delete_event;
-SELECT err('ALTER TABLE a_doc DROP COLUMN deleted_by') AS drop_deleted_by;
-SELECT err('ALTER TABLE a_doc ALTER COLUMN delete_event TYPE text') AS retype_delete_event;
-SELECT err('ALTER TABLE a_doc ALTER COLUMN deleted_at TYPE timestamp') AS retype_deleted_at;
-SELECT err('ALTER TABLE a_doc RENAME COLUMN deleted_at TO removed_at') AS rename_deleted_at;
-SELECT err('DROP TRIGGER lifecycle_soft_delete_guard ON a_doc') AS drop_guard;
-SELECT err('DROP TRIGGER lifecycle_soft_delete_cascade ON a_doc') AS drop_cascade;
-SELECT err('ALTER TABLE a_doc DISABLE TRIGGER lifecycle_soft_delete_guard') AS disable_guard;
-SELECT err('ALTER TABLE a_doc DISABLE TRIGGER ALL') AS disable_all;
-SELECT err('ALTER TRIGGER lifecycle_soft_delete_guard ON a_doc RENAME TO x') AS rename_guard;
+SELECT sec_err('ALTER TABLE a_doc DROP COLUMN deleted_at') AS drop_deleted_at;
+SELECT sec_err('ALTER TABLE a_doc DROP COLUMN deleted_at CASCADE') AS drop_deleted_at_cascade;
+SELECT sec_err('ALTER TABLE a_doc DROP COLUMN delete_event') AS drop_delete_event;
+SELECT sec_err('ALTER TABLE a_doc DROP COLUMN deleted_by') AS drop_deleted_by;
+SELECT sec_err('ALTER TABLE a_doc ALTER COLUMN delete_event TYPE text') AS retype_delete_event;
+SELECT sec_err('ALTER TABLE a_doc ALTER COLUMN deleted_at TYPE timestamp') AS retype_deleted_at;
+SELECT sec_err('ALTER TABLE a_doc RENAME COLUMN deleted_at TO removed_at') AS rename_deleted_at;
+SELECT sec_err('DROP TRIGGER lifecycle_soft_delete_guard ON a_doc') AS drop_guard;
+SELECT sec_err('DROP TRIGGER lifecycle_soft_delete_cascade ON a_doc') AS drop_cascade;
+SELECT sec_err('ALTER TABLE a_doc DISABLE TRIGGER lifecycle_soft_delete_guard') AS disable_guard;
+SELECT sec_err('ALTER TABLE a_doc DISABLE TRIGGER ALL') AS disable_all;
+SELECT sec_err('ALTER TRIGGER lifecycle_soft_delete_guard ON a_doc RENAME TO x') AS rename_guard;
 -- Other DDL is fine.
 ALTER TABLE a_doc ADD COLUMN body text;
 ALTER TABLE a_doc RENAME COLUMN body TO content;
 -- TRUNCATE, directly or by CASCADE, only with hard_delete as the owner.
-SELECT err('TRUNCATE a_doc') AS truncate_protected;
+SELECT sec_err('TRUNCATE a_doc') AS truncate_protected;
 CREATE TABLE a_plain (id int PRIMARY KEY);
 CREATE TABLE a_ref (id int PRIMARY KEY, plain_id int REFERENCES a_plain);
 SELECT lifecycle.soft_delete_enable('a_ref');
-SELECT err('TRUNCATE a_plain CASCADE') AS truncate_cascade;
+SELECT sec_err('TRUNCATE a_plain CASCADE') AS truncate_cascade;
 CREATE TABLE a_parted (id int, region text, PRIMARY KEY (id, region)) PARTITION BY LIST (region);
 CREATE TABLE a_parted_eu PARTITION OF a_parted FOR VALUES IN ('eu');
 SELECT lifecycle.soft_delete_enable('a_parted');
 CREATE TABLE a_parted_us PARTITION OF a_parted FOR VALUES IN ('us');    -- created after enabling
 INSERT INTO a_parted VALUES (1, 'eu'), (2, 'us');
-SELECT err('TRUNCATE a_parted') AS truncate_partitioned;
-SELECT err('TRUNCATE a_parted_eu') AS truncate_partition;
-SELECT err('TRUNCATE a_parted_us') AS truncate_later_partition;
+SELECT sec_err('TRUNCATE a_parted') AS truncate_partitioned;
+SELECT sec_err('TRUNCATE a_parted_eu') AS truncate_partition;
+SELECT sec_err('TRUNCATE a_parted_us') AS truncate_later_partition;
 SET lifecycle.include_deleted = on;
 SELECT (SELECT count(*) FROM a_doc) AS doc_rows, (SELECT count(*) FROM a_parted) AS parted_rows;
 RESET lifecycle.include_deleted;
 \c - regress_lc_mallory
 SET lifecycle.hard_delete = on;
-SELECT err('TRUNCATE public.a_doc') AS mallory_truncate;   -- no TRUNCATE privilege anyway
+SELECT sec_err('TRUNCATE public.a_doc') AS mallory_truncate;   -- no TRUNCATE privilege anyway
 \c - regress_lc_alice
 SET lifecycle.hard_delete = on;
 TRUNCATE a_parted_us;
@@ -231,10 +231,10 @@ RESET lifecycle.hard_delete;
 SELECT count(*) AS parted_after_owner_truncate FROM a_parted;
 -- An upsert or MERGE never modifies a hidden row silently.
 DELETE FROM a_doc WHERE id = 1;
-SELECT err($$INSERT INTO a_doc (id, title) VALUES (1, 'upserted') ON CONFLICT (id) DO UPDATE SET title = EXCLUDED.title$$) AS upsert_hidden;
+SELECT sec_err($$INSERT INTO a_doc (id, title) VALUES (1, 'upserted') ON CONFLICT (id) DO UPDATE SET title = EXCLUDED.title$$) AS upsert_hidden;
 INSERT INTO a_doc (id, title) VALUES (1, 'ignored') ON CONFLICT (id) DO NOTHING;
 INSERT INTO a_doc (id, title) VALUES (2, 'upserted') ON CONFLICT (id) DO UPDATE SET title = EXCLUDED.title;
-SELECT err($$MERGE INTO a_doc d USING (VALUES (1, 'merged')) v(id, title) ON d.id = v.id
+SELECT sec_err($$MERGE INTO a_doc d USING (VALUES (1, 'merged')) v(id, title) ON d.id = v.id
              WHEN MATCHED THEN UPDATE SET title = v.title$$) AS merge_hidden;
 SET lifecycle.include_deleted = on;
 SELECT id, title, deleted_at IS NOT NULL AS deleted FROM a_doc ORDER BY id;
@@ -298,5 +298,5 @@ DROP OWNED BY regress_lc_alice, regress_lc_mallory CASCADE;
 DROP ROLE regress_lc_alice;
 DROP ROLE regress_lc_mallory;
 DROP TABLE public.pwned;
-DROP FUNCTION public.err(text);
+DROP FUNCTION public.sec_err(text);
 RESET client_min_messages;

@@ -6,6 +6,7 @@
 #include "bridge/spi.hpp"
 #include "counts/counts.hpp"
 #include "expiry/expiry.hpp"
+#include "extension/extension.hpp"
 #include "gucs.hpp"
 #include "softdelete/softdelete.hpp"
 #include "tokens/tokens.hpp"
@@ -159,6 +160,7 @@ void init_cpp() {
     if (process_shared_preload_libraries_in_progress) {
         worker::register_launcher();
         worker::install_utility_hook();
+        extension::install_utility_hook();
     }
 }
 

@@ -534,3 +534,99 @@ LIFECYCLE_FUNCTION(lifecycle_count_bucket) {
     if (stride <= 0) throw Error(sqlstate::invalid_parameter_value, "bucket width must be positive");
     PG_RETURN_TIMESTAMPTZ(bucket_start(PG_GETARG_TIMESTAMPTZ(0), stride));
 }
+
+namespace pg_lifecycle::counts {
+
+/* A trigger of ours was created on `rel` by somebody else than our own code
+ * (pg_restore of a schema-only or --schema dump, which has our triggers but
+ * not our configuration): attach the counts again under the trigger's id, from
+ * its arguments (id, time column, bucket, dimensions), and fill the summaries
+ * from the table's rows.  Refused (55000) when that cannot be done. */
+void reattach_after_restore(Oid rel, const std::string& trigger_name, const std::vector<std::string>& args) {
+    if (own_ddl_depth > 0 || config_for_relation(rel) != nullptr) return;  /* ours, or attached already */
+    std::string table = relation_display_name(rel);
+    int id = 0;
+    if (std::sscanf(trigger_name.c_str(), "lifecycle_count_%d_", &id) != 1 || id <= 0) return;
+    bridge::SpiConnection spi;
+    /* A partition of a table counted under that id: register the partition. */
+    if (auto root = load_config_by_id(id); root && root->relid != rel) {
+        bool partition_of = pg_call([rel, r = root->relid] {
+            return get_rel_relispartition(rel) && list_member_oid(get_partition_ancestors(rel), r);
+        });
+        if (!partition_of) {
+            throw Error(sqlstate::wrong_object_state,
+                        fmt::format("trigger \"{}\" on table {} belongs to the counts of table {}", trigger_name, table,
+                                    relation_display_name(root->relid)),
+                        "pg_lifecycle's count ids differ between the dumped database and this one.",
+                        "Restore a full dump (which has the extension's configuration), or drop the trigger and call "
+                        "lifecycle.count_enable on the table.");
+        }
+        register_part(*root, rel);
+        return;
+    }
+    if (args.size() < 3) {
+        throw Error(sqlstate::wrong_object_state,
+                    fmt::format("table {} has pg_lifecycle's count trigger \"{}\" but is not counted", table,
+                                trigger_name),
+                    "Its configuration was not restored (a schema-only or partial dump?).",
+                    fmt::format("Drop its lifecycle_count_{}_* triggers and call lifecycle.count_enable('{}').", id,
+                                table));
+    }
+    bridge::require_owner(rel, "count its rows");
+    Config cfg;
+    cfg.id = id;
+    cfg.relid = rel;
+    cfg.time_column = args[1];
+    cfg.bucket_text = args[2];
+    for (size_t i = 3; i < args.size(); ++i) cfg.dims.push_back(args[i]);
+    if (cfg.has_time()) cfg.bucket_usecs = bucket_usecs_of(cfg.bucket_text);
+    cfg.live_column = pg_call([rel] { return get_attnum(rel, "deleted_at"); }) > 0;
+
+    OwnDdl own;
+    {
+        static bridge::Statement insert(
+            "INSERT INTO lifecycle.count_tables (id, tbl, dimensions, time_column, bucket, live_column) "
+            "VALUES ($1, $2, $3::pg_catalog.name[], $4, $5::pg_catalog.interval, $6)",
+            {INT4OID, REGCLASSOID, TEXTARRAYOID, NAMEOID, TEXTOID, BOOLOID});
+        Datum dims = pg_call([&cfg] {
+            Datum* elems = static_cast<Datum*>(palloc(sizeof(Datum) * (cfg.dims.size() + 1)));
+            for (size_t i = 0; i < cfg.dims.size(); ++i) elems[i] = CStringGetTextDatum(cfg.dims[i].c_str());
+            return PointerGetDatum(
+                construct_array(elems, static_cast<int>(cfg.dims.size()), TEXTOID, -1, false, TYPALIGN_INT));
+        });
+        Datum values[6] = {Int32GetDatum(id), ObjectIdGetDatum(rel), dims,
+                           cfg.has_time() ? pg_call([&] { return DirectFunctionCall1(namein, CStringGetDatum(cfg.time_column.c_str())); }) : (Datum)0,
+                           cfg.has_time() ? bridge::text_datum(cfg.bucket_text) : (Datum)0, BoolGetDatum(cfg.live_column)};
+        char nulls[7] = "      ";
+        if (!cfg.has_time()) nulls[3] = nulls[4] = 'n';
+        bridge::AsRole ext(bridge::extension_owner());
+        try {
+            insert.execute(values, nulls, false);
+        } catch (const bridge::PgError& e) {
+            if (e.sqlerrcode() != ERRCODE_UNIQUE_VIOLATION) throw;
+            throw Error(sqlstate::wrong_object_state,
+                        fmt::format("cannot attach the counts of table {}: count id {} is in use here", table, id),
+                        "The dump's count ids clash with this database's.",
+                        fmt::format("Drop the table's lifecycle_count_{}_* triggers and call lifecycle.count_enable('{}').",
+                                    id, table));
+        }
+        /* Keep the identity ahead of the ids taken by hand. */
+        bridge::execute_sql("SELECT pg_catalog.setval(pg_catalog.pg_get_serial_sequence('lifecycle.count_tables', "
+                            "'id'), pg_catalog.max(id)) FROM lifecycle.count_tables",
+                            false);
+        if (lifecycle_relation(cfg.table_name("delta")) == InvalidOid) {
+            create_counts_tables(cfg, bridge::relation_owner(rel));
+        }
+    }
+    registry_changed();
+    lock_against_writers(cfg);
+    rebuild(cfg);
+    pg_call([&table] {
+        ereport(WARNING, (errcode(ERRCODE_WARNING),
+                          errmsg("pg_lifecycle attached the counts of table %s again from its trigger", table.c_str()),
+                          errdetail("The table's counting configuration was not in the restored data; the counts "
+                                    "were rebuilt from the table's rows.")));
+    });
+}
+
+}  // namespace pg_lifecycle::counts

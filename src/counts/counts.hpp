@@ -144,6 +144,10 @@ std::string relation_display_name(Oid relid);
 
 void register_fold_task();
 
+/* Our count trigger `trigger_name` (with these arguments) was created on rel
+ * by a restore: attach the counts again (api.cpp). */
+void reattach_after_restore(Oid rel, const std::string& trigger_name, const std::vector<std::string>& args);
+
 }  // namespace pg_lifecycle::counts
 
 namespace pg_lifecycle::counts {

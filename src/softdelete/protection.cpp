@@ -181,6 +181,39 @@ void install_triggers(Oid relid) {
     }
 }
 
+void reattach_after_restore(Oid relid) {
+    if (own_ddl_depth > 0 || lookup(relid) != nullptr) return; /* ours, or registered already */
+    std::string table = bridge::qualified_relation_name(relid);
+    bridge::require_owner(relid, "enable soft delete on it");
+    for (const Column& col : protected_columns) {
+        AttrNumber att = pg_call([&] { return get_attnum(relid, col.name); });
+        if (att == InvalidAttrNumber || pg_call([&] { return get_atttype(relid, att); }) != col.type) {
+            throw Error(sqlstate::wrong_object_state,
+                        fmt::format("table {} gets a soft-delete trigger of pg_lifecycle but has no column \"{}\" of "
+                                    "the type soft delete needs",
+                                    table, col.name),
+                        {}, fmt::format("Call lifecycle.soft_delete_enable('{}') instead.", table));
+        }
+    }
+    {
+        static bridge::Statement insert(
+            "INSERT INTO lifecycle.soft_delete_tables (tbl) VALUES ($1) ON CONFLICT (tbl) DO NOTHING", {REGCLASSOID});
+        bridge::SpiConnection spi;
+        Datum key = ObjectIdGetDatum(relid);
+        bridge::AsRole ext(bridge::extension_owner());
+        insert.execute(&key, nullptr, false);
+    }
+    invalidate(relid);
+    pg_call([&table] {
+        ereport(WARNING,
+                (errcode(ERRCODE_WARNING),
+                 errmsg("pg_lifecycle protects table %s again (soft delete, default settings)", table.c_str()),
+                 errdetail("The table has pg_lifecycle's soft-delete triggers but its registration was not in the "
+                           "restored data: it is registered with hide = true and no retention."),
+                 errhint("Call lifecycle.soft_delete_enable() on it to set hide or a retention.")));
+    });
+}
+
 void remove_triggers(Oid relid) {
     std::string table = bridge::qualified_relation_name(relid);
     OwnDdl own;

@@ -89,6 +89,10 @@ bool purge_in_progress();
  * installed and removed as the extension's owner (protection.cpp). */
 void install_triggers(Oid relid);
 void remove_triggers(Oid relid);
+/* One of those triggers was created on relid by somebody else than our own
+ * code (pg_restore of a dump without our configuration): register the table
+ * again, with default settings, so that it is never left unprotected. */
+void reattach_after_restore(Oid relid);
 
 void init();  /* GUC-independent hooks and callbacks, from _PG_init */
 void register_retention_task();

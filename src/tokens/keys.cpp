@@ -169,6 +169,28 @@ struct Recorded {
     std::string fingerprint;
 };
 
+/* Of these key ids, the ones a live family's current token was minted with:
+ * a key missing from the file matters only if tokens issued with it are still
+ * in use (a key minted by a call made before the key file was copied into a
+ * restored cluster, say, may have issued none). */
+std::vector<int> keys_in_use(const std::vector<int>& ids) {
+    static bridge::Statement in_use(
+        "SELECT DISTINCT current_key FROM lifecycle.token_family_state "
+        "WHERE current_key OPERATOR(pg_catalog.=) ANY ($1) AND revoked_at IS NULL "
+        "AND expires_at OPERATOR(pg_catalog.>) pg_catalog.now() ORDER BY 1",
+        {INT2ARRAYOID});
+    Datum arr = bridge::pg_call([&ids] {
+        Datum* elems = static_cast<Datum*>(palloc(sizeof(Datum) * (ids.size() + 1)));
+        for (size_t i = 0; i < ids.size(); ++i) elems[i] = Int16GetDatum(static_cast<int16>(ids[i]));
+        return PointerGetDatum(construct_array(elems, static_cast<int>(ids.size()), INT2OID, sizeof(int16), true,
+                                               TYPALIGN_SHORT));
+    });
+    in_use.execute(&arr, nullptr, true);
+    std::vector<int> out;
+    for (uint64 i = 0; i < bridge::processed_rows(); ++i) out.push_back(static_cast<int>(*bridge::result_int64(i, 1)));
+    return out;
+}
+
 std::vector<Recorded> recorded_fingerprints() {
     static bridge::Statement select_fps(
         "SELECT key_id, fingerprint FROM lifecycle.token_key_fingerprints ORDER BY key_id", {});
@@ -420,12 +442,13 @@ const std::vector<KeyEntry>& ring_for(bool mint) {
             if (fp != r.fingerprint) mismatch(k->id, fp, r.fingerprint);
         }
     }
+    if (!missing.empty()) missing = keys_in_use(missing);
     if (!missing.empty() && cache.warned_version != cache.version) {
         cache.warned_version = cache.version;
         std::string ids;
         for (int id : missing) ids += (ids.empty() ? "" : ", ") + std::to_string(id);
-        std::string msg = fmt::format("refresh-token key(s) {} of this database are missing from \"{}\"", ids,
-                                      key_file_path());
+        std::string msg = fmt::format("refresh-token key(s) {} of this database, with which live tokens were "
+                                      "issued, are missing from \"{}\"", ids, key_file_path());
         pg_call([&msg] {
             ereport(WARNING, (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE), errmsg("%s", msg.c_str()),
                               errdetail("Tokens issued with them are rejected as invalid."),

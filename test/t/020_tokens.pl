@@ -149,7 +149,7 @@ my $saved = $key_text;
 unlink key_file($node) or die;
 ($rc, $stdout, $stderr) = $node->psql('postgres', "SELECT status FROM lifecycle.token_rotate('$t6')");
 is($stdout, 'invalid', 'missing key: an old token is invalid');
-like($stderr, qr/WARNING:  refresh-token key\(s\) 1 of this database are missing from ".*pg_lifecycle_token\.key"/,
+like($stderr, qr/WARNING:  refresh-token key\(s\) 1 of this database, with which live tokens were issued, are missing from ".*pg_lifecycle_token\.key"/,
      'missing key: a warning names the key and the file');
 like($stderr, qr/HINT:  Copy their lines from the key file of the server that issued them/, '... and the fix');
 is($node->safe_psql('postgres', q{SELECT string_agg(key_id || ' ' || state, ', ' ORDER BY key_id) FROM lifecycle.token_keys()}),

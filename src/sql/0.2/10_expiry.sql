@@ -28,6 +28,9 @@ CREATE INDEX job_runs_finished_at ON lifecycle.job_runs (finished_at);
 CREATE INDEX job_runs_errors ON lifecycle.job_runs (id) WHERE status = 'error';
 CREATE INDEX job_runs_passes ON lifecycle.job_runs (id) WHERE task = 'pass';
 COMMENT ON TABLE lifecycle.job_runs IS 'pg_lifecycle: history of maintenance passes, kept for lifecycle.history_retention';
+-- The history survives a dump/restore.
+SELECT pg_catalog.pg_extension_config_dump('lifecycle.job_runs', '');
+SELECT pg_catalog.pg_extension_config_dump('lifecycle.job_runs_id_seq', '');
 
 CREATE TABLE lifecycle.sessions (
     session_id       uuid PRIMARY KEY DEFAULT gen_random_uuid(),
@@ -51,6 +54,8 @@ CREATE INDEX sessions_idle_live ON lifecycle.sessions (idle_expires_at)
     WHERE ended_at IS NULL AND idle_expires_at IS NOT NULL;
 CREATE INDEX sessions_ended ON lifecycle.sessions (ended_at) WHERE ended_at IS NOT NULL;
 COMMENT ON TABLE lifecycle.sessions IS 'pg_lifecycle: sessions, live and ended (history kept for lifecycle.session_history_retention)';
+-- Sessions survive a dump/restore: users stay signed in, the history stays.
+SELECT pg_catalog.pg_extension_config_dump('lifecycle.sessions', '');
 
 CREATE FUNCTION lifecycle.expire_enable(tbl regclass, column_name name, after interval DEFAULT '0',
                                         batch_size integer DEFAULT 1000)
@@ -131,15 +136,65 @@ BEGIN
 END $$;
 REVOKE EXECUTE ON FUNCTION lifecycle.health() FROM PUBLIC;
 
--- Forget registrations of dropped tables and columns.
+-- A dropped table takes its registration with it; dropping the expiry column
+-- of a table that stays is refused (the worker could not expire its rows).
 CREATE FUNCTION lifecycle.on_sql_drop() RETURNS event_trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    r record;
 BEGIN
     IF EXISTS (SELECT 1 FROM pg_event_trigger_dropped_objects() WHERE classid = 'pg_class'::regclass) THEN
-        DELETE FROM lifecycle.expire_tables e
-         WHERE NOT EXISTS (SELECT 1 FROM pg_attribute a
-                            WHERE a.attrelid = e.tbl AND a.attname = e.column_name AND NOT a.attisdropped);
+        DELETE FROM lifecycle.expire_tables e WHERE NOT EXISTS (SELECT 1 FROM pg_class c WHERE c.oid = e.tbl::oid);
+        FOR r IN SELECT e.tbl, e.column_name FROM lifecycle.expire_tables e
+                  WHERE NOT EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = e.tbl::oid
+                                       AND a.attname = e.column_name AND NOT a.attisdropped)
+        LOOP
+            RAISE EXCEPTION 'column "%" of table % is the expiry column of pg_lifecycle', r.column_name, r.tbl
+                USING ERRCODE = '55000',
+                      DETAIL = 'The worker deletes the table''s rows whose expiry column has passed.',
+                      HINT = format('Call lifecycle.expire_disable(%L) first.', r.tbl::text);
+        END LOOP;
     END IF;
 END $$;
 REVOKE EXECUTE ON FUNCTION lifecycle.on_sql_drop() FROM PUBLIC;
 CREATE EVENT TRIGGER lifecycle_sql_drop ON sql_drop EXECUTE FUNCTION lifecycle.on_sql_drop();
+
+-- An expiry column renamed is followed; retyped to something that is not a
+-- timestamp, refused.
+CREATE FUNCTION lifecycle.on_ddl_end_expiry() RETURNS event_trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    r record;
+    renamed name;
+BEGIN
+    FOR r IN SELECT e.tbl, e.column_name FROM lifecycle.expire_tables e
+              WHERE EXISTS (SELECT 1 FROM pg_class c WHERE c.oid = e.tbl::oid)
+                AND NOT EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = e.tbl::oid
+                                   AND a.attname = e.column_name AND NOT a.attisdropped)
+    LOOP
+        SELECT a.attname INTO renamed
+          FROM pg_event_trigger_ddl_commands() d
+          JOIN pg_attribute a ON a.attrelid = d.objid AND a.attnum = d.objsubid
+         WHERE d.classid = 'pg_class'::regclass AND d.objid = r.tbl::oid AND d.objsubid > 0
+           AND NOT a.attisdropped
+         LIMIT 1;
+        IF renamed IS NULL THEN
+            RAISE EXCEPTION 'column "%" of table % is the expiry column of pg_lifecycle', r.column_name, r.tbl
+                USING ERRCODE = '55000', HINT = format('Call lifecycle.expire_disable(%L) first.', r.tbl::text);
+        END IF;
+        UPDATE lifecycle.expire_tables SET column_name = renamed WHERE tbl = r.tbl;
+    END LOOP;
+    FOR r IN SELECT e.tbl, e.column_name, format_type(a.atttypid, a.atttypmod) AS type
+               FROM lifecycle.expire_tables e JOIN pg_attribute a ON a.attrelid = e.tbl::oid
+                AND a.attname = e.column_name AND NOT a.attisdropped
+              WHERE a.atttypid NOT IN ('timestamptz'::regtype, 'timestamp'::regtype, 'date'::regtype)
+    LOOP
+        RAISE EXCEPTION 'column "%" of table % is the expiry column of pg_lifecycle and must stay a timestamp',
+                        r.column_name, r.tbl
+            USING ERRCODE = '55000', DETAIL = format('Its type would be %s.', r.type),
+                  HINT = format('Call lifecycle.expire_disable(%L) first.', r.tbl::text);
+    END LOOP;
+END $$;
+REVOKE EXECUTE ON FUNCTION lifecycle.on_ddl_end_expiry() FROM PUBLIC;
+CREATE EVENT TRIGGER lifecycle_ddl_end_expiry ON ddl_command_end WHEN TAG IN ('ALTER TABLE')
+    EXECUTE FUNCTION lifecycle.on_ddl_end_expiry();

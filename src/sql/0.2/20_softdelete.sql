@@ -16,6 +16,8 @@ GRANT SELECT ON lifecycle.soft_delete_tables TO PUBLIC;   -- which tables are pr
 
 -- One delete_event id per soft-deleting statement (its cascade shares it).
 CREATE SEQUENCE lifecycle.delete_event_seq;
+-- Dumped: after a restore new delete events never reuse an old event's id.
+SELECT pg_catalog.pg_extension_config_dump('lifecycle.delete_event_seq', '');
 GRANT USAGE ON SEQUENCE lifecycle.delete_event_seq TO PUBLIC;
 
 CREATE FUNCTION lifecycle.soft_delete_enable(tbl regclass, retention interval DEFAULT NULL, hide boolean DEFAULT true)

@@ -120,8 +120,30 @@ SELECT lifecycle.session_touch(:'s8'), lifecycle.session_end(:'s8', 'logout');
 SELECT err($$SELECT count(*) FROM lifecycle.sessions$$);
 SELECT err($$UPDATE lifecycle.sessions SET expires_at = 'infinity'$$);
 RESET ROLE;
+-- session_validate: touch and return the live session (no row when dead);
+-- user_sessions: the user's live sessions, newest first.  Also for the app role.
+GRANT EXECUTE ON FUNCTION lifecycle.session_validate(uuid), lifecycle.user_sessions(text) TO session_app;
+SET ROLE session_app;
+SELECT lifecycle.session_create('grace', '1 hour', idle_timeout => '10 minutes', device_id => 'phone',
+                                mfa_verified => true) AS g1 \gset
+SELECT lifecycle.session_create('grace', '1 hour', device_id => 'laptop') AS g2 \gset
+SELECT user_id, device_id, mfa_verified, session_id = :'g1' AS same_id, expires_at > now() AS live
+  FROM lifecycle.session_validate(:'g1');
+SELECT device_id FROM lifecycle.user_sessions('grace');                  -- newest first
+SELECT lifecycle.session_end(:'g2', 'logout');
+SELECT count(*) AS validate_ended FROM lifecycle.session_validate(:'g2');
+SELECT device_id FROM lifecycle.user_sessions('grace');
+SELECT count(*) AS unknown FROM lifecycle.session_validate('00000000-0000-0000-0000-000000000000');
+SELECT count(*) AS nobody FROM lifecycle.user_sessions('nobody');
+RESET ROLE;
+-- An idle session is dead for session_validate at once, as for session_touch.
+UPDATE lifecycle.sessions SET last_activity_at = now() - interval '11 minutes',
+                              idle_expires_at = now() - interval '1 minute' WHERE session_id = :'g1';
+SELECT count(*) AS validate_idle FROM lifecycle.session_validate(:'g1');
+SELECT count(*) AS listed_idle FROM lifecycle.user_sessions('grace');
 REVOKE ALL ON FUNCTION lifecycle.session_create(text, interval, interval, text, inet, text, boolean),
                        lifecycle.session_touch(uuid), lifecycle.session_end(uuid, text),
-                       lifecycle.sessions_end_user(text, text) FROM session_app;
+                       lifecycle.sessions_end_user(text, text), lifecycle.session_validate(uuid),
+                       lifecycle.user_sessions(text) FROM session_app;
 DROP ROLE session_app;
 DELETE FROM lifecycle.sessions;

@@ -287,6 +287,27 @@ SELECT count(*) FROM lifecycle.soft_delete_tables WHERE tbl::text = 'links';
 SELECT 'lifecycle.soft_delete_tables'::regclass::oid = ANY (extconfig) AS dumped
   FROM pg_extension WHERE extname = 'pg_lifecycle';
 
+-- restore's id as a driver binds it: untyped, text, another integer width, or
+-- a parameter; converted to the key's type (22P02 naming the column otherwise).
+CREATE TABLE bound_ids (id int PRIMARY KEY);
+CREATE TABLE bound_uuids (id uuid PRIMARY KEY);
+INSERT INTO bound_ids SELECT generate_series(1, 6);
+INSERT INTO bound_uuids VALUES ('00000000-0000-0000-0000-00000000000a');
+SELECT lifecycle.soft_delete_enable('bound_ids'), lifecycle.soft_delete_enable('bound_uuids');
+DELETE FROM bound_ids;
+DELETE FROM bound_uuids;
+SELECT lifecycle.restore('bound_ids', '1') AS untyped, lifecycle.restore('bound_ids', '2'::text) AS text_id,
+       lifecycle.restore('bound_ids', '3'::varchar) AS varchar_id, lifecycle.restore('bound_ids', 4::bigint) AS bigint_id,
+       lifecycle.restore('bound_ids', 5::smallint) AS smallint_id;
+PREPARE restore_bound AS SELECT lifecycle.restore('bound_ids', $1);
+EXECUTE restore_bound('6');
+SELECT lifecycle.restore('bound_uuids', '00000000-0000-0000-0000-00000000000a') AS uuid_as_text;
+SELECT count(*) AS all_back FROM bound_ids;
+SELECT err($$SELECT lifecycle.restore('bound_ids', 'seven')$$) AS not_an_integer;
+SELECT err($$SELECT lifecycle.restore('bound_ids', 99999999999::bigint)$$) AS out_of_range;
+SELECT err($$SELECT lifecycle.restore('bound_uuids', '42')$$) AS not_a_uuid;
+DROP TABLE bound_ids, bound_uuids;
+
 DROP TABLE accounts, orgs, teams, members, invoices, notes, audit, folders, ring_a, ring_b, events,
            no_pk, bad_col, boards, cards, zones, sites CASCADE;
 REVOKE ALL ON SCHEMA public FROM sd_app;

@@ -351,10 +351,22 @@ SELECT tokens_err($$SELECT count(*) FROM lifecycle.security_events$$);
 SELECT tokens_err($$UPDATE lifecycle.token_family_state SET revoked_at = NULL$$);
 SELECT tokens_err($$SELECT lifecycle.token_key_rotate()$$);
 SELECT tokens_err($$SELECT * FROM lifecycle.token_keys()$$);
+SELECT tokens_err($$SELECT * FROM lifecycle.user_token_families('tok-pat')$$);
+RESET ROLE;
+-- user_token_families: a user's live families, for a "signed-in devices" page.
+GRANT EXECUTE ON FUNCTION lifecycle.user_token_families(text) TO tokens_nobody;
+SET ROLE tokens_nobody;
+SELECT family_id AS p2, token AS p2t FROM lifecycle.token_family_create('tok-pat', 'phone') \gset
+SELECT family_id AS p3 FROM lifecycle.token_family_create('tok-pat', 'tablet', ttl => '1 day') \gset
+SELECT status FROM lifecycle.token_rotate(:'p2t');
+SELECT device_fingerprint, generation, family_id = :'p2' OR family_id = :'p3' AS known
+  FROM lifecycle.user_token_families('tok-pat') ORDER BY device_fingerprint;   -- the revoked laptop is not listed
+SELECT count(*) AS nobody FROM lifecycle.user_token_families('tok-nobody');
 RESET ROLE;
 REVOKE ALL ON FUNCTION lifecycle.token_family_create(text, text, interval), lifecycle.token_rotate(text, text),
                        lifecycle.token_family_revoke(uuid, text),
-                       lifecycle.token_families_revoke_user(text, text) FROM tokens_nobody;
+                       lifecycle.token_families_revoke_user(text, text),
+                       lifecycle.user_token_families(text) FROM tokens_nobody;
 DROP ROLE tokens_nobody;
 
 -- Clean up what this file created.

@@ -122,3 +122,52 @@ CREATE EVENT TRIGGER lifecycle_create_trigger ON ddl_command_end WHEN TAG IN ('C
     EXECUTE FUNCTION lifecycle.on_create_trigger();
 CREATE EVENT TRIGGER lifecycle_drop_extension ON ddl_command_start WHEN TAG IN ('DROP EXTENSION')
     EXECUTE FUNCTION lifecycle.on_drop_extension();
+
+------------------------------------------------------------------------------
+-- Adoption (SPEC §1-§3): restore with an id bound as text, a session's
+-- validation and a user's sessions and token families.
+------------------------------------------------------------------------------
+-- The id as text (or an untyped literal / parameter, as drivers bind it):
+-- converted to the key's type.
+CREATE FUNCTION lifecycle.restore(tbl regclass, id text)
+    RETURNS bigint AS 'MODULE_PATHNAME', 'lifecycle_restore' LANGUAGE C;
+
+-- session_touch that returns the live session (no row when it is dead), and
+-- the "signed-in devices" list.
+CREATE FUNCTION lifecycle.session_validate(session_id uuid)
+    RETURNS TABLE(session_id uuid, user_id text, device_id text, mfa_verified boolean, created_at timestamptz,
+                  last_activity_at timestamptz, expires_at timestamptz)
+    LANGUAGE sql VOLATILE ROWS 1 SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+    UPDATE lifecycle.sessions s
+       SET last_activity_at = pg_catalog.now(),
+           idle_expires_at = pg_catalog.now() OPERATOR(pg_catalog.+) s.idle_timeout
+     WHERE s.session_id OPERATOR(pg_catalog.=) $1 AND s.ended_at IS NULL
+       AND s.expires_at OPERATOR(pg_catalog.>) pg_catalog.now()
+       AND (s.idle_expires_at IS NULL OR s.idle_expires_at OPERATOR(pg_catalog.>) pg_catalog.now())
+    RETURNING s.session_id, s.user_id, s.device_id, s.mfa_verified, s.created_at, s.last_activity_at, s.expires_at
+$$;
+CREATE FUNCTION lifecycle.user_sessions(user_id text)
+    RETURNS TABLE(session_id uuid, user_id text, device_id text, mfa_verified boolean, created_at timestamptz,
+                  last_activity_at timestamptz, expires_at timestamptz)
+    LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+    SELECT s.session_id, s.user_id, s.device_id, s.mfa_verified, s.created_at, s.last_activity_at, s.expires_at
+      FROM lifecycle.sessions s
+     WHERE s.user_id OPERATOR(pg_catalog.=) $1 AND s.ended_at IS NULL
+       AND s.expires_at OPERATOR(pg_catalog.>) pg_catalog.now()
+       AND (s.idle_expires_at IS NULL OR s.idle_expires_at OPERATOR(pg_catalog.>) pg_catalog.now())
+     ORDER BY s.created_at DESC, s.session_id
+$$;
+REVOKE EXECUTE ON FUNCTION lifecycle.session_validate(uuid), lifecycle.user_sessions(text) FROM PUBLIC;
+
+-- A user's live families (the "signed-in devices" page).
+CREATE FUNCTION lifecycle.user_token_families(user_id text)
+    RETURNS TABLE(family_id uuid, device_fingerprint text, generation integer, created_at timestamptz,
+                  last_used_at timestamptz, expires_at timestamptz)
+    LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+    SELECT f.family_id, f.device_fingerprint, f.generation, f.created_at, f.last_used_at, f.expires_at
+      FROM lifecycle.token_family_state f
+     WHERE f.user_id OPERATOR(pg_catalog.=) $1 AND f.revoked_at IS NULL
+       AND f.expires_at OPERATOR(pg_catalog.>) pg_catalog.now()
+     ORDER BY f.last_used_at DESC, f.family_id
+$$;
+REVOKE EXECUTE ON FUNCTION lifecycle.user_token_families(text) FROM PUBLIC;

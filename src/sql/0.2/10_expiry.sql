@@ -94,6 +94,33 @@ REVOKE EXECUTE ON FUNCTION lifecycle.session_create(text, interval, interval, te
                            lifecycle.session_touch(uuid), lifecycle.session_end(uuid, text),
                            lifecycle.sessions_end_user(text, text) FROM PUBLIC;
 
+-- session_touch that returns the live session (no row when it is dead), and
+-- the "signed-in devices" list.
+CREATE FUNCTION lifecycle.session_validate(session_id uuid)
+    RETURNS TABLE(session_id uuid, user_id text, device_id text, mfa_verified boolean, created_at timestamptz,
+                  last_activity_at timestamptz, expires_at timestamptz)
+    LANGUAGE sql VOLATILE ROWS 1 SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+    UPDATE lifecycle.sessions s
+       SET last_activity_at = pg_catalog.now(),
+           idle_expires_at = pg_catalog.now() OPERATOR(pg_catalog.+) s.idle_timeout
+     WHERE s.session_id OPERATOR(pg_catalog.=) $1 AND s.ended_at IS NULL
+       AND s.expires_at OPERATOR(pg_catalog.>) pg_catalog.now()
+       AND (s.idle_expires_at IS NULL OR s.idle_expires_at OPERATOR(pg_catalog.>) pg_catalog.now())
+    RETURNING s.session_id, s.user_id, s.device_id, s.mfa_verified, s.created_at, s.last_activity_at, s.expires_at
+$$;
+CREATE FUNCTION lifecycle.user_sessions(user_id text)
+    RETURNS TABLE(session_id uuid, user_id text, device_id text, mfa_verified boolean, created_at timestamptz,
+                  last_activity_at timestamptz, expires_at timestamptz)
+    LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+    SELECT s.session_id, s.user_id, s.device_id, s.mfa_verified, s.created_at, s.last_activity_at, s.expires_at
+      FROM lifecycle.sessions s
+     WHERE s.user_id OPERATOR(pg_catalog.=) $1 AND s.ended_at IS NULL
+       AND s.expires_at OPERATOR(pg_catalog.>) pg_catalog.now()
+       AND (s.idle_expires_at IS NULL OR s.idle_expires_at OPERATOR(pg_catalog.>) pg_catalog.now())
+     ORDER BY s.created_at DESC, s.session_id
+$$;
+REVOKE EXECUTE ON FUNCTION lifecycle.session_validate(uuid), lifecycle.user_sessions(text) FROM PUBLIC;
+
 -- health(): what the worker is doing for this database.
 CREATE FUNCTION lifecycle.health() RETURNS jsonb
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$

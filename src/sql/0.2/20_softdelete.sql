@@ -26,6 +26,10 @@ CREATE FUNCTION lifecycle.soft_delete_disable(tbl regclass)
     RETURNS void AS 'MODULE_PATHNAME', 'lifecycle_soft_delete_disable' LANGUAGE C;
 CREATE FUNCTION lifecycle.restore(tbl regclass, id anyelement)
     RETURNS bigint AS 'MODULE_PATHNAME', 'lifecycle_restore' LANGUAGE C;
+-- The id as text (or an untyped literal / parameter, as drivers bind it):
+-- converted to the key's type.
+CREATE FUNCTION lifecycle.restore(tbl regclass, id text)
+    RETURNS bigint AS 'MODULE_PATHNAME', 'lifecycle_restore' LANGUAGE C;
 CREATE FUNCTION lifecycle.purge(tbl regclass, older_than interval DEFAULT NULL)
     RETURNS bigint AS 'MODULE_PATHNAME', 'lifecycle_purge' LANGUAGE C;
 CREATE FUNCTION lifecycle.soft_unique(tbl regclass, columns name[])

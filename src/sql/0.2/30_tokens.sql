@@ -100,6 +100,19 @@ REVOKE EXECUTE ON FUNCTION lifecycle.token_family_create(text, text, interval),
                            lifecycle.token_family_revoke(uuid, text),
                            lifecycle.token_families_revoke_user(text, text) FROM PUBLIC;
 
+-- A user's live families (the "signed-in devices" page).
+CREATE FUNCTION lifecycle.user_token_families(user_id text)
+    RETURNS TABLE(family_id uuid, device_fingerprint text, generation integer, created_at timestamptz,
+                  last_used_at timestamptz, expires_at timestamptz)
+    LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+    SELECT f.family_id, f.device_fingerprint, f.generation, f.created_at, f.last_used_at, f.expires_at
+      FROM lifecycle.token_family_state f
+     WHERE f.user_id OPERATOR(pg_catalog.=) $1 AND f.revoked_at IS NULL
+       AND f.expires_at OPERATOR(pg_catalog.>) pg_catalog.now()
+     ORDER BY f.last_used_at DESC, f.family_id
+$$;
+REVOKE EXECUTE ON FUNCTION lifecycle.user_token_families(text) FROM PUBLIC;
+
 -- The server key (administration).
 CREATE FUNCTION lifecycle.token_key_rotate(retire_old boolean DEFAULT false)
     RETURNS integer AS 'MODULE_PATHNAME', 'lifecycle_token_key_rotate' LANGUAGE C VOLATILE

@@ -287,6 +287,74 @@ SELECT count(*) FROM lifecycle.soft_delete_tables WHERE tbl::text = 'links';
 SELECT 'lifecycle.soft_delete_tables'::regclass::oid = ANY (extconfig) AS dumped
   FROM pg_extension WHERE extname = 'pg_lifecycle';
 
+-- ORMs that delete children themselves (one DELETE per child, then the
+-- parent, in one transaction; the key has no ON DELETE action): one restore of
+-- the parent brings them all back.  Children deleted by an earlier transaction
+-- stay deleted.
+CREATE TABLE orm_users (id int PRIMARY KEY);
+CREATE TABLE orm_posts (id int PRIMARY KEY, user_id int NOT NULL REFERENCES orm_users);
+CREATE TABLE orm_comments (id int PRIMARY KEY, post_id int NOT NULL REFERENCES orm_posts);
+INSERT INTO orm_users VALUES (1), (2);
+INSERT INTO orm_posts VALUES (10, 1), (11, 1), (12, 1), (20, 2);
+INSERT INTO orm_comments VALUES (100, 10), (101, 10), (110, 11);
+SELECT lifecycle.soft_delete_enable('orm_users'), lifecycle.soft_delete_enable('orm_posts'),
+       lifecycle.soft_delete_enable('orm_comments');
+DELETE FROM orm_posts WHERE id = 12;                    -- an earlier transaction
+BEGIN;
+DELETE FROM orm_comments WHERE id = 100;
+DELETE FROM orm_comments WHERE id = 101;
+DELETE FROM orm_comments WHERE id = 110;
+DELETE FROM orm_posts WHERE id = 10;
+DELETE FROM orm_posts WHERE id = 11;
+DELETE FROM orm_users WHERE id = 1;
+DELETE FROM orm_users WHERE id = 2 AND false;          -- nothing
+COMMIT;
+SELECT lifecycle.restore('orm_users', 1) AS restored;  -- user 1, posts 10 and 11, comments 100, 101, 110
+SELECT (SELECT count(*) FROM orm_users) AS users, (SELECT array_agg(id ORDER BY id) FROM orm_posts) AS posts,
+       (SELECT count(*) FROM orm_comments) AS comments;  -- post 12 stays deleted
+-- The restrict check of a key sees rows the same statement soft-deleted, as a
+-- real foreign key does: a parent and its only child, a row referencing itself.
+DELETE FROM orm_posts WHERE id IN (20);
+DELETE FROM orm_users WHERE id = 2;                     -- its only post was deleted just before
+INSERT INTO orm_users VALUES (3);
+INSERT INTO orm_posts VALUES (30, 3);
+DELETE FROM orm_users WHERE id = 3;                     -- a live post: 23503
+DELETE FROM orm_posts WHERE id = 30 OR id = 3;
+WITH d AS (DELETE FROM orm_users WHERE id = 3 RETURNING id) SELECT count(*) AS parent_after_child FROM d;
+CREATE TABLE orm_tree (id int PRIMARY KEY, parent_id int REFERENCES orm_tree);
+INSERT INTO orm_tree VALUES (1, NULL), (2, 1), (3, 3);
+SELECT lifecycle.soft_delete_enable('orm_tree');
+DELETE FROM orm_tree WHERE id IN (1, 2);                -- a parent with its only child, in one statement
+DELETE FROM orm_tree WHERE id = 3;                      -- a row that references itself
+SELECT count(*) AS tree_left FROM orm_tree;
+-- A user's BEFORE UPDATE trigger that writes (a history table) does not split
+-- one DELETE into several events.
+CREATE TABLE orm_history (item int, at timestamptz DEFAULT now());
+CREATE TABLE orm_items (id int PRIMARY KEY);
+CREATE FUNCTION orm_items_history() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN INSERT INTO orm_history (item) VALUES (OLD.id); RETURN NEW; END $$;
+CREATE TRIGGER history BEFORE UPDATE ON orm_items FOR EACH ROW EXECUTE FUNCTION orm_items_history();
+INSERT INTO orm_items SELECT generate_series(1, 5);
+SELECT lifecycle.soft_delete_enable('orm_items');
+DELETE FROM orm_items;
+SET lifecycle.include_deleted = on;
+SELECT count(DISTINCT delete_event) AS events, count(*) AS rows FROM orm_items;
+RESET lifecycle.include_deleted;
+SELECT count(*) AS history_rows FROM orm_history;
+-- A hard DELETE on a table without soft delete, of a row that no row of a
+-- soft-delete table references, is fine even with an ON DELETE CASCADE key
+-- from one (only a row the cascade would remove is refused).
+CREATE TABLE orm_plain (id int PRIMARY KEY);
+CREATE TABLE orm_kept (id int PRIMARY KEY, plain_id int REFERENCES orm_plain ON DELETE CASCADE);
+INSERT INTO orm_plain VALUES (1), (2);
+INSERT INTO orm_kept VALUES (1, 1);
+SELECT lifecycle.soft_delete_enable('orm_kept');
+DELETE FROM orm_plain WHERE id = 2;
+SELECT err('DELETE FROM orm_plain WHERE id = 1') AS cascade_into_protected;
+SELECT array_agg(id ORDER BY id) AS plain_left FROM orm_plain;
+DROP TABLE orm_comments, orm_posts, orm_users, orm_tree, orm_items, orm_history, orm_kept, orm_plain;
+DROP FUNCTION orm_items_history();
+
 -- restore's id as a driver binds it: untyped, text, another integer width, or
 -- a parameter; converted to the key's type (22P02 naming the column otherwise).
 CREATE TABLE bound_ids (id int PRIMARY KEY);

@@ -161,7 +161,10 @@ int64 restore_rows(Oid table, const std::string& where, std::vector<Oid> types, 
     /* Copy what the children need out of this result before running more SQL. */
     std::vector<ForeignKey> fks;
     for (const ForeignKey& fk : incoming_fks(table)) {
-        if (fk.on_delete == FKCONSTR_ACTION_CASCADE && lookup(fk.referencing) != nullptr) fks.push_back(fk);
+        /* Any foreign key, not only ON DELETE CASCADE: rows an application
+         * deleted itself, child by child, in the same transaction as their
+         * parent (ORMs that cascade in code) share its event. */
+        if (lookup(fk.referencing) != nullptr) fks.push_back(fk);
     }
     struct ChildWork {
         const ForeignKey* fk;
@@ -445,23 +448,23 @@ LIFECYCLE_FUNCTION(lifecycle_soft_unique) {
     return pg_call([&] { return DirectFunctionCall1(namein, CStringGetDatum(index.c_str())); });
 }
 
-/* One delete_event per soft-deleting statement: the planner puts this call in
- * the statement's target list; all its rows get the same id. */
+/* One delete_event per transaction: the planner puts this call in every
+ * soft-deleting statement's target list; every row soft-deleted in the
+ * transaction — by one statement and its cascade, or by an ORM's one
+ * statement per child, or by a trigger's writes in between — gets the same
+ * id, so one restore of the parent brings them back along the foreign keys. */
 LIFECYCLE_FUNCTION(lifecycle_current_delete_event) {
     (void)fcinfo;
     static LocalTransactionId lxid = InvalidLocalTransactionId;
-    static CommandId cid = InvalidCommandId;
     static int64 event = 0;
     LocalTransactionId my_lxid = MyProc->lxid;
-    CommandId my_cid = GetCurrentCommandId(false);
-    if (my_lxid != lxid || my_cid != cid) {
+    if (my_lxid != lxid) {
         Oid seq = softdelete::event_sequence();
         if (!OidIsValid(seq)) {
             throw Error(sqlstate::wrong_object_state, "extension \"pg_lifecycle\" is not installed in this database");
         }
         event = DatumGetInt64(pg_call([seq] { return DirectFunctionCall1(nextval_oid, ObjectIdGetDatum(seq)); }));
         lxid = my_lxid;
-        cid = my_cid;
     }
     PG_RETURN_INT64(event);
 }

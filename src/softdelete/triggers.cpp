@@ -22,6 +22,7 @@
 #include "softdelete/softdelete.hpp"
 
 extern "C" Datum lifecycle_current_actor(PG_FUNCTION_ARGS);
+extern "C" Datum lifecycle_current_delete_event(PG_FUNCTION_ARGS);
 
 namespace pg_lifecycle::softdelete {
 
@@ -132,7 +133,10 @@ void cascade_cpp(FunctionCallInfo fcinfo) {
             int rc;
             {
                 bridge::AsRole as_owner(child_owner, SECURITY_NOFORCE_RLS);
-                rc = bridge::execute_plan(plan, key.values.data(), nullptr, true, 1);
+                /* Not read-only: a fresh snapshot, which sees rows this same
+                 * statement soft-deleted (DELETE ... WHERE id IN (parent,
+                 * its only child) is fine, as with a real foreign key). */
+                rc = bridge::execute_plan(plan, key.values.data(), nullptr, false, 1);
             }
             if (rc < 0) throw Error(sqlstate::internal_error, "pg_lifecycle: restrict check failed");
             if (SPI_processed > 0) {
@@ -147,12 +151,10 @@ void cascade_cpp(FunctionCallInfo fcinfo) {
     }
 }
 
-/* One delete_event per statement for the safety net: statements run by the
- * guard's own UPDATEs advance the command counter, so it keys on the
- * statement's start instead. */
+/* One delete_event per transaction for the safety net too (see
+ * current_delete_event); the WARNING is given once per statement. */
 LocalTransactionId guard_lxid = InvalidLocalTransactionId;
 TimestampTz guard_statement = 0;
-int64 guard_event = 0;
 bool guard_warned = false;
 
 Datum guard_cpp(FunctionCallInfo fcinfo) {
@@ -185,17 +187,18 @@ Datum guard_cpp(FunctionCallInfo fcinfo) {
     if (hard_delete_requested()) refuse_hard_delete(relid);
     if (deleted) return PointerGetDatum(nullptr); /* already deleted: nothing to do */
 
-    Oid seq = event_sequence();
-    if (!OidIsValid(seq)) return PointerGetDatum(nullptr);
+    if (!OidIsValid(event_sequence())) return PointerGetDatum(nullptr);
     bridge::SpiConnection spi;
     LocalTransactionId lxid = MyProc->lxid;
     TimestampTz statement = GetCurrentStatementStartTimestamp();
     if (lxid != guard_lxid || statement != guard_statement) {
-        guard_event = DatumGetInt64(pg_call([seq] { return DirectFunctionCall1(nextval_oid, ObjectIdGetDatum(seq)); }));
         guard_lxid = lxid;
         guard_statement = statement;
         guard_warned = false;
     }
+    /* The transaction's event, shared with the DELETEs the planner hook made soft. */
+    int64 guard_event =
+        DatumGetInt64(pg_call([] { return DirectFunctionCall1(lifecycle_current_delete_event, (Datum)0); }));
     std::string sql = fmt::format(
         "UPDATE ONLY {} SET deleted_at = pg_catalog.now(), deleted_by = $3, delete_event = $2 "
         "WHERE ctid OPERATOR(pg_catalog.=) $1",

@@ -355,6 +355,44 @@ SELECT array_agg(id ORDER BY id) AS plain_left FROM orm_plain;
 DROP TABLE orm_comments, orm_posts, orm_users, orm_tree, orm_items, orm_history, orm_kept, orm_plain;
 DROP FUNCTION orm_items_history();
 
+-- An application's own soft delete (the seeds' repository, Sequelize paranoid,
+-- TypeORM softDelete: UPDATE ... SET deleted_at = now()) is recorded like a
+-- DELETE: an event, an actor, the cascade; restore() undoes it exactly.
+CREATE TABLE app_users (id int PRIMARY KEY, deleted_at timestamptz);
+CREATE TABLE app_tokens (id int PRIMARY KEY, user_id int REFERENCES app_users ON DELETE CASCADE);
+INSERT INTO app_users VALUES (1, NULL), (2, NULL), (3, now() - interval '1 day');   -- 3: deleted before enabling
+INSERT INTO app_tokens VALUES (10, 1), (11, 1), (20, 2);
+SELECT lifecycle.soft_delete_enable('app_users'), lifecycle.soft_delete_enable('app_tokens');
+SET lifecycle.actor = 'app:admin';
+UPDATE app_users SET deleted_at = now() WHERE id = 1 AND deleted_at IS NULL;
+RESET lifecycle.actor;
+SET lifecycle.include_deleted = on;
+SELECT 'user' AS t, id, deleted_by, delete_event IS NOT NULL AS has_event FROM app_users WHERE id IN (1, 3)
+UNION ALL SELECT 'token', id, deleted_by, delete_event IS NOT NULL FROM app_tokens WHERE user_id = 1 ORDER BY 1, 2;
+SELECT count(DISTINCT delete_event) AS one_event FROM (SELECT delete_event FROM app_users WHERE id = 1
+                                                       UNION ALL SELECT delete_event FROM app_tokens WHERE user_id = 1) e;
+RESET lifecycle.include_deleted;
+SELECT lifecycle.restore('app_users', 1) AS restored;                  -- the user and its two tokens
+-- ... and its own restore (UPDATE ... SET deleted_at = NULL, on a row it can
+-- see with include_deleted) restores the event's cascade too.
+UPDATE app_users SET deleted_at = now() WHERE id = 1;
+SET lifecycle.include_deleted = on;
+UPDATE app_users SET deleted_at = NULL WHERE id = 1;
+SELECT id, deleted_at IS NULL AS live, delete_event IS NULL AS no_event FROM app_tokens ORDER BY id;
+RESET lifecycle.include_deleted;
+-- A row deleted before enabling stays deleted; it is restored on its own.
+SELECT count(*) AS visible_users FROM app_users;
+SELECT lifecycle.restore('app_users', 3) AS restored_alone;
+-- Restoring a child by UPDATE while its parent is still deleted: 23503.
+DELETE FROM app_users WHERE id = 2;
+SET lifecycle.include_deleted = on;
+SELECT err('UPDATE app_tokens SET deleted_at = NULL WHERE id = 20') AS child_before_parent;
+RESET lifecycle.include_deleted;
+-- hide => false: for ORMs that filter deleted rows themselves.
+SELECT lifecycle.soft_delete_enable('app_tokens', hide => false);
+SELECT count(*) AS with_deleted, count(*) FILTER (WHERE deleted_at IS NULL) AS live FROM app_tokens;
+DROP TABLE app_tokens, app_users;
+
 -- restore's id as a driver binds it: untyped, text, another integer width, or
 -- a parameter; converted to the key's type (22P02 naming the column otherwise).
 CREATE TABLE bound_ids (id int PRIMARY KEY);

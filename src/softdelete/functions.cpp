@@ -325,6 +325,7 @@ LIFECYCLE_FUNCTION(lifecycle_restore) {
     }
     std::string eq = bridge::equality_operator(pk_type);
     int64 total = 0;
+    softdelete::RestoreScope restoring;
     softdelete::with_deleted_rows_visible([&] {
         std::string find = fmt::format("SELECT delete_event, deleted_at IS NOT NULL FROM {} WHERE {} {} $1", table,
                                        pk_col, eq);

@@ -40,6 +40,8 @@ struct OwnDdl {
 constexpr const char* guard_trigger = "lifecycle_soft_delete_guard";
 constexpr const char* cascade_trigger = "lifecycle_soft_delete_cascade";
 constexpr const char* truncate_trigger = "lifecycle_soft_delete_truncate";
+constexpr const char* legacy_trigger = "lifecycle_soft_delete_legacy";
+constexpr const char* restored_trigger = "lifecycle_soft_delete_restored";
 
 struct Column {
     const char* name;
@@ -75,30 +77,43 @@ char trigger_state(Oid rel, const char* name) {
  * enabled tables anyway). */
 void grant_trigger_functions(Oid relid) {
     Oid owner = bridge::relation_owner(relid);
-    bool granted = pg_call([owner] {
-        List* guard_name = list_make2(makeString(pstrdup("lifecycle")), makeString(pstrdup("soft_delete_guard")));
-        List* cascade_name = list_make2(makeString(pstrdup("lifecycle")), makeString(pstrdup("soft_delete_cascade")));
-        Oid guard = LookupFuncName(guard_name, 0, nullptr, false);
-        Oid cascade = LookupFuncName(cascade_name, 0, nullptr, false);
-        return pg_proc_aclcheck(guard, owner, ACL_EXECUTE) == ACLCHECK_OK &&
-               pg_proc_aclcheck(cascade, owner, ACL_EXECUTE) == ACLCHECK_OK;
-    });
-    if (granted) return;
     std::string role = bridge::quote_ident(pg_call([owner] { return std::string(GetUserNameFromId(owner, false)); }));
-    bridge::execute_sql(fmt::format("GRANT EXECUTE ON FUNCTION lifecycle.soft_delete_guard(), "
-                                    "lifecycle.soft_delete_cascade() TO {}",
-                                    role),
-                        false);
+    for (const char* fn : {"soft_delete_guard", "soft_delete_cascade", "soft_delete_legacy", "soft_delete_restored"}) {
+        bool needed = pg_call([owner, fn] {
+            List* name = list_make2(makeString(pstrdup("lifecycle")), makeString(pstrdup(fn)));
+            Oid f = LookupFuncName(name, 0, nullptr, true);
+            return OidIsValid(f) && pg_proc_aclcheck(f, owner, ACL_EXECUTE) != ACLCHECK_OK;
+        });
+        if (needed) bridge::execute_sql(fmt::format("GRANT EXECUTE ON FUNCTION lifecycle.{}() TO {}", fn, role), false);
+    }
 }
 
-/* Whether the installed SQL objects have the TRUNCATE trigger's function
- * (a database still at 0.1 until ALTER EXTENSION pg_lifecycle UPDATE). */
+/* Whether the installed SQL objects have the triggers added in 0.2 (a
+ * database still at 0.1 until ALTER EXTENSION pg_lifecycle UPDATE). */
 bool truncate_function_exists() {
     return pg_call([] {
         List* name = list_make2(makeString(pstrdup("lifecycle")), makeString(pstrdup("soft_delete_truncate")));
         return OidIsValid(LookupFuncName(name, 0, nullptr, true));
     });
 }
+
+/* The row triggers of version 0.2 on the table (cloned to its partitions). */
+struct RowTrigger {
+    const char* name;
+    const char* definition; /* after "CREATE TRIGGER <name> " , with {} for the table */
+};
+constexpr RowTrigger row_triggers_02[] = {
+    /* An application's own soft delete (UPDATE ... SET deleted_at = now()) gets
+     * an event and an actor, like a DELETE; its own restore (UPDATE ... SET
+     * deleted_at = NULL, delete_event untouched) is a restore of the event. */
+    {legacy_trigger,
+     "BEFORE UPDATE ON {} FOR EACH ROW WHEN ((OLD.deleted_at IS NULL AND NEW.deleted_at IS NOT NULL "
+     "AND NEW.delete_event IS NULL) OR (OLD.deleted_at IS NOT NULL AND NEW.deleted_at IS NULL "
+     "AND NEW.delete_event IS NOT NULL)) EXECUTE FUNCTION lifecycle.soft_delete_legacy()"},
+    {restored_trigger,
+     "AFTER UPDATE ON {} FOR EACH ROW WHEN (OLD.deleted_at IS NOT NULL AND NEW.deleted_at IS NULL "
+     "AND OLD.delete_event IS NOT NULL) EXECUTE FUNCTION lifecycle.soft_delete_restored()"},
+};
 
 void create_truncate_trigger(Oid rel) {
     bridge::execute_sql(fmt::format("CREATE TRIGGER {} BEFORE TRUNCATE ON {} FOR EACH STATEMENT "
@@ -136,8 +151,8 @@ void check_all() {
             grant_trigger_functions(relid);
         }
         for (Oid rel : table_and_partitions(relid)) {
-            for (const char* name : {guard_trigger, cascade_trigger, truncate_trigger}) {
-                if (name == truncate_trigger && !truncate_trigger_expected) continue;
+            for (const char* name : {guard_trigger, cascade_trigger, truncate_trigger, legacy_trigger, restored_trigger}) {
+                if (name != guard_trigger && name != cascade_trigger && !truncate_trigger_expected) continue;
                 char state = trigger_state(rel, name);
                 if (state == '\0' && name == truncate_trigger) {
                     /* A partition created or attached since enabling. */
@@ -176,6 +191,12 @@ void install_triggers(Oid relid) {
                             false);
     }
     if (!truncate_function_exists()) return;
+    for (const RowTrigger& t : row_triggers_02) {
+        if (trigger_state(relid, t.name) == '\0') {
+            bridge::execute_sql(fmt::format(fmt::runtime(std::string("CREATE TRIGGER {} ") + t.definition), t.name, table),
+                                false);
+        }
+    }
     for (Oid rel : table_and_partitions(relid)) {
         if (trigger_state(rel, truncate_trigger) == '\0') create_truncate_trigger(rel);
     }
@@ -218,7 +239,7 @@ void remove_triggers(Oid relid) {
     std::string table = bridge::qualified_relation_name(relid);
     OwnDdl own;
     bridge::AsRole ext(bridge::extension_owner());
-    for (const char* name : {guard_trigger, cascade_trigger}) {
+    for (const char* name : {guard_trigger, cascade_trigger, legacy_trigger, restored_trigger}) {
         bridge::execute_sql(fmt::format("DROP TRIGGER IF EXISTS {} ON {}", name, table), false);
     }
     for (Oid rel : table_and_partitions(relid)) {

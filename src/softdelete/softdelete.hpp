@@ -79,6 +79,16 @@ bool hard_delete_requested();
 /* The 42501 error for lifecycle.hard_delete on where it is not honoured. */
 [[noreturn]] void refuse_hard_delete(Oid relid);
 
+/* While lifecycle.restore runs its own UPDATEs: the soft_delete_restored
+ * trigger (an application's own restore) leaves them to it. */
+extern int restore_depth;
+struct RestoreScope {
+    RestoreScope() { ++restore_depth; }
+    ~RestoreScope() { --restore_depth; }
+    RestoreScope(const RestoreScope&) = delete;
+    RestoreScope& operator=(const RestoreScope&) = delete;
+};
+
 /* While purge_batch runs: the tables its own statements hard-delete from,
  * and whether a row reached by a foreign-key cascade may go (only rows that
  * are soft-deleted already). */

@@ -230,13 +230,132 @@ Datum guard_cpp(FunctionCallInfo fcinfo) {
     return PointerGetDatum(nullptr); /* skip the physical delete */
 }
 
+/* soft_delete_legacy: BEFORE UPDATE, when an UPDATE sets deleted_at from NULL
+ * without an event (an application's own soft delete: the seeds' repository,
+ * Sequelize paranoid, TypeORM softDelete) or back to NULL without touching
+ * delete_event (its own restore).  The first gets the transaction's event and
+ * an actor, so the cascade trigger follows the foreign keys and restore()
+ * can undo it; the second drops the row's event, and soft_delete_restored
+ * brings back what that event took along. */
+Datum legacy_cpp(FunctionCallInfo fcinfo) {
+    TriggerData* td = trigger_data(fcinfo, "soft_delete_legacy");
+    if (!TRIGGER_FIRED_BEFORE(td->tg_event) || !TRIGGER_FIRED_FOR_ROW(td->tg_event) ||
+        !TRIGGER_FIRED_BY_UPDATE(td->tg_event)) {
+        throw Error(sqlstate::trigger_protocol_violated, "soft_delete_legacy must be a BEFORE UPDATE FOR EACH ROW trigger");
+    }
+    Relation rel = td->tg_relation;
+    HeapTuple row = td->tg_newtuple;
+    const TableInfo* found = lookup(RelationGetRelid(rel));
+    if (found == nullptr) return PointerGetDatum(row);
+    TableInfo info = *found;
+    TupleDesc desc = RelationGetDescr(rel);
+    bool old_null, new_null, by_null;
+    pg_call([&] {
+        (void)heap_getattr(td->tg_trigtuple, info.deleted_at, desc, &old_null);
+        (void)heap_getattr(row, info.deleted_at, desc, &new_null);
+        (void)heap_getattr(row, info.deleted_by, desc, &by_null);
+    });
+    int cols[2] = {info.delete_event, info.deleted_by};
+    Datum values[2] = {0, 0};
+    bool nulls[2] = {true, true};
+    if (old_null && !new_null) {
+        values[0] = pg_call([] { return DirectFunctionCall1(lifecycle_current_delete_event, (Datum)0); });
+        nulls[0] = false;
+        if (by_null) {
+            values[1] = pg_call([] { return DirectFunctionCall1(lifecycle_current_actor, (Datum)0); });
+            nulls[1] = false;
+        } else {
+            cols[1] = 0; /* keep the actor the application wrote */
+        }
+    } else if (!old_null && new_null) {
+        /* deleted_by and delete_event go with deleted_at: NULL = live */
+    } else {
+        return PointerGetDatum(row);
+    }
+    int ncols = cols[1] == 0 ? 1 : 2;
+    HeapTuple modified = pg_call([&] { return heap_modify_tuple_by_cols(row, desc, ncols, cols, values, nulls); });
+    return PointerGetDatum(modified);
+}
+
+/* soft_delete_restored: AFTER UPDATE, when a row with a delete event comes
+ * back by an UPDATE of the application's (lifecycle.restore does its own
+ * work): the rows the same event took along the foreign keys come back too,
+ * and a row whose parent is still deleted may not (23503), as with restore(). */
+void restored_cpp(FunctionCallInfo fcinfo) {
+    TriggerData* td = trigger_data(fcinfo, "soft_delete_restored");
+    if (!TRIGGER_FIRED_AFTER(td->tg_event) || !TRIGGER_FIRED_FOR_ROW(td->tg_event) ||
+        !TRIGGER_FIRED_BY_UPDATE(td->tg_event)) {
+        throw Error(sqlstate::trigger_protocol_violated, "soft_delete_restored must be an AFTER UPDATE FOR EACH ROW trigger");
+    }
+    if (restore_depth > 0) return;
+    Relation rel = td->tg_relation;
+    Oid relid = RelationGetRelid(rel);
+    const TableInfo* self = lookup(relid);
+    if (self == nullptr) return;
+    bool isnull;
+    Datum event = pg_call([&] { return heap_getattr(td->tg_trigtuple, self->delete_event, RelationGetDescr(rel), &isnull); });
+    if (isnull) return;
+    HeapTuple row = td->tg_newtuple;
+    bridge::SpiConnection spi;
+    for (const ForeignKey& fk : incoming_fks(relid)) {
+        if (lookup(fk.referencing) == nullptr) continue;
+        RowKey key = row_key(rel, row, fk.referenced_cols);
+        if (key.has_null) continue;
+        int n = static_cast<int>(key.values.size());
+        std::vector<Oid> types = key.types;
+        types.push_back(INT8OID);
+        std::vector<Datum> values = key.values;
+        values.push_back(event);
+        std::string sql = fmt::format(
+            "UPDATE {} SET deleted_at = NULL WHERE {} AND deleted_at IS NOT NULL "
+            "AND delete_event OPERATOR(pg_catalog.=) ${}",
+            bridge::qualified_relation_name(fk.referencing), where_key(fk, 1), n + 1);
+        SPIPlanPtr plan = bridge::cached_plan(sql, static_cast<int>(types.size()), types.data());
+        bridge::CallersSearchPath callers;
+        bridge::AsRole as_owner(bridge::relation_owner(fk.referencing), SECURITY_NOFORCE_RLS);
+        bridge::execute_plan(plan, values.data(), nullptr, false, 0);
+    }
+    for (const ForeignKey& fk : outgoing_fks(relid)) {
+        if (lookup(fk.referenced) == nullptr) continue;
+        RowKey key = row_key(rel, row, fk.referencing_cols);
+        if (key.has_null) continue;
+        std::string where;
+        for (size_t i = 0; i < fk.referenced_cols.size(); ++i) {
+            where += fmt::format("{}x.{} {} ${}", i ? " AND " : "", bridge::quote_ident(fk.referenced_cols[i]),
+                                 fk.eq_ops[i], i + 1);
+        }
+        std::string parent = bridge::qualified_relation_name(fk.referenced);
+        std::string sql = fmt::format("SELECT x.deleted_at IS NOT NULL FROM {} x WHERE {} FOR SHARE OF x", parent, where);
+        {
+            bridge::AsRole as_owner(bridge::relation_owner(fk.referenced), SECURITY_NOFORCE_RLS);
+            bridge::execute_sql(sql, static_cast<int>(key.values.size()), key.types.data(), key.values.data(), nullptr,
+                                false, 1);
+        }
+        if (bridge::processed_rows() > 0 && DatumGetBool(bridge::result_datum(0, 1).value_or(BoolGetDatum(false)))) {
+            throw Error(sqlstate::foreign_key_violation,
+                        fmt::format("cannot restore a row of {}: its parent row in {} is still deleted",
+                                    bridge::qualified_relation_name(relid), parent),
+                        fmt::format("Foreign key \"{}\", key {}.", fk.name, key.text), "Restore the parent row first.");
+        }
+    }
+}
+
 }  // namespace
+
+int restore_depth = 0;
 
 }  // namespace pg_lifecycle::softdelete
 
 using namespace pg_lifecycle;
 
 LIFECYCLE_FUNCTION(lifecycle_soft_delete_guard) { return softdelete::guard_cpp(fcinfo); }
+
+LIFECYCLE_FUNCTION(lifecycle_soft_delete_legacy) { return softdelete::legacy_cpp(fcinfo); }
+
+LIFECYCLE_FUNCTION(lifecycle_soft_delete_restored) {
+    softdelete::restored_cpp(fcinfo);
+    return PointerGetDatum(nullptr);
+}
 
 /* lifecycle._soft_delete_referenced(tbl oid) RETURNS boolean — in the cascade
  * trigger's WHEN, so that a table no foreign key references queues no event. */

@@ -29,9 +29,6 @@ CREATE EVENT TRIGGER lifecycle_soft_delete_sql_drop ON sql_drop
 
 REVOKE EXECUTE ON FUNCTION lifecycle.count_capture(), lifecycle.count_truncate(), lifecycle.count_ddl() FROM PUBLIC;
 
--- Tables enabled under 0.1 get the TRUNCATE trigger (soft_delete_enable is
--- idempotent: it adds what is missing and keeps the settings).
-SELECT lifecycle.soft_delete_enable(tbl, retention, hide) FROM lifecycle.soft_delete_tables;
 
 ------------------------------------------------------------------------------
 -- Dump/restore loses nothing (SPEC §0): sessions, the job history and the
@@ -171,3 +168,21 @@ CREATE FUNCTION lifecycle.user_token_families(user_id text)
      ORDER BY f.last_used_at DESC, f.family_id
 $$;
 REVOKE EXECUTE ON FUNCTION lifecycle.user_token_families(text) FROM PUBLIC;
+
+------------------------------------------------------------------------------
+-- Adoption (SPEC §1): an application's own soft delete and restore by UPDATE.
+------------------------------------------------------------------------------
+-- An application's own soft delete and restore (UPDATE ... SET deleted_at),
+-- recorded as a delete event with actor and cascade, and undone along it.
+CREATE FUNCTION lifecycle.soft_delete_legacy() RETURNS trigger
+    AS 'MODULE_PATHNAME', 'lifecycle_soft_delete_legacy' LANGUAGE C;
+CREATE FUNCTION lifecycle.soft_delete_restored() RETURNS trigger
+    AS 'MODULE_PATHNAME', 'lifecycle_soft_delete_restored' LANGUAGE C;
+REVOKE EXECUTE ON FUNCTION lifecycle.soft_delete_legacy(), lifecycle.soft_delete_restored() FROM PUBLIC;
+
+------------------------------------------------------------------------------
+-- Keep last: tables enabled under 0.1 get the triggers 0.2 adds (TRUNCATE,
+-- legacy UPDATE) — soft_delete_enable is idempotent: it adds what is missing
+-- and keeps the settings.
+------------------------------------------------------------------------------
+SELECT lifecycle.soft_delete_enable(tbl, retention, hide) FROM lifecycle.soft_delete_tables;

@@ -393,6 +393,19 @@ SELECT lifecycle.soft_delete_enable('app_tokens', hide => false);
 SELECT count(*) AS with_deleted, count(*) FILTER (WHERE deleted_at IS NULL) AS live FROM app_tokens;
 DROP TABLE app_tokens, app_users;
 
+-- deleted_by may be varchar (an ORM's String column).
+CREATE TABLE vc_items (id int PRIMARY KEY, deleted_at timestamptz, deleted_by varchar(32), delete_event bigint);
+INSERT INTO vc_items VALUES (1), (2);
+SELECT lifecycle.soft_delete_enable('vc_items');
+SET lifecycle.actor = 'api:9';
+DELETE FROM vc_items WHERE id = 1;
+UPDATE vc_items SET deleted_at = now() WHERE id = 2;
+RESET lifecycle.actor;
+SET lifecycle.include_deleted = on;
+SELECT id, deleted_by, pg_typeof(deleted_by) FROM vc_items ORDER BY id;
+RESET lifecycle.include_deleted;
+DROP TABLE vc_items;
+
 -- restore's id as a driver binds it: untyped, text, another integer width, or
 -- a parameter; converted to the key's type (22P02 naming the column otherwise).
 CREATE TABLE bound_ids (id int PRIMARY KEY);

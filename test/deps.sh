@@ -9,6 +9,7 @@ packages=(
     libboost-dev libfmt-dev             # Boost.Container, fmt
     libipc-run-perl                     # TAP tests (PostgreSQL::Test::Cluster)
     libgtest-dev                        # C++ unit tests
+    python3-sqlalchemy python3-asyncpg  # client tests (test/clients)
 )
 
 missing=()

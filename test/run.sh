@@ -4,7 +4,7 @@
 # the postgres OS user with pg_lifecycle preloaded.  Prints the tally of all
 # suites as "N passed, N failed" on the last line; exits non-zero on failure.
 #
-# For development: SUITES="lint regress isolation tap unit" picks suites;
+# For development: SUITES="lint regress isolation tap clients unit" picks suites;
 # REGRESS_TESTS, ISOLATION_TESTS and TAP_TESTS (space-separated names) pick
 # tests; SKIP_BUILD=1 skips the package check, build and install;
 # KEEP_TEST_OUTPUT=1 keeps the work directory.
@@ -12,7 +12,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 
-SUITES=${SUITES:-lint regress isolation tap unit}
+SUITES=${SUITES:-lint regress isolation tap clients unit}
 want() { [[ " $SUITES " == *" $1 "* ]]; }
 
 if [ -z "${SKIP_BUILD:-}" ]; then
@@ -129,6 +129,37 @@ for t in $tap_files; do
     tap_ok=$((tap_ok + ok)); tap_bad=$((tap_bad + bad))
 done
 tally TAP $tap_ok $tap_bad
+fi
+
+if want clients; then
+echo "== clients (test/clients: application code through real drivers)"
+if /usr/bin/python3 -c 'import sqlalchemy, asyncpg' 2>/dev/null; then
+    cdir="$WORK/clients"; mkdir -p "$cdir"; [ "$(id -u)" -eq 0 ] && chown postgres: "$cdir"
+    port=${CLIENTS_PORT:-56170}
+    as_pg "$PGBIN/initdb" -D "$cdir/data" -A trust >/dev/null 2>&1
+    printf "shared_preload_libraries = 'pg_lifecycle'\nlifecycle.enabled = off\nport = %s\nunix_socket_directories = '%s'\nlisten_addresses = ''\n" \
+        "$port" "$cdir" >> "$cdir/data/postgresql.conf"
+    c_ok=0; c_bad=0
+    if as_pg "$PGBIN/pg_ctl" -D "$cdir/data" -l "$cdir/log" -w start >/dev/null; then
+        for t in "$WORK"/test/clients/*.py; do
+            as_pg /usr/bin/python3 "$t" "postgresql+asyncpg://postgres@/postgres?host=$cdir&port=$port" \
+                > "$cdir/$(basename "$t").log" 2>&1
+            rc=$?
+            cat "$cdir/$(basename "$t").log"
+            ok=$(grep -cE '^ok [0-9]+' "$cdir/$(basename "$t").log")
+            bad=$(grep -cE '^not ok [0-9]+' "$cdir/$(basename "$t").log")
+            [ $rc -ne 0 ] && [ "$bad" -eq 0 ] && bad=1
+            c_ok=$((c_ok + ok)); c_bad=$((c_bad + bad))
+        done
+        as_pg "$PGBIN/pg_ctl" -D "$cdir/data" -m fast -w stop >/dev/null
+    else
+        cat "$cdir/log"; c_bad=1
+    fi
+    tally clients $c_ok $c_bad
+    check_crash_log clients "$cdir/log"
+else
+    echo "clients: python3-sqlalchemy / python3-asyncpg not installed, skipped"
+fi
 fi
 
 if want unit; then

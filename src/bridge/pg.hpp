@@ -60,6 +60,7 @@ extern "C" {
 #include "nodes/parsenodes.h"
 #include "optimizer/optimizer.h"
 #include "optimizer/planner.h"
+#include "parser/parse_coerce.h"
 #include "parser/parse_func.h"
 #include "parser/parser.h"
 #include "parser/parsetree.h"

@@ -252,7 +252,7 @@ LIFECYCLE_FUNCTION(lifecycle_soft_delete_enable) {
         AttrNumber attnum = pg_call([&] { return get_attnum(relid, col.name); });
         if (attnum == InvalidAttrNumber) {
             bridge::execute_sql(fmt::format("ALTER TABLE {} ADD COLUMN {} {}", table, col.name, col.sql_type), false);
-        } else if (pg_call([&] { return get_atttype(relid, attnum); }) != col.type) {
+        } else if (!softdelete::soft_column_type_ok(col.name, pg_call([&] { return get_atttype(relid, attnum); }))) {
             throw Error(sqlstate::datatype_mismatch,
                         fmt::format("column \"{}\" of table {} must be of type {}", col.name, table, col.sql_type),
                         {}, "Rename or drop the column, then enable soft delete again.");

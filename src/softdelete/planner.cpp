@@ -79,6 +79,15 @@ bool convert_delete(Query* q, bool hide) {
         Expr* now_expr = (Expr*)makeFuncExpr(F_NOW, TIMESTAMPTZOID, NIL, InvalidOid, InvalidOid, COERCE_EXPLICIT_CALL);
         Expr* actor_expr = (Expr*)makeFuncExpr(actor, TEXTOID, NIL, InvalidOid, DEFAULT_COLLATION_OID,
                                                COERCE_EXPLICIT_CALL);
+        /* deleted_by may be varchar(n): the actor as its type, as an UPDATE would assign it. */
+        Oid by_type;
+        int32 by_typmod;
+        Oid by_collation;
+        get_atttypetypmodcoll(rte->relid, info.deleted_by, &by_type, &by_typmod, &by_collation);
+        if (by_type != TEXTOID || by_typmod >= 0) {
+            actor_expr = (Expr*)coerce_to_target_type(nullptr, (Node*)actor_expr, TEXTOID, by_type, by_typmod,
+                                                      COERCION_ASSIGNMENT, COERCE_IMPLICIT_CAST, -1);
+        }
         Expr* event_expr = (Expr*)makeFuncExpr(event, INT8OID, NIL, InvalidOid, InvalidOid, COERCE_EXPLICIT_CALL);
         struct Set {
             AttrNumber attnum;

@@ -140,7 +140,7 @@ void check_all() {
         for (const Column& col : protected_columns) {
             AttrNumber att = pg_call([&] { return get_attnum(relid, col.name); });
             if (att == InvalidAttrNumber) refuse(relid, fmt::format("dropping or renaming column \"{}\"", col.name));
-            if (pg_call([&] { return get_atttype(relid, att); }) != col.type) {
+            if (!soft_column_type_ok(col.name, pg_call([&] { return get_atttype(relid, att); }))) {
                 refuse(relid, fmt::format("changing the type of column \"{}\"", col.name));
             }
         }
@@ -208,7 +208,7 @@ void reattach_after_restore(Oid relid) {
     bridge::require_owner(relid, "enable soft delete on it");
     for (const Column& col : protected_columns) {
         AttrNumber att = pg_call([&] { return get_attnum(relid, col.name); });
-        if (att == InvalidAttrNumber || pg_call([&] { return get_atttype(relid, att); }) != col.type) {
+        if (att == InvalidAttrNumber || !soft_column_type_ok(col.name, pg_call([&] { return get_atttype(relid, att); }))) {
             throw Error(sqlstate::wrong_object_state,
                         fmt::format("table {} gets a soft-delete trigger of pg_lifecycle but has no column \"{}\" of "
                                     "the type soft delete needs",

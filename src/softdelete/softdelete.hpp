@@ -17,6 +17,15 @@
 
 namespace pg_lifecycle::softdelete {
 
+/* Whether a column of type `type` can be soft delete's column `name`:
+ * deleted_at timestamptz, delete_event bigint, deleted_by text or varchar (an
+ * ORM's String maps to varchar). */
+inline bool soft_column_type_ok(const char* name, Oid type) {
+    if (std::strcmp(name, "deleted_at") == 0) return type == TIMESTAMPTZOID;
+    if (std::strcmp(name, "delete_event") == 0) return type == INT8OID;
+    return type == TEXTOID || type == VARCHAROID;
+}
+
 /* An enabled table (or a partition of one), with its columns. */
 struct TableInfo {
     Oid relid;

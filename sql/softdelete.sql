@@ -406,6 +406,32 @@ SELECT id, deleted_by, pg_typeof(deleted_by) FROM vc_items ORDER BY id;
 RESET lifecycle.include_deleted;
 DROP TABLE vc_items;
 
+-- A DEFERRABLE INITIALLY DEFERRED (NO ACTION) key is checked at commit, as the
+-- key itself would be: an ORM may delete the parent before its children.
+CREATE TABLE def_orders (id int PRIMARY KEY);
+CREATE TABLE def_lines (id int PRIMARY KEY,
+                        order_id int REFERENCES def_orders DEFERRABLE INITIALLY DEFERRED);
+INSERT INTO def_orders VALUES (1), (2), (3);
+INSERT INTO def_lines VALUES (10, 1), (20, 2), (30, 3);
+SELECT lifecycle.soft_delete_enable('def_orders'), lifecycle.soft_delete_enable('def_lines');
+BEGIN;
+DELETE FROM def_orders WHERE id = 1;                   -- parent first
+DELETE FROM def_lines WHERE order_id = 1;              -- then its line
+COMMIT;
+BEGIN;
+DELETE FROM def_orders WHERE id = 2;                   -- its line stays live
+SELECT 'still in the transaction' AS checked_at_commit;
+COMMIT;                                                -- 23503 now
+BEGIN;
+DELETE FROM def_orders WHERE id = 3;
+SAVEPOINT s;
+DELETE FROM def_lines WHERE order_id = 3;
+ROLLBACK TO s;                                          -- the line is live again
+COMMIT;                                                -- 23503
+SELECT (SELECT array_agg(id ORDER BY id) FROM def_orders) AS orders_left,
+       (SELECT array_agg(id ORDER BY id) FROM def_lines) AS lines_left;
+DROP TABLE def_lines, def_orders;
+
 -- restore's id as a driver binds it: untyped, text, another integer width, or
 -- a parameter; converted to the key's type (22P02 naming the column otherwise).
 CREATE TABLE bound_ids (id int PRIMARY KEY);

@@ -107,12 +107,12 @@ constexpr RowTrigger row_triggers_02[] = {
      * an event and an actor, like a DELETE; its own restore (UPDATE ... SET
      * deleted_at = NULL, delete_event untouched) is a restore of the event. */
     {legacy_trigger,
-     "BEFORE UPDATE ON {} FOR EACH ROW WHEN ((OLD.deleted_at IS NULL AND NEW.deleted_at IS NOT NULL "
-     "AND NEW.delete_event IS NULL) OR (OLD.deleted_at IS NOT NULL AND NEW.deleted_at IS NULL "
-     "AND NEW.delete_event IS NOT NULL)) EXECUTE FUNCTION lifecycle.soft_delete_legacy()"},
+     "AFTER UPDATE ON {} FOR EACH ROW WHEN (OLD.deleted_at IS NULL AND NEW.deleted_at IS NOT NULL "
+     "AND NEW.delete_event IS NULL) EXECUTE FUNCTION lifecycle.soft_delete_legacy()"},
     {restored_trigger,
      "AFTER UPDATE ON {} FOR EACH ROW WHEN (OLD.deleted_at IS NOT NULL AND NEW.deleted_at IS NULL "
-     "AND OLD.delete_event IS NOT NULL) EXECUTE FUNCTION lifecycle.soft_delete_restored()"},
+     "AND OLD.delete_event IS NOT NULL AND NEW.delete_event IS NOT NULL) "
+     "EXECUTE FUNCTION lifecycle.soft_delete_restored()"},
 };
 
 void create_truncate_trigger(Oid rel) {

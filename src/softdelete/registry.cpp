@@ -38,6 +38,7 @@ Oid registry_oid = InvalidOid;
 Oid actor_fn = InvalidOid;
 Oid event_fn = InvalidOid;
 Oid event_seq = InvalidOid;
+Oid legacy_fn = InvalidOid;
 bool loaded_once = false;  /* registered/memo hold the newest load, kept or not */
 std::unordered_map<Oid, Registered> registered;
 std::unordered_map<Oid, TableInfo> memo;          /* relid -> info (relid == InvalidOid: not enabled) */
@@ -74,6 +75,7 @@ void load() {
     actor_fn = lookup_function(nsp, "current_actor");
     event_fn = lookup_function(nsp, "current_delete_event");
     event_seq = pg_call([nsp] { return get_relname_relid("delete_event_seq", nsp); });
+    legacy_fn = lookup_function(nsp, "soft_delete_legacy");
 
     loading = true;
     try {
@@ -125,7 +127,7 @@ std::vector<ForeignKey> read_fks(const char* side_column, Oid relid) {
         "     FROM pg_catalog.unnest(c.confkey) WITH ORDINALITY k(n, i) "
         "     JOIN pg_catalog.pg_attribute a ON a.attrelid OPERATOR(pg_catalog.=) c.confrelid "
         "      AND a.attnum OPERATOR(pg_catalog.=) k.n)::pg_catalog.text, "
-        "  c.conpfeqop::pg_catalog.oid[] "
+        "  c.conpfeqop::pg_catalog.oid[], c.condeferred "
         "FROM pg_catalog.pg_constraint c WHERE c.contype OPERATOR(pg_catalog.=) 'f' "
         "AND c.conparentid OPERATOR(pg_catalog.=) 0 AND c.{} OPERATOR(pg_catalog.=) ANY ($1) "
         "ORDER BY c.oid",
@@ -177,6 +179,7 @@ std::vector<ForeignKey> read_fks(const char* side_column, Oid relid) {
             for (int k = 0; k < n; ++k) opnos.push_back(DatumGetObjectId(elems[k]));
         });
         for (Oid op : opnos) fk.eq_ops.push_back(bridge::qualified_operator(op));
+        fk.deferred = DatumGetBool(*bridge::result_datum(i, 9));
         fks.push_back(std::move(fk));
     }
     return fks;
@@ -226,6 +229,11 @@ bool any_enabled() {
 
 Oid actor_function() { return actor_fn; }
 Oid event_function() { return event_fn; }
+Oid soft_delete_legacy_function() {
+    ensure_loaded();
+    return usable() ? legacy_fn : InvalidOid;
+}
+
 Oid event_sequence() {
     ensure_loaded();
     return usable() ? event_seq : InvalidOid;

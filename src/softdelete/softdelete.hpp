@@ -48,6 +48,8 @@ std::vector<Oid> registered_tables();
 Oid actor_function();
 Oid event_function();
 Oid event_sequence();
+/* lifecycle.soft_delete_legacy() (0.2 on), or InvalidOid. */
+Oid soft_delete_legacy_function();
 /* Make every backend reload the registry (after it changed) and replan
  * statements on relid. */
 void invalidate(Oid relid);
@@ -59,6 +61,7 @@ struct ForeignKey {
     Oid referencing;                           /* the child table */
     Oid referenced;                            /* the parent table */
     char on_delete;                            /* confdeltype: a r c n d */
+    bool deferred = false;                     /* DEFERRABLE INITIALLY DEFERRED: checked at commit */
     std::vector<std::string> referencing_cols;
     std::vector<std::string> referenced_cols;
     /* The key's own "referenced = referencing" operator for each column pair,

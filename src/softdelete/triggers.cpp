@@ -76,23 +76,89 @@ std::string where_key(const ForeignKey& fk, int first_param) {
     return out;
 }
 
-void cascade_cpp(FunctionCallInfo fcinfo) {
-    TriggerData* td = trigger_data(fcinfo, "soft_delete_cascade");
-    Relation rel = td->tg_relation;
+/* NO ACTION checks of DEFERRABLE INITIALLY DEFERRED keys, run at commit (as
+ * the foreign key's own check would be): the parent must still be deleted
+ * and have live children for the commit to fail.  Dropped with the
+ * (sub)transaction that queued them. */
+struct DeferredCheck {
+    SubTransactionId subxact;
+    ForeignKey fk;
+    RowKey key;
+    std::string parent_text;
+};
+std::vector<DeferredCheck> deferred_checks;
+
+void run_deferred_checks() {
+    std::vector<DeferredCheck> checks = std::move(deferred_checks);
+    deferred_checks.clear();
+    if (checks.empty()) return;
+    bridge::SpiConnection spi;
+    for (const DeferredCheck& c : checks) {
+        const TableInfo* parent = lookup(c.fk.referenced);
+        std::string parent_name = bridge::qualified_relation_name(c.fk.referenced);
+        std::string child_name = bridge::qualified_relation_name(c.fk.referencing);
+        /* Is the parent row still soft-deleted? */
+        std::string where_parent;
+        for (size_t i = 0; i < c.fk.referenced_cols.size(); ++i) {
+            where_parent += fmt::format("{}x.{} {} ${}", i ? " AND " : "", bridge::quote_ident(c.fk.referenced_cols[i]),
+                                        c.fk.eq_ops[i], i + 1);
+        }
+        bool still_deleted;
+        {
+            bridge::AsRole as_owner(bridge::relation_owner(c.fk.referenced), SECURITY_NOFORCE_RLS);
+            bridge::execute_sql(fmt::format("SELECT x.deleted_at IS NOT NULL FROM {} x WHERE {}", parent_name, where_parent),
+                                static_cast<int>(c.key.values.size()), c.key.types.data(), c.key.values.data(), nullptr,
+                                false, 1);
+            still_deleted = parent != nullptr && bridge::processed_rows() > 0 &&
+                            DatumGetBool(bridge::result_datum(0, 1).value_or(BoolGetDatum(false)));
+        }
+        if (!still_deleted) continue;
+        bool child_enabled = lookup(c.fk.referencing) != nullptr;
+        int rc;
+        {
+            bridge::AsRole as_owner(bridge::relation_owner(c.fk.referencing), SECURITY_NOFORCE_RLS);
+            rc = bridge::execute_sql(fmt::format("SELECT 1 FROM {} WHERE {}{} LIMIT 1", child_name, where_key(c.fk, 1),
+                                                 child_enabled ? " AND deleted_at IS NULL" : ""),
+                                     static_cast<int>(c.key.values.size()), c.key.types.data(), c.key.values.data(),
+                                     nullptr, false, 1);
+        }
+        (void)rc;
+        if (bridge::processed_rows() > 0) {
+            std::string child_rel = pg_call([&] { return std::string(get_rel_name(c.fk.referencing)); });
+            throw Error(sqlstate::foreign_key_violation,
+                        fmt::format("update or delete on table \"{}\" violates foreign key constraint \"{}\" on table "
+                                    "\"{}\"", c.parent_text, c.fk.name, child_rel),
+                        fmt::format("Key {} is still referenced from table \"{}\".", c.key.text, child_rel));
+        }
+    }
+}
+
+extern "C" void deferred_xact_callback(XactEvent event, void*) {
+    if (event == XACT_EVENT_PRE_COMMIT) {
+        if (deferred_checks.empty()) return;
+        bridge::entry_guard([] {
+            bridge::pg_call([] { PushActiveSnapshot(GetTransactionSnapshot()); });
+            run_deferred_checks();
+            bridge::pg_call([] { PopActiveSnapshot(); });
+        });
+    } else if (event == XACT_EVENT_ABORT || event == XACT_EVENT_PARALLEL_ABORT || event == XACT_EVENT_COMMIT ||
+               event == XACT_EVENT_PREPARE) {
+        deferred_checks.clear();
+    }
+}
+
+extern "C" void deferred_subxact_callback(SubXactEvent event, SubTransactionId subxact, SubTransactionId, void*) {
+    if (event != SUBXACT_EVENT_ABORT_SUB) return;
+    std::erase_if(deferred_checks, [subxact](const DeferredCheck& c) { return c.subxact >= subxact; });
+}
+
+/* The foreign keys that reference a row soft-deleted at deleted_at by
+ * deleted_by in `event`: cascade, restrict, or check at commit. */
+void cascade_row(Relation rel, HeapTuple row, Datum deleted_at, Datum deleted_by, bool by_null, Datum event,
+                 bool event_null) {
     Oid relid = RelationGetRelid(rel);
-    HeapTuple row = td->tg_newtuple;
     std::vector<ForeignKey> fks = incoming_fks(relid);
     if (fks.empty()) return;
-
-    const TableInfo* self = lookup(relid);
-    if (self == nullptr) return;
-    bool isnull;
-    Datum deleted_at = pg_call([&] { return heap_getattr(row, self->deleted_at, RelationGetDescr(rel), &isnull); });
-    Datum deleted_by = pg_call([&] { return heap_getattr(row, self->deleted_by, RelationGetDescr(rel), &isnull); });
-    bool by_null = isnull;
-    Datum event = pg_call([&] { return heap_getattr(row, self->delete_event, RelationGetDescr(rel), &isnull); });
-    bool event_null = isnull;
-
     bridge::SpiConnection spi;
     for (const ForeignKey& fk : fks) {
         if (fk.on_delete == FKCONSTR_ACTION_SETNULL || fk.on_delete == FKCONSTR_ACTION_SETDEFAULT) continue;
@@ -124,6 +190,30 @@ void cascade_cpp(FunctionCallInfo fcinfo) {
             bridge::AsRole as_owner(child_owner, SECURITY_NOFORCE_RLS);
             int rc = bridge::execute_plan(plan, values.data(), nulls.c_str(), false, 0);
             if (rc < 0) throw Error(sqlstate::internal_error, "pg_lifecycle: cascade failed");
+        } else if (fk.on_delete == FKCONSTR_ACTION_NOACTION && fk.deferred) {
+            /* Checked at commit: the children may go later in the transaction. */
+            static bool registered = false;
+            if (!registered) {
+                pg_call([] {
+                    RegisterXactCallback(deferred_xact_callback, nullptr);
+                    RegisterSubXactCallback(deferred_subxact_callback, nullptr);
+                });
+                registered = true;
+            }
+            std::string parent_text = pg_call([&] { return std::string(RelationGetRelationName(rel)); });
+            RowKey kept = key;
+            pg_call([&kept] {
+                /* The values outlive the trigger's tuple: copies in the transaction's memory. */
+                MemoryContext old = MemoryContextSwitchTo(TopTransactionContext);
+                for (size_t i = 0; i < kept.values.size(); ++i) {
+                    int16 len;
+                    bool byval;
+                    get_typlenbyval(kept.types[i], &len, &byval);
+                    kept.values[i] = datumCopy(kept.values[i], byval, len);
+                }
+                MemoryContextSwitchTo(old);
+            });
+            deferred_checks.push_back(DeferredCheck{GetCurrentSubTransactionId(), fk, std::move(kept), parent_text});
         } else {
             /* RESTRICT / NO ACTION: live children forbid the delete. */
             std::string sql = fmt::format("SELECT 1 FROM {} WHERE {}{} LIMIT 1", child_name,
@@ -139,7 +229,7 @@ void cascade_cpp(FunctionCallInfo fcinfo) {
                 rc = bridge::execute_plan(plan, key.values.data(), nullptr, false, 1);
             }
             if (rc < 0) throw Error(sqlstate::internal_error, "pg_lifecycle: restrict check failed");
-            if (SPI_processed > 0) {
+            if (bridge::processed_rows() > 0) {
                 std::string parent_name = pg_call([&] { return std::string(RelationGetRelationName(rel)); });
                 std::string child_rel = pg_call([&] { return std::string(get_rel_name(fk.referencing)); });
                 throw Error(sqlstate::foreign_key_violation,
@@ -149,6 +239,23 @@ void cascade_cpp(FunctionCallInfo fcinfo) {
             }
         }
     }
+}
+
+void cascade_cpp(FunctionCallInfo fcinfo) {
+    TriggerData* td = trigger_data(fcinfo, "soft_delete_cascade");
+    Relation rel = td->tg_relation;
+    HeapTuple row = td->tg_newtuple;
+    const TableInfo* self = lookup(RelationGetRelid(rel));
+    if (self == nullptr) return;
+    bool isnull;
+    Datum deleted_at = pg_call([&] { return heap_getattr(row, self->deleted_at, RelationGetDescr(rel), &isnull); });
+    Datum deleted_by = pg_call([&] { return heap_getattr(row, self->deleted_by, RelationGetDescr(rel), &isnull); });
+    bool by_null = isnull;
+    Datum event = pg_call([&] { return heap_getattr(row, self->delete_event, RelationGetDescr(rel), &isnull); });
+    /* Without an event it is an application's own soft delete by UPDATE: the
+     * legacy trigger gives it one and cascades (soft_delete_legacy). */
+    if (isnull && InvalidOid != soft_delete_legacy_function()) return;
+    cascade_row(rel, row, deleted_at, deleted_by, by_null, event, isnull);
 }
 
 /* One delete_event per transaction for the safety net too (see
@@ -230,51 +337,51 @@ Datum guard_cpp(FunctionCallInfo fcinfo) {
     return PointerGetDatum(nullptr); /* skip the physical delete */
 }
 
-/* soft_delete_legacy: BEFORE UPDATE, when an UPDATE sets deleted_at from NULL
+/* soft_delete_legacy: AFTER UPDATE, when an UPDATE set deleted_at from NULL
  * without an event (an application's own soft delete: the seeds' repository,
- * Sequelize paranoid, TypeORM softDelete) or back to NULL without touching
- * delete_event (its own restore).  The first gets the transaction's event and
- * an actor, so the cascade trigger follows the foreign keys and restore()
- * can undo it; the second drops the row's event, and soft_delete_restored
- * brings back what that event took along. */
-Datum legacy_cpp(FunctionCallInfo fcinfo) {
+ * Sequelize paranoid, TypeORM softDelete).  The row gets the transaction's
+ * event and an actor (unless the application wrote one), like a DELETE, and
+ * the foreign keys that reference it cascade or restrict with that event.
+ * (An AFTER trigger: a BEFORE UPDATE row trigger would make every UPDATE of
+ * the table lock each row before updating it.) */
+void legacy_cpp(FunctionCallInfo fcinfo) {
     TriggerData* td = trigger_data(fcinfo, "soft_delete_legacy");
-    if (!TRIGGER_FIRED_BEFORE(td->tg_event) || !TRIGGER_FIRED_FOR_ROW(td->tg_event) ||
+    if (!TRIGGER_FIRED_AFTER(td->tg_event) || !TRIGGER_FIRED_FOR_ROW(td->tg_event) ||
         !TRIGGER_FIRED_BY_UPDATE(td->tg_event)) {
-        throw Error(sqlstate::trigger_protocol_violated, "soft_delete_legacy must be a BEFORE UPDATE FOR EACH ROW trigger");
+        throw Error(sqlstate::trigger_protocol_violated, "soft_delete_legacy must be an AFTER UPDATE FOR EACH ROW trigger");
     }
     Relation rel = td->tg_relation;
+    Oid relid = RelationGetRelid(rel);
     HeapTuple row = td->tg_newtuple;
-    const TableInfo* found = lookup(RelationGetRelid(rel));
-    if (found == nullptr) return PointerGetDatum(row);
+    const TableInfo* found = lookup(relid);
+    if (found == nullptr) return;
     TableInfo info = *found;
     TupleDesc desc = RelationGetDescr(rel);
-    bool old_null, new_null, by_null;
-    pg_call([&] {
-        (void)heap_getattr(td->tg_trigtuple, info.deleted_at, desc, &old_null);
-        (void)heap_getattr(row, info.deleted_at, desc, &new_null);
-        (void)heap_getattr(row, info.deleted_by, desc, &by_null);
+    bool by_null;
+    Datum deleted_at = pg_call([&] {
+        bool n;
+        return heap_getattr(row, info.deleted_at, desc, &n);
     });
-    int cols[2] = {info.delete_event, info.deleted_by};
-    Datum values[2] = {0, 0};
-    bool nulls[2] = {true, true};
-    if (old_null && !new_null) {
-        values[0] = pg_call([] { return DirectFunctionCall1(lifecycle_current_delete_event, (Datum)0); });
-        nulls[0] = false;
-        if (by_null) {
-            values[1] = pg_call([] { return DirectFunctionCall1(lifecycle_current_actor, (Datum)0); });
-            nulls[1] = false;
-        } else {
-            cols[1] = 0; /* keep the actor the application wrote */
-        }
-    } else if (!old_null && new_null) {
-        /* deleted_by and delete_event go with deleted_at: NULL = live */
-    } else {
-        return PointerGetDatum(row);
+    Datum deleted_by = pg_call([&] { return heap_getattr(row, info.deleted_by, desc, &by_null); });
+    Datum event = pg_call([] { return DirectFunctionCall1(lifecycle_current_delete_event, (Datum)0); });
+    if (by_null) {
+        deleted_by = pg_call([] { return DirectFunctionCall1(lifecycle_current_actor, (Datum)0); });
+        by_null = false;
     }
-    int ncols = cols[1] == 0 ? 1 : 2;
-    HeapTuple modified = pg_call([&] { return heap_modify_tuple_by_cols(row, desc, ncols, cols, values, nulls); });
-    return PointerGetDatum(modified);
+    {
+        /* The row's own event and actor: as the table's owner, like the guard. */
+        Oid types[3] = {TIDOID, INT8OID, TEXTOID};
+        Datum values[3] = {PointerGetDatum(&row->t_self), event, deleted_by};
+        std::string sql = fmt::format(
+            "UPDATE ONLY {} SET delete_event = $2, deleted_by = $3 WHERE ctid OPERATOR(pg_catalog.=) $1",
+            bridge::qualified_relation_name(relid));
+        bridge::SpiConnection spi;
+        SPIPlanPtr plan = bridge::cached_plan(sql, 3, types);
+        bridge::CallersSearchPath callers;
+        bridge::AsRole as_owner(bridge::relation_owner(relid), SECURITY_NOFORCE_RLS);
+        bridge::execute_plan(plan, values, nullptr, false, 0);
+    }
+    cascade_row(rel, row, deleted_at, deleted_by, by_null, event, false);
 }
 
 /* soft_delete_restored: AFTER UPDATE, when a row with a delete event comes
@@ -297,6 +404,19 @@ void restored_cpp(FunctionCallInfo fcinfo) {
     if (isnull) return;
     HeapTuple row = td->tg_newtuple;
     bridge::SpiConnection spi;
+    {
+        /* The row is live again: no actor, no event (NULL = live). */
+        Oid types[1] = {TIDOID};
+        Datum values[1] = {PointerGetDatum(&row->t_self)};
+        std::string sql = fmt::format(
+            "UPDATE ONLY {} SET delete_event = NULL, deleted_by = NULL WHERE ctid OPERATOR(pg_catalog.=) $1 "
+            "AND deleted_at IS NULL",
+            bridge::qualified_relation_name(relid));
+        SPIPlanPtr plan = bridge::cached_plan(sql, 1, types);
+        bridge::CallersSearchPath callers;
+        bridge::AsRole as_owner(bridge::relation_owner(relid), SECURITY_NOFORCE_RLS);
+        bridge::execute_plan(plan, values, nullptr, false, 0);
+    }
     for (const ForeignKey& fk : incoming_fks(relid)) {
         if (lookup(fk.referencing) == nullptr) continue;
         RowKey key = row_key(rel, row, fk.referenced_cols);
@@ -350,7 +470,10 @@ using namespace pg_lifecycle;
 
 LIFECYCLE_FUNCTION(lifecycle_soft_delete_guard) { return softdelete::guard_cpp(fcinfo); }
 
-LIFECYCLE_FUNCTION(lifecycle_soft_delete_legacy) { return softdelete::legacy_cpp(fcinfo); }
+LIFECYCLE_FUNCTION(lifecycle_soft_delete_legacy) {
+    softdelete::legacy_cpp(fcinfo);
+    return PointerGetDatum(nullptr);
+}
 
 LIFECYCLE_FUNCTION(lifecycle_soft_delete_restored) {
     softdelete::restored_cpp(fcinfo);

@@ -40,8 +40,6 @@ struct OwnDdl {
 constexpr const char* guard_trigger = "lifecycle_soft_delete_guard";
 constexpr const char* cascade_trigger = "lifecycle_soft_delete_cascade";
 constexpr const char* truncate_trigger = "lifecycle_soft_delete_truncate";
-constexpr const char* legacy_trigger = "lifecycle_soft_delete_legacy";
-constexpr const char* restored_trigger = "lifecycle_soft_delete_restored";
 
 struct Column {
     const char* name;
@@ -78,7 +76,7 @@ char trigger_state(Oid rel, const char* name) {
 void grant_trigger_functions(Oid relid) {
     Oid owner = bridge::relation_owner(relid);
     std::string role = bridge::quote_ident(pg_call([owner] { return std::string(GetUserNameFromId(owner, false)); }));
-    for (const char* fn : {"soft_delete_guard", "soft_delete_cascade", "soft_delete_legacy", "soft_delete_restored"}) {
+    for (const char* fn : {"soft_delete_guard", "soft_delete_cascade"}) {
         bool needed = pg_call([owner, fn] {
             List* name = list_make2(makeString(pstrdup("lifecycle")), makeString(pstrdup(fn)));
             Oid f = LookupFuncName(name, 0, nullptr, true);
@@ -97,23 +95,15 @@ bool truncate_function_exists() {
     });
 }
 
-/* The row triggers of version 0.2 on the table (cloned to its partitions). */
-struct RowTrigger {
-    const char* name;
-    const char* definition; /* after "CREATE TRIGGER <name> " , with {} for the table */
-};
-constexpr RowTrigger row_triggers_02[] = {
-    /* An application's own soft delete (UPDATE ... SET deleted_at = now()) gets
-     * an event and an actor, like a DELETE; its own restore (UPDATE ... SET
-     * deleted_at = NULL, delete_event untouched) is a restore of the event. */
-    {legacy_trigger,
-     "AFTER UPDATE ON {} FOR EACH ROW WHEN (OLD.deleted_at IS NULL AND NEW.deleted_at IS NOT NULL "
-     "AND NEW.delete_event IS NULL) EXECUTE FUNCTION lifecycle.soft_delete_legacy()"},
-    {restored_trigger,
-     "AFTER UPDATE ON {} FOR EACH ROW WHEN (OLD.deleted_at IS NOT NULL AND NEW.deleted_at IS NULL "
-     "AND OLD.delete_event IS NOT NULL AND NEW.delete_event IS NOT NULL) "
-     "EXECUTE FUNCTION lifecycle.soft_delete_restored()"},
-};
+/* The cascade trigger: in 0.1 it fired for soft deletes only; from 0.2 also
+ * for an application's own soft delete by UPDATE (no event: it gets one) and
+ * its own restore by UPDATE (delete_event left as it was). */
+constexpr const char* cascade_when_01 =
+    "OLD.deleted_at IS NULL AND NEW.deleted_at IS NOT NULL AND lifecycle._soft_delete_referenced(OLD.tableoid)";
+constexpr const char* cascade_when_02 =
+    "(OLD.deleted_at IS NULL AND NEW.deleted_at IS NOT NULL AND (NEW.delete_event IS NULL "
+    "OR lifecycle._soft_delete_referenced(OLD.tableoid))) OR (OLD.deleted_at IS NOT NULL AND NEW.deleted_at IS NULL "
+    "AND OLD.delete_event IS NOT NULL AND NEW.delete_event IS NOT NULL)";
 
 void create_truncate_trigger(Oid rel) {
     bridge::execute_sql(fmt::format("CREATE TRIGGER {} BEFORE TRUNCATE ON {} FOR EACH STATEMENT "
@@ -151,8 +141,8 @@ void check_all() {
             grant_trigger_functions(relid);
         }
         for (Oid rel : table_and_partitions(relid)) {
-            for (const char* name : {guard_trigger, cascade_trigger, truncate_trigger, legacy_trigger, restored_trigger}) {
-                if (name != guard_trigger && name != cascade_trigger && !truncate_trigger_expected) continue;
+            for (const char* name : {guard_trigger, cascade_trigger, truncate_trigger}) {
+                if (name == truncate_trigger && !truncate_trigger_expected) continue;
                 char state = trigger_state(rel, name);
                 if (state == '\0' && name == truncate_trigger) {
                     /* A partition created or attached since enabling. */
@@ -182,21 +172,14 @@ void install_triggers(Oid relid) {
                                         guard_trigger, table),
                             false);
     }
+    bool v02 = truncate_function_exists();
     if (trigger_state(relid, cascade_trigger) == '\0') {
-        bridge::execute_sql(fmt::format("CREATE TRIGGER {} AFTER UPDATE ON {} FOR EACH ROW "
-                                        "WHEN (OLD.deleted_at IS NULL AND NEW.deleted_at IS NOT NULL "
-                                        "AND lifecycle._soft_delete_referenced(OLD.tableoid)) "
+        bridge::execute_sql(fmt::format("CREATE TRIGGER {} AFTER UPDATE ON {} FOR EACH ROW WHEN ({}) "
                                         "EXECUTE FUNCTION lifecycle.soft_delete_cascade()",
-                                        cascade_trigger, table),
+                                        cascade_trigger, table, v02 ? cascade_when_02 : cascade_when_01),
                             false);
     }
-    if (!truncate_function_exists()) return;
-    for (const RowTrigger& t : row_triggers_02) {
-        if (trigger_state(relid, t.name) == '\0') {
-            bridge::execute_sql(fmt::format(fmt::runtime(std::string("CREATE TRIGGER {} ") + t.definition), t.name, table),
-                                false);
-        }
-    }
+    if (!v02) return;
     for (Oid rel : table_and_partitions(relid)) {
         if (trigger_state(rel, truncate_trigger) == '\0') create_truncate_trigger(rel);
     }
@@ -239,7 +222,7 @@ void remove_triggers(Oid relid) {
     std::string table = bridge::qualified_relation_name(relid);
     OwnDdl own;
     bridge::AsRole ext(bridge::extension_owner());
-    for (const char* name : {guard_trigger, cascade_trigger, legacy_trigger, restored_trigger}) {
+    for (const char* name : {guard_trigger, cascade_trigger}) {
         bridge::execute_sql(fmt::format("DROP TRIGGER IF EXISTS {} ON {}", name, table), false);
     }
     for (Oid rel : table_and_partitions(relid)) {

@@ -75,7 +75,7 @@ void load() {
     actor_fn = lookup_function(nsp, "current_actor");
     event_fn = lookup_function(nsp, "current_delete_event");
     event_seq = pg_call([nsp] { return get_relname_relid("delete_event_seq", nsp); });
-    legacy_fn = lookup_function(nsp, "soft_delete_legacy");
+    legacy_fn = lookup_function(nsp, "soft_delete_truncate");
 
     loading = true;
     try {
@@ -229,7 +229,7 @@ bool any_enabled() {
 
 Oid actor_function() { return actor_fn; }
 Oid event_function() { return event_fn; }
-Oid soft_delete_legacy_function() {
+Oid version_02_function() {
     ensure_loaded();
     return usable() ? legacy_fn : InvalidOid;
 }

@@ -48,8 +48,9 @@ std::vector<Oid> registered_tables();
 Oid actor_function();
 Oid event_function();
 Oid event_sequence();
-/* lifecycle.soft_delete_legacy() (0.2 on), or InvalidOid. */
-Oid soft_delete_legacy_function();
+/* A function version 0.2 added (lifecycle.soft_delete_truncate), or
+ * InvalidOid in a database still at 0.1: what its triggers can expect. */
+Oid version_02_function();
 /* Make every backend reload the registry (after it changed) and replan
  * statements on relid. */
 void invalidate(Oid relid);

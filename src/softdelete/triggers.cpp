@@ -241,20 +241,37 @@ void cascade_row(Relation rel, HeapTuple row, Datum deleted_at, Datum deleted_by
     }
 }
 
+void legacy_delete(Relation rel, HeapTuple row);
+void legacy_restore(Relation rel, HeapTuple old_row, HeapTuple row);
+
+/* soft_delete_cascade: AFTER UPDATE, when a row goes from live to deleted (a
+ * soft DELETE, or an application's own UPDATE of deleted_at), or back by an
+ * application's own UPDATE. */
 void cascade_cpp(FunctionCallInfo fcinfo) {
     TriggerData* td = trigger_data(fcinfo, "soft_delete_cascade");
     Relation rel = td->tg_relation;
     HeapTuple row = td->tg_newtuple;
     const TableInfo* self = lookup(RelationGetRelid(rel));
     if (self == nullptr) return;
-    bool isnull;
-    Datum deleted_at = pg_call([&] { return heap_getattr(row, self->deleted_at, RelationGetDescr(rel), &isnull); });
-    Datum deleted_by = pg_call([&] { return heap_getattr(row, self->deleted_by, RelationGetDescr(rel), &isnull); });
+    TupleDesc desc = RelationGetDescr(rel);
+    bool was_deleted, isnull;
+    Datum deleted_at = pg_call([&] {
+        (void)heap_getattr(td->tg_trigtuple, self->deleted_at, desc, &was_deleted);
+        return heap_getattr(row, self->deleted_at, desc, &isnull);
+    });
+    was_deleted = !was_deleted;
+    bool v02 = OidIsValid(version_02_function());
+    if (was_deleted && isnull) {
+        if (v02) legacy_restore(rel, td->tg_trigtuple, row);
+        return;
+    }
+    Datum deleted_by = pg_call([&] { return heap_getattr(row, self->deleted_by, desc, &isnull); });
     bool by_null = isnull;
-    Datum event = pg_call([&] { return heap_getattr(row, self->delete_event, RelationGetDescr(rel), &isnull); });
-    /* Without an event it is an application's own soft delete by UPDATE: the
-     * legacy trigger gives it one and cascades (soft_delete_legacy). */
-    if (isnull && InvalidOid != soft_delete_legacy_function()) return;
+    Datum event = pg_call([&] { return heap_getattr(row, self->delete_event, desc, &isnull); });
+    if (isnull && v02) {
+        legacy_delete(rel, row);
+        return;
+    }
     cascade_row(rel, row, deleted_at, deleted_by, by_null, event, isnull);
 }
 
@@ -337,22 +354,13 @@ Datum guard_cpp(FunctionCallInfo fcinfo) {
     return PointerGetDatum(nullptr); /* skip the physical delete */
 }
 
-/* soft_delete_legacy: AFTER UPDATE, when an UPDATE set deleted_at from NULL
- * without an event (an application's own soft delete: the seeds' repository,
- * Sequelize paranoid, TypeORM softDelete).  The row gets the transaction's
- * event and an actor (unless the application wrote one), like a DELETE, and
- * the foreign keys that reference it cascade or restrict with that event.
- * (An AFTER trigger: a BEFORE UPDATE row trigger would make every UPDATE of
- * the table lock each row before updating it.) */
-void legacy_cpp(FunctionCallInfo fcinfo) {
-    TriggerData* td = trigger_data(fcinfo, "soft_delete_legacy");
-    if (!TRIGGER_FIRED_AFTER(td->tg_event) || !TRIGGER_FIRED_FOR_ROW(td->tg_event) ||
-        !TRIGGER_FIRED_BY_UPDATE(td->tg_event)) {
-        throw Error(sqlstate::trigger_protocol_violated, "soft_delete_legacy must be an AFTER UPDATE FOR EACH ROW trigger");
-    }
-    Relation rel = td->tg_relation;
+/* An application's own soft delete (UPDATE ... SET deleted_at from NULL,
+ * without an event: the seeds' repository, Sequelize paranoid, TypeORM
+ * softDelete).  The row gets the transaction's event and an actor (unless the
+ * application wrote one), like a DELETE, and the foreign keys that reference
+ * it cascade or restrict with that event. */
+void legacy_delete(Relation rel, HeapTuple row) {
     Oid relid = RelationGetRelid(rel);
-    HeapTuple row = td->tg_newtuple;
     const TableInfo* found = lookup(relid);
     if (found == nullptr) return;
     TableInfo info = *found;
@@ -384,25 +392,18 @@ void legacy_cpp(FunctionCallInfo fcinfo) {
     cascade_row(rel, row, deleted_at, deleted_by, by_null, event, false);
 }
 
-/* soft_delete_restored: AFTER UPDATE, when a row with a delete event comes
- * back by an UPDATE of the application's (lifecycle.restore does its own
- * work): the rows the same event took along the foreign keys come back too,
- * and a row whose parent is still deleted may not (23503), as with restore(). */
-void restored_cpp(FunctionCallInfo fcinfo) {
-    TriggerData* td = trigger_data(fcinfo, "soft_delete_restored");
-    if (!TRIGGER_FIRED_AFTER(td->tg_event) || !TRIGGER_FIRED_FOR_ROW(td->tg_event) ||
-        !TRIGGER_FIRED_BY_UPDATE(td->tg_event)) {
-        throw Error(sqlstate::trigger_protocol_violated, "soft_delete_restored must be an AFTER UPDATE FOR EACH ROW trigger");
-    }
+/* An application's own restore (UPDATE ... SET deleted_at = NULL of a row it
+ * can see, delete_event left as it was): the row drops its actor and event,
+ * the rows the same event took along the foreign keys come back too, and a
+ * row whose parent is still deleted may not (23503), as with restore(). */
+void legacy_restore(Relation rel, HeapTuple old_row, HeapTuple row) {
     if (restore_depth > 0) return;
-    Relation rel = td->tg_relation;
     Oid relid = RelationGetRelid(rel);
     const TableInfo* self = lookup(relid);
     if (self == nullptr) return;
     bool isnull;
-    Datum event = pg_call([&] { return heap_getattr(td->tg_trigtuple, self->delete_event, RelationGetDescr(rel), &isnull); });
+    Datum event = pg_call([&] { return heap_getattr(old_row, self->delete_event, RelationGetDescr(rel), &isnull); });
     if (isnull) return;
-    HeapTuple row = td->tg_newtuple;
     bridge::SpiConnection spi;
     {
         /* The row is live again: no actor, no event (NULL = live). */
@@ -470,15 +471,7 @@ using namespace pg_lifecycle;
 
 LIFECYCLE_FUNCTION(lifecycle_soft_delete_guard) { return softdelete::guard_cpp(fcinfo); }
 
-LIFECYCLE_FUNCTION(lifecycle_soft_delete_legacy) {
-    softdelete::legacy_cpp(fcinfo);
-    return PointerGetDatum(nullptr);
-}
 
-LIFECYCLE_FUNCTION(lifecycle_soft_delete_restored) {
-    softdelete::restored_cpp(fcinfo);
-    return PointerGetDatum(nullptr);
-}
 
 /* lifecycle._soft_delete_referenced(tbl oid) RETURNS boolean — in the cascade
  * trigger's WHEN, so that a table no foreign key references queues no event. */

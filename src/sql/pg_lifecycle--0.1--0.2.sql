@@ -170,19 +170,16 @@ $$;
 REVOKE EXECUTE ON FUNCTION lifecycle.user_token_families(text) FROM PUBLIC;
 
 ------------------------------------------------------------------------------
--- Adoption (SPEC §1): an application's own soft delete and restore by UPDATE.
+-- Keep last: tables enabled under 0.1 get the triggers of 0.2 — the TRUNCATE
+-- trigger, and the cascade trigger that also handles an application's own
+-- soft delete and restore by UPDATE (dropped here, re-created by
+-- soft_delete_enable, which adds what is missing and keeps the settings).
 ------------------------------------------------------------------------------
--- An application's own soft delete and restore (UPDATE ... SET deleted_at),
--- recorded as a delete event with actor and cascade, and undone along it.
-CREATE FUNCTION lifecycle.soft_delete_legacy() RETURNS trigger
-    AS 'MODULE_PATHNAME', 'lifecycle_soft_delete_legacy' LANGUAGE C;
-CREATE FUNCTION lifecycle.soft_delete_restored() RETURNS trigger
-    AS 'MODULE_PATHNAME', 'lifecycle_soft_delete_restored' LANGUAGE C;
-REVOKE EXECUTE ON FUNCTION lifecycle.soft_delete_legacy(), lifecycle.soft_delete_restored() FROM PUBLIC;
-
-------------------------------------------------------------------------------
--- Keep last: tables enabled under 0.1 get the triggers 0.2 adds (TRUNCATE,
--- legacy UPDATE) — soft_delete_enable is idempotent: it adds what is missing
--- and keeps the settings.
-------------------------------------------------------------------------------
+DO $$
+DECLARE r record;
+BEGIN
+    FOR r IN SELECT tbl FROM lifecycle.soft_delete_tables LOOP
+        EXECUTE pg_catalog.format('DROP TRIGGER IF EXISTS lifecycle_soft_delete_cascade ON %s', r.tbl);
+    END LOOP;
+END $$;
 SELECT lifecycle.soft_delete_enable(tbl, retention, hide) FROM lifecycle.soft_delete_tables;

@@ -45,7 +45,11 @@ CREATE FUNCTION lifecycle.current_actor() RETURNS text
 --   soft_delete_guard   BEFORE DELETE: the safety net when a DELETE reaches the
 --                       table (library not preloaded): soft-deletes the row itself.
 --   soft_delete_cascade AFTER UPDATE, when a row goes from live to deleted:
---                       foreign-key cascade / restrict for the soft delete.
+--                       foreign-key cascade / restrict for the soft delete
+--                       (an UPDATE of deleted_at by the application itself
+--                       gets an event and an actor first); and when the
+--                       application's own UPDATE brings a row back: the rows
+--                       its event took come back too.
 CREATE FUNCTION lifecycle.soft_delete_guard() RETURNS trigger
     AS 'MODULE_PATHNAME', 'lifecycle_soft_delete_guard' LANGUAGE C;
 CREATE FUNCTION lifecycle.soft_delete_cascade() RETURNS trigger
@@ -59,13 +63,6 @@ CREATE FUNCTION lifecycle.soft_delete_truncate() RETURNS trigger
     AS 'MODULE_PATHNAME', 'lifecycle_soft_delete_truncate' LANGUAGE C;
 REVOKE EXECUTE ON FUNCTION lifecycle.soft_delete_guard(), lifecycle.soft_delete_cascade(),
                            lifecycle.soft_delete_truncate() FROM PUBLIC;
--- An application's own soft delete and restore (UPDATE ... SET deleted_at),
--- recorded as a delete event with actor and cascade, and undone along it.
-CREATE FUNCTION lifecycle.soft_delete_legacy() RETURNS trigger
-    AS 'MODULE_PATHNAME', 'lifecycle_soft_delete_legacy' LANGUAGE C;
-CREATE FUNCTION lifecycle.soft_delete_restored() RETURNS trigger
-    AS 'MODULE_PATHNAME', 'lifecycle_soft_delete_restored' LANGUAGE C;
-REVOKE EXECUTE ON FUNCTION lifecycle.soft_delete_legacy(), lifecycle.soft_delete_restored() FROM PUBLIC;
 -- Internal, in soft_delete_cascade's WHEN: does a foreign key reference the
 -- row's table (or an ancestor)?  When none does, no trigger event is queued.
 CREATE FUNCTION lifecycle._soft_delete_referenced(tbl oid) RETURNS boolean

@@ -338,7 +338,7 @@ SELECT tokens_err($$SELECT * FROM lifecycle.token_rotate('x')$$);
 SELECT tokens_err($$SELECT lifecycle.token_family_revoke('00000000-0000-0000-0000-000000000000', 'x')$$);
 SELECT tokens_err($$SELECT lifecycle.token_families_revoke_user('x', 'x')$$);
 RESET ROLE;
-GRANT EXECUTE ON FUNCTION lifecycle.token_family_create(text, text, interval), lifecycle.token_rotate(text, text),
+GRANT EXECUTE ON FUNCTION lifecycle.token_family_create(text, text, interval, interval), lifecycle.token_rotate(text, text),
                           lifecycle.token_family_revoke(uuid, text),
                           lifecycle.token_families_revoke_user(text, text) TO tokens_nobody;
 SET ROLE tokens_nobody;
@@ -362,8 +362,20 @@ SELECT status FROM lifecycle.token_rotate(:'p2t');
 SELECT device_fingerprint, generation, family_id = :'p2' OR family_id = :'p3' AS known
   FROM lifecycle.user_token_families('tok-pat') ORDER BY device_fingerprint;   -- the revoked laptop is not listed
 SELECT count(*) AS nobody FROM lifecycle.user_token_families('tok-nobody');
+-- An inactivity lifetime (Auth0's "inactivity expiration"): unused longer than
+-- that, the family is expired; each rotation slides it.
+SELECT family_id AS p4, token AS p4t FROM lifecycle.token_family_create('tok-pat', 'kiosk', '30 days', '1 hour') \gset
+SELECT status, token FROM lifecycle.token_rotate(:'p4t') \gset p4_
+SELECT :'p4_status' AS first_rotation;
 RESET ROLE;
-REVOKE ALL ON FUNCTION lifecycle.token_family_create(text, text, interval), lifecycle.token_rotate(text, text),
+UPDATE lifecycle.token_family_state SET idle_expires_at = now() - interval '1 second' WHERE family_id = :'p4';
+SET ROLE tokens_nobody;
+SELECT count(*) AS kiosk_listed FROM lifecycle.user_token_families('tok-pat') WHERE device_fingerprint = 'kiosk';
+SELECT status FROM lifecycle.token_rotate(:'p4_token');                     -- idle too long
+RESET ROLE;
+SELECT idle_timeout FROM lifecycle.token_families WHERE family_id = :'p4';
+SELECT tokens_err($$SELECT * FROM lifecycle.token_family_create('tok-pat', NULL, '1 day', '-1 hour')$$) AS bad_idle;
+REVOKE ALL ON FUNCTION lifecycle.token_family_create(text, text, interval, interval), lifecycle.token_rotate(text, text),
                        lifecycle.token_family_revoke(uuid, text),
                        lifecycle.token_families_revoke_user(text, text),
                        lifecycle.user_token_families(text) FROM tokens_nobody;

@@ -121,6 +121,39 @@ CREATE EVENT TRIGGER lifecycle_drop_extension ON ddl_command_start WHEN TAG IN (
     EXECUTE FUNCTION lifecycle.on_drop_extension();
 
 ------------------------------------------------------------------------------
+-- Token families with an inactivity lifetime (SPEC §2): token_family_create
+-- gains idle_timeout; the grants on the old signature carry over.
+------------------------------------------------------------------------------
+ALTER TABLE lifecycle.token_family_state ADD COLUMN idle_timeout interval, ADD COLUMN idle_expires_at timestamptz;
+CREATE INDEX token_family_state_idle_dead ON lifecycle.token_family_state (idle_expires_at)
+    WHERE idle_expires_at IS NOT NULL;
+CREATE OR REPLACE VIEW lifecycle.token_families AS
+    SELECT family_id, user_id, device_fingerprint, generation, created_at, last_used_at, expires_at,
+           revoked_at, revoked_reason, idle_timeout
+      FROM lifecycle.token_family_state;
+DO $do$
+DECLARE
+    grantees text[];
+    g text;
+BEGIN
+    SELECT pg_catalog.array_agg(a.grantee::regrole::text) INTO grantees
+      FROM pg_proc p, aclexplode(p.proacl) a
+     WHERE p.oid = 'lifecycle.token_family_create(text, text, interval)'::regprocedure
+       AND a.privilege_type = 'EXECUTE' AND a.grantee <> 0 AND a.grantee <> p.proowner;
+    DROP FUNCTION lifecycle.token_family_create(text, text, interval);
+    CREATE FUNCTION lifecycle.token_family_create(user_id text, device_fingerprint text DEFAULT NULL,
+                                                  ttl interval DEFAULT '30 days', idle_timeout interval DEFAULT NULL)
+        RETURNS TABLE(family_id uuid, token text)
+        AS 'MODULE_PATHNAME', 'lifecycle_token_family_create' LANGUAGE C VOLATILE ROWS 1
+        SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
+    REVOKE EXECUTE ON FUNCTION lifecycle.token_family_create(text, text, interval, interval) FROM PUBLIC;
+    FOREACH g IN ARRAY coalesce(grantees, '{}') LOOP
+        EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION lifecycle.token_family_create(text, text, interval, '
+                                  'interval) TO %s', g);
+    END LOOP;
+END $do$;
+
+------------------------------------------------------------------------------
 -- Adoption (SPEC §1-§3): restore with an id bound as text, a session's
 -- validation and a user's sessions and token families.
 ------------------------------------------------------------------------------
@@ -165,6 +198,7 @@ CREATE FUNCTION lifecycle.user_token_families(user_id text)
       FROM lifecycle.token_family_state f
      WHERE f.user_id OPERATOR(pg_catalog.=) $1 AND f.revoked_at IS NULL
        AND f.expires_at OPERATOR(pg_catalog.>) pg_catalog.now()
+       AND (f.idle_expires_at IS NULL OR f.idle_expires_at OPERATOR(pg_catalog.>) pg_catalog.now())
      ORDER BY f.last_used_at DESC, f.family_id
 $$;
 REVOKE EXECUTE ON FUNCTION lifecycle.user_token_families(text) FROM PUBLIC;

@@ -169,6 +169,7 @@ struct Family {
     int current_key;
     std::optional<TimestampTz> rotated_at;
     TimestampTz expires_at;
+    std::optional<TimestampTz> idle_expires_at;
     bool revoked;
     TransactionId xmin;
 };
@@ -176,7 +177,7 @@ struct Family {
 std::optional<Family> lock_family(const Bytes16& family_id) {
     static bridge::Statement lock(
         "SELECT user_id, device_fingerprint, generation, current_nonce, previous_nonce, current_key, rotated_at, "
-        "expires_at, revoked_at IS NOT NULL, xmin "
+        "expires_at, revoked_at IS NOT NULL, xmin, idle_expires_at "
         "FROM lifecycle.token_family_state WHERE family_id = $1 FOR NO KEY UPDATE",
         {UUIDOID});
     Datum id = uuid_datum(family_id);
@@ -196,6 +197,7 @@ std::optional<Family> lock_family(const Bytes16& family_id) {
     f.expires_at = DatumGetTimestampTz(*bridge::result_datum(0, 8));
     f.revoked = DatumGetBool(*bridge::result_datum(0, 9));
     f.xmin = DatumGetTransactionId(*bridge::result_datum(0, 10));
+    if (auto idle = bridge::result_datum(0, 11)) f.idle_expires_at = DatumGetTimestampTz(*idle);
     return f;
 }
 
@@ -270,8 +272,10 @@ std::optional<std::pair<int32, Datum>> rotate_if_current(const Bytes16& family_i
     /* The hot path: no device fingerprint presented. */
     static bridge::Statement rotate(
         "UPDATE lifecycle.token_family_state SET generation = generation + 1, "
-        "previous_nonce = current_nonce, current_nonce = $2, current_key = $3, rotated_at = $4, last_used_at = $4 "
+        "previous_nonce = current_nonce, current_nonce = $2, current_key = $3, rotated_at = $4, last_used_at = $4, "
+        "idle_expires_at = $4 + idle_timeout "
         "WHERE family_id = $1 AND current_nonce = $5 AND revoked_at IS NULL AND expires_at > $4 "
+        "AND (idle_expires_at IS NULL OR idle_expires_at > $4) "
         "AND generation < 2147483647 RETURNING generation, user_id",
         {UUIDOID, BYTEAOID, INT2OID, TIMESTAMPTZOID, BYTEAOID});
     /* With one: recorded, and a change is a security event. */
@@ -279,8 +283,9 @@ std::optional<std::pair<int32, Datum>> rotate_if_current(const Bytes16& family_i
         "WITH before AS (SELECT device_fingerprint FROM lifecycle.token_family_state WHERE family_id = $1), "
         "rotated AS (UPDATE lifecycle.token_family_state SET generation = generation + 1, "
         "            previous_nonce = current_nonce, current_nonce = $2, current_key = $3, rotated_at = $4, "
-        "            last_used_at = $4, device_fingerprint = $6 "
+        "            last_used_at = $4, device_fingerprint = $6, idle_expires_at = $4 + idle_timeout "
         "            WHERE family_id = $1 AND current_nonce = $5 AND revoked_at IS NULL AND expires_at > $4 "
+        "              AND (idle_expires_at IS NULL OR idle_expires_at > $4) "
         "              AND generation < 2147483647 "
         "            RETURNING family_id, generation, user_id), "
         "device AS (INSERT INTO lifecycle.security_events (occurred_at, event_type, severity, user_id, "
@@ -389,7 +394,7 @@ Outcome rotate_token(std::string_view presented, std::optional<Datum> device, Ti
         out.status = "revoked";
         return out;
     }
-    if (f.expires_at <= ts) {
+    if (f.expires_at <= ts || (f.idle_expires_at && *f.idle_expires_at <= ts)) {
         out.status = "expired";
         return out;
     }
@@ -447,7 +452,7 @@ using namespace pg_lifecycle;
 using namespace pg_lifecycle::tokens;
 using bridge::pg_call;
 
-/* lifecycle.token_family_create(user_id text, device_fingerprint text, ttl interval)
+/* lifecycle.token_family_create(user_id text, device_fingerprint text, ttl interval, idle_timeout interval)
  *     RETURNS TABLE(family_id uuid, token text) */
 LIFECYCLE_FUNCTION(lifecycle_token_family_create) {
     required_text(fcinfo, 0, "user_id");
@@ -457,6 +462,13 @@ LIFECYCLE_FUNCTION(lifecycle_token_family_create) {
     if (compare_to_zero(ttl) <= 0) {
         throw Error(sqlstate::invalid_parameter_value, "ttl must be a positive interval");
     }
+    /* idle_timeout: the fourth argument since 0.2 (absent when an old
+     * signature calls in a database not updated yet). */
+    bool has_idle = PG_NARGS() > 3 && !PG_ARGISNULL(3);
+    if (has_idle && compare_to_zero(PG_GETARG_INTERVAL_P(3)) <= 0) {
+        throw Error(sqlstate::invalid_parameter_value, "idle_timeout must be a positive interval", {},
+                    "Pass NULL for a family without an inactivity lifetime.");
+    }
     require_primary("lifecycle.token_family_create");
     init_srf(fcinfo);
     TimestampTz ts = GetCurrentStatementStartTimestamp();
@@ -464,19 +476,22 @@ LIFECYCLE_FUNCTION(lifecycle_token_family_create) {
     static bridge::Statement create(
         "WITH issued AS (INSERT INTO lifecycle.token_chain (family_id, nonce, generation) VALUES ($1, $2, 1)) "
         "INSERT INTO lifecycle.token_family_state (family_id, user_id, device_fingerprint, generation, created_at, "
-        "last_used_at, expires_at, current_key, current_nonce) VALUES ($1, $3, $4, 1, $5, $5, $5 + $6, $7, $2)",
-        {UUIDOID, BYTEAOID, TEXTOID, TEXTOID, TIMESTAMPTZOID, INTERVALOID, INT2OID});
+        "last_used_at, expires_at, current_key, current_nonce, idle_timeout, idle_expires_at) "
+        "VALUES ($1, $3, $4, 1, $5, $5, $5 + $6, $7, $2, $8, $5 + $8)",
+        {UUIDOID, BYTEAOID, TEXTOID, TEXTOID, TIMESTAMPTZOID, INTERVALOID, INT2OID, INTERVALOID});
 
     bridge::SpiConnection spi;
     keys::ring_for(true);
     const KeyEntry& key = keys::minting();
     Bytes16 family = random_uuid();
     Bytes16 nonce = random16();
-    Datum values[7] = {uuid_datum(family),    bytea_datum(nonce),      PG_GETARG_DATUM(0),
+    Datum values[8] = {uuid_datum(family),    bytea_datum(nonce),      PG_GETARG_DATUM(0),
                        has_device ? PG_GETARG_DATUM(1) : Datum(0),    TimestampTzGetDatum(ts),
-                       IntervalPGetDatum(ttl), Int16GetDatum(static_cast<int16>(key.id))};
-    char nulls[8] = "       ";
+                       IntervalPGetDatum(ttl), Int16GetDatum(static_cast<int16>(key.id)),
+                       has_idle ? PG_GETARG_DATUM(3) : Datum(0)};
+    char nulls[9] = "        ";
     if (!has_device) nulls[3] = 'n';
+    if (!has_idle) nulls[7] = 'n';
     create.execute(values, nulls, false);
 
     char token[token_text_len];

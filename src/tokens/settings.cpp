@@ -58,6 +58,22 @@ public:
 
     worker::BatchResult run_batch(const worker::Unit&) const override {
         static bridge::Statement purge(
+            "WITH dead AS (SELECT family_id FROM lifecycle.token_family_state "
+            "              WHERE least(revoked_at, expires_at) < pg_catalog.now() - $1 "
+            "              LIMIT $2 FOR UPDATE SKIP LOCKED), "
+            "idle AS (SELECT family_id FROM lifecycle.token_family_state "
+            "         WHERE idle_expires_at IS NOT NULL AND idle_expires_at < pg_catalog.now() - $1 "
+            "         LIMIT $2 FOR UPDATE SKIP LOCKED), "
+            "doomed AS (SELECT family_id FROM dead UNION SELECT family_id FROM idle), "
+            "families AS (DELETE FROM lifecycle.token_family_state f USING doomed d "
+            "              WHERE f.family_id = d.family_id "
+            "                AND least(f.revoked_at, f.expires_at, f.idle_expires_at) < pg_catalog.now() - $1 "
+            "              RETURNING f.family_id), "
+            "chain AS (DELETE FROM lifecycle.token_chain c USING families f WHERE c.family_id = f.family_id) "
+            "SELECT pg_catalog.count(*) FROM families",
+            {INTERVALOID, INT4OID});
+        /* A database not updated to 0.2 yet has no idle_expires_at. */
+        static bridge::Statement purge_01(
             "WITH doomed AS (SELECT family_id FROM lifecycle.token_family_state "
             "                 WHERE least(revoked_at, expires_at) < pg_catalog.now() - $1 "
             "                 LIMIT $2 FOR UPDATE SKIP LOCKED), "
@@ -67,11 +83,14 @@ public:
             "chain AS (DELETE FROM lifecycle.token_chain c USING families f WHERE c.family_id = f.family_id) "
             "SELECT pg_catalog.count(*) FROM families",
             {INTERVALOID, INT4OID});
+
         constexpr int batch = 500;
         Interval keep = retention_value;
         Datum values[2] = {IntervalPGetDatum(&keep), Int32GetDatum(batch)};
         worker::set_batch_settings();
-        purge.execute(values, nullptr, false);
+        Oid state = bridge::extension_relation("token_family_state");
+        bool v02 = bridge::pg_call([state] { return get_attnum(state, "idle_expires_at") > 0; });
+        (v02 ? purge : purge_01).execute(values, nullptr, false);
         int64 rows = bridge::result_int64(0, 1).value_or(0);
         return {rows, rows >= batch};
     }

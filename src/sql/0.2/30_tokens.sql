@@ -24,11 +24,16 @@ CREATE TABLE lifecycle.token_family_state (
     rotated_at         timestamptz,          -- when the current token was issued by a rotation
     current_key        smallint NOT NULL,    -- the key id of the current token
     current_nonce      bytea NOT NULL,
-    previous_nonce     bytea                 -- the only token that can be replayed
+    previous_nonce     bytea,                -- the only token that can be replayed
+    idle_timeout       interval,             -- inactivity lifetime (NULL: none)
+    idle_expires_at    timestamptz           -- last_used_at + idle_timeout, kept by create/rotate
 ) WITH (fillfactor = 80);                  -- room for HOT updates by token_rotate
 CREATE INDEX token_family_state_user_live ON lifecycle.token_family_state (user_id) WHERE revoked_at IS NULL;
 -- When the family died (revoked or expired): what the retention task looks for.
 CREATE INDEX token_family_state_dead_since ON lifecycle.token_family_state ((least(revoked_at, expires_at)));
+-- Families that died of inactivity (only those with an idle timeout are indexed).
+CREATE INDEX token_family_state_idle_dead ON lifecycle.token_family_state (idle_expires_at)
+    WHERE idle_expires_at IS NOT NULL;
 COMMENT ON TABLE lifecycle.token_family_state IS
     'pg_lifecycle: refresh-token families (internal; read lifecycle.token_families)';
 
@@ -54,7 +59,7 @@ COMMENT ON TABLE lifecycle.token_key_fingerprints IS
 
 CREATE VIEW lifecycle.token_families AS
     SELECT family_id, user_id, device_fingerprint, generation, created_at, last_used_at, expires_at,
-           revoked_at, revoked_reason
+           revoked_at, revoked_reason, idle_timeout
       FROM lifecycle.token_family_state;
 COMMENT ON VIEW lifecycle.token_families IS 'pg_lifecycle: refresh-token families';
 
@@ -81,7 +86,7 @@ SELECT pg_catalog.pg_extension_config_dump('lifecycle.security_events', '');
 SELECT pg_catalog.pg_extension_config_dump('lifecycle.security_events_id_seq', '');
 
 CREATE FUNCTION lifecycle.token_family_create(user_id text, device_fingerprint text DEFAULT NULL,
-                                              ttl interval DEFAULT '30 days')
+                                              ttl interval DEFAULT '30 days', idle_timeout interval DEFAULT NULL)
     RETURNS TABLE(family_id uuid, token text)
     AS 'MODULE_PATHNAME', 'lifecycle_token_family_create' LANGUAGE C VOLATILE ROWS 1
     SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
@@ -95,7 +100,7 @@ CREATE FUNCTION lifecycle.token_family_revoke(family_id uuid, reason text)
 CREATE FUNCTION lifecycle.token_families_revoke_user(user_id text, reason text)
     RETURNS bigint AS 'MODULE_PATHNAME', 'lifecycle_token_families_revoke_user' LANGUAGE C VOLATILE
     SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
-REVOKE EXECUTE ON FUNCTION lifecycle.token_family_create(text, text, interval),
+REVOKE EXECUTE ON FUNCTION lifecycle.token_family_create(text, text, interval, interval),
                            lifecycle.token_rotate(text, text),
                            lifecycle.token_family_revoke(uuid, text),
                            lifecycle.token_families_revoke_user(text, text) FROM PUBLIC;
@@ -109,6 +114,7 @@ CREATE FUNCTION lifecycle.user_token_families(user_id text)
       FROM lifecycle.token_family_state f
      WHERE f.user_id OPERATOR(pg_catalog.=) $1 AND f.revoked_at IS NULL
        AND f.expires_at OPERATOR(pg_catalog.>) pg_catalog.now()
+       AND (f.idle_expires_at IS NULL OR f.idle_expires_at OPERATOR(pg_catalog.>) pg_catalog.now())
      ORDER BY f.last_used_at DESC, f.family_id
 $$;
 REVOKE EXECUTE ON FUNCTION lifecycle.user_token_families(text) FROM PUBLIC;

@@ -122,3 +122,17 @@ CREATE EVENT TRIGGER lifecycle_create_trigger ON ddl_command_end WHEN TAG IN ('C
     EXECUTE FUNCTION lifecycle.on_create_trigger();
 CREATE EVENT TRIGGER lifecycle_drop_extension ON ddl_command_start WHEN TAG IN ('DROP EXTENSION')
     EXECUTE FUNCTION lifecycle.on_drop_extension();
+
+------------------------------------------------------------------------------
+-- §4 Exact counts: facets and timelines; DETACH ... CONCURRENTLY refused on
+-- counted tables (issue 15)
+------------------------------------------------------------------------------
+CREATE FUNCTION lifecycle.count_by(tbl regclass, dimension name, filter jsonb DEFAULT '{}',
+                                   since timestamptz DEFAULT NULL, until timestamptz DEFAULT NULL)
+    RETURNS TABLE (value text, count bigint) AS 'MODULE_PATHNAME', 'lifecycle_count_by' LANGUAGE C STABLE ROWS 10;
+CREATE FUNCTION lifecycle.count_series(tbl regclass, step interval, filter jsonb DEFAULT '{}',
+                                       since timestamptz DEFAULT NULL, until timestamptz DEFAULT NULL)
+    RETURNS TABLE (bucket_start timestamptz, count bigint) AS 'MODULE_PATHNAME', 'lifecycle_count_series' LANGUAGE C STABLE ROWS 24;
+CREATE EVENT TRIGGER lifecycle_count_alter_start ON ddl_command_start
+    WHEN TAG IN ('ALTER TABLE')
+    EXECUTE FUNCTION lifecycle.count_ddl();

@@ -333,6 +333,27 @@ extern "C" void truncating_subxact_callback(SubXactEvent event, SubTransactionId
 
 ExecutorRun_hook_type prev_executor_run = nullptr;
 
+/* The top-level statement during which the library was loaded (without
+ * shared_preload_libraries, by our first trigger or function call): a MERGE
+ * running then started before the hook existed. */
+LocalTransactionId loaded_lxid = InvalidLocalTransactionId;
+TimestampTz loaded_statement = 0;
+
+/* A MERGE on a partitioned table whose executor started before our hook was
+ * installed may have moved rows we will never see: refuse it (it can simply
+ * be retried, the library being loaded now) rather than count wrong. */
+void refuse_merge_started_before_load(TriggerData* td) {
+    if (loaded_lxid == InvalidLocalTransactionId || MyProc == nullptr || MyProc->lxid != loaded_lxid) return;
+    if (GetCurrentStatementStartTimestamp() != loaded_statement) return;
+    if (td->tg_relation->rd_rel->relkind != RELKIND_PARTITIONED_TABLE) return;
+    if (ActivePortal == nullptr || ActivePortal->commandTag != CMDTAG_MERGE) return;
+    throw Error(sqlstate::wrong_object_state,
+                fmt::format("pg_lifecycle was loaded while this MERGE on counted table {} was running",
+                            relation_display_name(RelationGetRelid(td->tg_relation))),
+                "Rows a MERGE moves between partitions are counted by a hook that did not exist when it started.",
+                "Retry the statement (the library is loaded now), or add pg_lifecycle to shared_preload_libraries.");
+}
+
 /* Our capture trigger `suffix` ("ins"/"del") of counted table `cfg` in trigdesc. */
 Trigger* our_trigger(TriggerDesc* trigdesc, const Config& cfg, const char* suffix) {
     if (trigdesc == nullptr) return nullptr;
@@ -401,6 +422,7 @@ LIFECYCLE_FUNCTION(lifecycle_count_capture) {
         throw Error(sqlstate::wrong_object_state, "lifecycle.count_capture() must be an AFTER ... FOR EACH STATEMENT trigger");
     }
     Config cfg = config_of(td);
+    if (TRIGGER_FIRED_BY_UPDATE(td->tg_event)) refuse_merge_started_before_load(td);
     if ((TRIGGER_FIRED_BY_INSERT(td->tg_event) || TRIGGER_FIRED_BY_UPDATE(td->tg_event)) &&
         td->tg_trigger->tgnewtable == nullptr) {
         throw Error(sqlstate::wrong_object_state, "lifecycle.count_capture() needs a NEW TABLE transition table");
@@ -518,6 +540,10 @@ namespace pg_lifecycle::counts {
 
 void init_capture() {
     pg_call([] {
+        if (!process_shared_preload_libraries_in_progress && MyProc != nullptr && IsTransactionState()) {
+            loaded_lxid = MyProc->lxid;
+            loaded_statement = GetCurrentStatementStartTimestamp();
+        }
         RegisterSubXactCallback(truncating_subxact_callback, nullptr);
         prev_executor_run = ExecutorRun_hook;
         ExecutorRun_hook = lifecycle_executor_run;

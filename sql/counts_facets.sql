@@ -206,11 +206,15 @@ SELECT fc_err($$SELECT * FROM lifecycle.count_series('fc_log', '1 hour', '{}', '
 SELECT * FROM lifecycle.count_by('fc_notime', 'k');
 
 -- The randomized differential test: random inserts, updates of dimensions
--- and time, deletes, savepoints rolled back and folds, then count, count_by
--- and count_series against count(*) / GROUP BY over random filters and
--- ranges (edges on and off the 1-hour buckets).  Prints the seed (fixed, so
--- the run is reproducible) and one pass/fail line.
-CREATE TABLE fc_rand (id serial PRIMARY KEY, a text, b int, created_at timestamptz);
+-- and time (moving rows between partitions, also by MERGE), deletes,
+-- TRUNCATE of a partition, savepoints rolled back and folds, then count,
+-- count_by and count_series against count(*) / GROUP BY over random filters
+-- and ranges (edges on and off the 1-hour buckets, infinity).  Prints the
+-- seed (fixed, so the run is reproducible) and one pass/fail line.
+CREATE TABLE fc_rand (id serial, a text, b int, created_at timestamptz) PARTITION BY LIST (a);
+CREATE TABLE fc_rand_x PARTITION OF fc_rand FOR VALUES IN ('x');
+CREATE TABLE fc_rand_y PARTITION OF fc_rand FOR VALUES IN ('y');
+CREATE TABLE fc_rand_other PARTITION OF fc_rand DEFAULT;
 CREATE INDEX ON fc_rand (created_at);
 SELECT lifecycle.count_enable('fc_rand', '{a,b}', 'created_at', '1 hour');
 CREATE FUNCTION fc_rand_ts() RETURNS timestamptz LANGUAGE sql AS $$
@@ -236,7 +240,7 @@ BEGIN
     FOR round IN 1..6 LOOP
         -- Writes: inserts, updates of dimensions and time, deletes, savepoints.
         FOR i IN 1..25 LOOP
-            CASE floor(random() * 6)::int
+            CASE floor(random() * 8)::int
             WHEN 0, 1 THEN
                 INSERT INTO fc_rand (a, b, created_at)
                 SELECT vals[1 + floor(random() * 4)::int], CASE WHEN random() < 0.1 THEN NULL ELSE floor(random() * 5)::int END, fc_rand_ts()
@@ -247,6 +251,18 @@ BEGIN
                 UPDATE fc_rand SET created_at = fc_rand_ts() WHERE id % 5 = floor(random() * 5)::int AND random() < 0.3;
             WHEN 4 THEN
                 DELETE FROM fc_rand WHERE random() < 0.04;
+            WHEN 5 THEN
+                IF random() < 0.5 THEN
+                    MERGE INTO fc_rand r USING (SELECT id FROM fc_rand WHERE random() < 0.1) s ON r.id = s.id
+                      WHEN MATCHED THEN UPDATE SET a = vals[1 + floor(random() * 4)::int];
+                ELSE
+                    MERGE INTO fc_rand r USING (SELECT id FROM fc_rand WHERE random() < 0.1 UNION ALL SELECT -1) s ON r.id = s.id
+                      WHEN MATCHED AND random() < 0.2 THEN DELETE
+                      WHEN MATCHED THEN UPDATE SET a = vals[1 + floor(random() * 4)::int], created_at = fc_rand_ts()
+                      WHEN NOT MATCHED THEN INSERT (a, b, created_at) VALUES ('y', 2, fc_rand_ts());
+                END IF;
+            WHEN 6 THEN
+                IF random() < 0.3 THEN TRUNCATE fc_rand_y; ELSE UPDATE fc_rand SET a = 'y' WHERE random() < 0.05; END IF;
             ELSE
                 BEGIN
                     INSERT INTO fc_rand (a, b, created_at) SELECT 'x', 1, fc_rand_ts() FROM generate_series(1, 10);

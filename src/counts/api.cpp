@@ -1,6 +1,8 @@
 /*
  * api.cpp — the SQL functions of exact counts (SPEC.md §4):
- * lifecycle.count_enable, count_disable, count and count_estimate.
+ * lifecycle.count_enable, count_disable, count, count_by, count_series and
+ * count_estimate.  count, count_by and count_series share count_groups, the
+ * one path from (filter, range, grouping) to partial counts.
  */
 #include "bridge/function.hpp"
 #include "counts/counts.hpp"

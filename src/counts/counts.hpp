@@ -14,6 +14,10 @@
  * sum of the visible summary rows plus the visible delta rows matching the
  * filter, so MVCC makes it exactly what count(*) sees in the same snapshot.
  * The count_fold task moves delta rows into the summaries, atomically.
+ * count, count_by (facets) and count_series (timelines) all read through one
+ * function, count_groups in api.cpp: summaries for the whole buckets of the
+ * range, grouped by nothing / a dimension / buckets of a step, plus visible
+ * deltas, plus the rows of the range's partial edges counted in the table.
  * lc_live is "deleted_at IS NULL" for a table with a deleted_at column (soft
  * delete), true otherwise.
  *

@@ -1,12 +1,17 @@
 /*
  * api.cpp — the SQL functions of exact counts (SPEC.md §4):
- * lifecycle.count_enable, count_disable, count and count_estimate.
+ * lifecycle.count_enable, count_disable, count, count_by, count_series and
+ * count_estimate.  count, count_by and count_series share count_groups, the
+ * one path from (filter, range, grouping) to partial counts.
  */
 #include "bridge/function.hpp"
 #include "counts/counts.hpp"
 #include "counts/filter.hpp"
 
+#include <algorithm>
 #include <cmath>
+#include <functional>
+#include <map>
 
 using namespace pg_lifecycle;
 using namespace pg_lifecycle::counts;
@@ -247,6 +252,18 @@ LIFECYCLE_FUNCTION(lifecycle_count_enable) {
         }
     }
     rebuild(cfg);
+    /* The summaries are filled from the rows committed when the lock was
+     * granted, which every later transaction sees; a REPEATABLE READ or
+     * SERIALIZABLE transaction whose snapshot is older may see fewer (or
+     * other) rows, and would count them in its own summaries.  Refuse then. */
+    if (IsolationUsesXactSnapshot() && !summaries_match_snapshot(cfg)) {
+        throw Error(make_sqlstate("40001"),
+                    fmt::format("could not enable counting of table {}: its rows changed after this transaction's "
+                                "snapshot was taken",
+                                table),
+                    "The summaries would count rows this transaction cannot see.",
+                    "Retry the transaction, or call lifecycle.count_enable in a READ COMMITTED transaction.");
+    }
     PG_RETURN_VOID();
 }
 
@@ -284,7 +301,8 @@ namespace {
 
 /* SELECT on the table, or on every column the count reads (as count(*) would
  * need): 42501 otherwise. */
-void require_select(Oid relid, const Config& cfg, const Filter& filter, bool ranged, const std::string& table) {
+void require_select(Oid relid, const Config& cfg, const Filter& filter, bool ranged, const std::string& table,
+                    const char* function = "count", const std::string& also = {}) {
     Oid user = GetUserId();
     bool ok = pg_call([&] { return pg_class_aclcheck(relid, user, ACL_SELECT) == ACLCHECK_OK; });
     if (!ok) {
@@ -292,6 +310,7 @@ void require_select(Oid relid, const Config& cfg, const Filter& filter, bool ran
         std::vector<std::string> columns;
         for (const auto& c : filter.conditions) columns.push_back(cfg.dims[c.dimension]);
         if (ranged) columns.push_back(cfg.time_column);
+        if (!also.empty()) columns.push_back(also);
         for (const auto& col : columns) {
             if (!ok) break;
             ok = pg_call([&] {
@@ -302,7 +321,8 @@ void require_select(Oid relid, const Config& cfg, const Filter& filter, bool ran
     }
     if (!ok) {
         throw Error(sqlstate::insufficient_privilege, fmt::format("permission denied for table {}", table), {},
-                    "lifecycle.count needs the SELECT privilege that count(*) on the table would need.");
+                    fmt::format("lifecycle.{} needs the SELECT privilege that count(*) on the table would need.",
+                                function));
     }
 }
 
@@ -361,135 +381,398 @@ std::string filter_sql(const Config& cfg, const Filter& filter, Oid relid, int f
     return where.empty() ? "true" : where;
 }
 
-int64 run_count(const std::string& sql, const std::vector<Oid>& types, const std::vector<Datum>& values) {
+/* ------------------------------------------------------------------------
+ * The one path every count takes: "sum the summaries for this filter and
+ * range, grouped by nothing (count), by one dimension (count_by) or by time
+ * buckets (count_series)".  It yields partial groups (key as text, count)
+ * from each source — summaries, visible deltas, rows at the partial edges of
+ * the range, or the table itself under row-level security — that the caller
+ * adds up.  A lattice of summaries (issue 15, part B) plugs in here by
+ * choosing the cheapest summary for the filter and grouping.
+ * ------------------------------------------------------------------------ */
+
+/* What a count reads. */
+struct CountRequest {
+    Oid relid = InvalidOid;
+    std::string table;
+    Config cfg;
+    Filter filter;
+    bool soft = false;                         /* only live rows count */
+    std::string where;                         /* the filter over the dimension columns */
+    std::vector<Oid> types;                    /* its parameters $1.. */
+    std::vector<Datum> values;
+    std::optional<TimestampTz> since, until;   /* [since, until); nullopt: open */
+    bool ranged() const { return since.has_value() || until.has_value(); }
+};
+
+/* How counts are grouped. */
+struct Grouping {
+    enum Kind { None, Dimension, Bucket } kind = None;
+    size_t dim = 0;    /* Dimension: index into cfg.dims */
+    int64 step = 0;    /* Bucket: width in microseconds, a multiple of the table's bucket */
+};
+
+/* Partial groups: key as text (nullopt for SQL NULL, and for no grouping), count. */
+using Groups = std::vector<std::pair<std::optional<std::string>, int64>>;
+
+/* The group key over the rows of a summary or delta table (summary = true)
+ * or of the counted table; may append the step parameter. */
+std::string group_key(const CountRequest& rq, const Grouping& g, bool summary, std::vector<Oid>& t,
+                      std::vector<Datum>& v) {
+    switch (g.kind) {
+        case Grouping::None: return "NULL::pg_catalog.text";
+        case Grouping::Dimension:
+            return fmt::format("CAST({} AS pg_catalog.text)", bridge::quote_ident(rq.cfg.dims[g.dim]));
+        case Grouping::Bucket:
+            t.push_back(INT8OID);
+            v.push_back(Int64GetDatum(g.step));
+            return fmt::format("CAST(lifecycle.count_bucket({}, ${}) AS pg_catalog.text)",
+                               summary ? std::string("lc_bucket") : bridge::quote_ident(rq.cfg.time_column), t.size());
+    }
+    return "NULL";
+}
+
+void run_groups(const std::string& sql, const std::vector<Oid>& types, const std::vector<Datum>& values, Groups& out) {
     /* Planned for the values at hand each time: a generic plan cannot know how
      * narrow a time range or how rare a value is. */
     SPIPlanPtr plan = cached_plan(sql, static_cast<int>(types.size()), types.data(), CURSOR_OPT_CUSTOM_PLAN);
-    int rc = bridge::execute_plan(plan, values.data(), nullptr, true, 1);
-    if (rc != SPI_OK_SELECT || bridge::processed_rows() != 1) {
-        throw Error(sqlstate::internal_error, fmt::format("pg_lifecycle: count query failed: {}", sql));
+    int rc = bridge::execute_plan(plan, values.data(), nullptr, true, 0);
+    if (rc != SPI_OK_SELECT) throw Error(sqlstate::internal_error, fmt::format("pg_lifecycle: count query failed: {}", sql));
+    for (uint64 i = 0; i < bridge::processed_rows(); ++i) {
+        out.emplace_back(bridge::result_text(i, 1), bridge::result_int64(i, 2).value_or(0));
     }
-    return bridge::result_int64(0, 1).value_or(0);
 }
 
-TimestampTz bin(TimestampTz ts, int64 stride) { return bucket_start(ts, stride); }
+/* count(*) of the table itself in [lo, hi), grouped, as the caller: RLS,
+ * column privileges and soft delete's own visibility rules all apply. */
+void scan_table(const CountRequest& rq, const Grouping& g, std::optional<TimestampTz> lo, std::optional<TimestampTz> hi,
+                Groups& out) {
+    std::vector<Oid> t = rq.types;
+    std::vector<Datum> v = rq.values;
+    std::string key = group_key(rq, g, false, t, v);
+    std::string sql = fmt::format("SELECT {}, pg_catalog.count(*) FROM {} WHERE {}", key, rq.table, rq.where);
+    std::string tcol = rq.cfg.has_time() ? bridge::quote_ident(rq.cfg.time_column) : std::string();
+    if (lo) {
+        t.push_back(TIMESTAMPTZOID);
+        v.push_back(TimestampTzGetDatum(*lo));
+        sql += fmt::format(" AND {} >= ${}", tcol, t.size());
+    }
+    if (hi) {
+        t.push_back(TIMESTAMPTZOID);
+        v.push_back(TimestampTzGetDatum(*hi));
+        sql += fmt::format(" AND {} < ${}", tcol, t.size());
+    }
+    if (rq.soft) sql += " AND deleted_at IS NULL";
+    sql += " GROUP BY 1";
+    run_groups(sql, t, v, out);
+}
+
+/* The summary rows (whole buckets in [lo, hi) when bounded, lc_bucket being
+ * a bucket's start) plus the visible deltas, as the counts' owner. */
+void read_summaries(const CountRequest& rq, const Grouping& g, bool bounded, std::optional<TimestampTz> lo,
+                    std::optional<TimestampTz> hi, Groups& out) {
+    bool by_bucket = bounded || g.kind == Grouping::Bucket;
+    std::vector<Oid> t = rq.types;
+    std::vector<Datum> v = rq.values;
+    std::string key = group_key(rq, g, true, t, v);
+    std::string cond = rq.where;
+    if (lo) {
+        t.push_back(TIMESTAMPTZOID);
+        v.push_back(TimestampTzGetDatum(*lo));
+        cond += fmt::format(" AND lc_bucket >= ${}", t.size());
+    }
+    if (hi) {
+        t.push_back(TIMESTAMPTZOID);
+        v.push_back(TimestampTzGetDatum(*hi));
+        cond += fmt::format(" AND lc_bucket < ${}", t.size());
+    }
+    if (rq.soft) cond += " AND lc_live";
+    std::string sql = fmt::format(
+        "SELECT {0}, pg_catalog.sum(lc_n)::bigint FROM {1} WHERE {2} GROUP BY 1 UNION ALL "
+        "SELECT {0}, pg_catalog.sum(lc_delta)::bigint FROM {3} WHERE {2} GROUP BY 1",
+        key, by_bucket ? rq.cfg.bucket() : rq.cfg.total(), cond, rq.cfg.delta());
+    bridge::AsRole as_owner(counts_owner(rq.cfg), SECURITY_RESTRICTED_OPERATION);
+    run_groups(sql, t, v, out);
+}
+
+/* The partial groups of a count: summaries for the whole buckets of the
+ * range, the table for its partial edges (and for everything when RLS
+ * applies).  Rows at +/-infinity have "buckets" of their own (count_bucket
+ * leaves infinite values as they are), so open ends include them. */
+Groups count_groups(const CountRequest& rq, const Grouping& g) {
+    Groups out;
+    if (rq.since && rq.until && *rq.since >= *rq.until) return out;
+    /* Row-level security: the summaries cannot tell which rows the caller may
+     * see, so count what count(*) would, exactly (and at its cost). */
+    int rls = pg_call([relid = rq.relid] { return check_enable_rls(relid, InvalidOid, false); });
+    if (rls == RLS_ENABLED) {
+        scan_table(rq, g, rq.since, rq.until, out);
+        return out;
+    }
+    if (!rq.ranged()) {
+        read_summaries(rq, g, false, std::nullopt, std::nullopt, out);
+        return out;
+    }
+    int64 stride = rq.cfg.bucket_usecs;
+    std::optional<TimestampTz> lo, hi;                           /* whole buckets from the summaries */
+    std::optional<std::pair<TimestampTz, TimestampTz>> lo_edge, hi_edge;  /* rows counted in the table */
+    bool summaries = true;
+    if (rq.since) {
+        TimestampTz since = *rq.since;
+        if (since == DT_NOEND) {
+            summaries = false;  /* only rows at infinity: the time column's index finds them */
+        } else if (since == DT_NOBEGIN) {
+            lo = since;
+        } else {
+            TimestampTz first = bucket_start(since, stride) == since ? since : bucket_start(since, stride) + stride;
+            lo = first;
+            if (since < first) lo_edge = {since, first};
+        }
+    }
+    if (rq.until && summaries) {
+        TimestampTz until = *rq.until;  /* not -infinity: since >= until returned above */
+        if (until == DT_NOEND) {
+            hi = until;  /* every finite bucket, not the rows at infinity */
+        } else {
+            TimestampTz end = bucket_start(until, stride);
+            hi = end;
+            if (end < until) hi_edge = {end, until};
+        }
+    }
+    if (!summaries || (lo && hi && *lo >= *hi)) {
+        scan_table(rq, g, rq.since, rq.until, out);
+        return out;
+    }
+    read_summaries(rq, g, true, lo, hi, out);
+    if (lo_edge) scan_table(rq, g, lo_edge->first, lo_edge->second, out);
+    if (hi_edge) scan_table(rq, g, hi_edge->first, hi_edge->second, out);
+    return out;
+}
+
+/* Adds up partial groups by key. */
+std::map<std::optional<std::string>, int64> merge_groups(const Groups& groups) {
+    std::map<std::optional<std::string>, int64> out;
+    for (const auto& [k, n] : groups) out[k] += n;
+    return out;
+}
+
+/* The arguments every count function shares: tbl (0), filter (filter_arg),
+ * since and until (the two after it).  Checks them and the configuration;
+ * `validate` checks the function's own arguments and the caller's SELECT
+ * privilege. */
+CountRequest prepare_count(FunctionCallInfo fcinfo, int filter_arg, const std::function<void(CountRequest&)>& validate) {
+    bridge::require_arg(fcinfo, 0, "tbl");
+    bridge::require_arg(fcinfo, filter_arg, "filter");
+    CountRequest rq;
+    rq.relid = PG_GETARG_OID(0);
+    counted_table_kind(rq.relid);
+    rq.table = relation_display_name(rq.relid);
+    std::string filter_text = pg_call([fcinfo, filter_arg] {
+        Jsonb* jb = PG_GETARG_JSONB_P(filter_arg);
+        return std::string(JsonbToCString(nullptr, &jb->root, VARSIZE(jb)));
+    });
+    if (!PG_ARGISNULL(filter_arg + 1)) rq.since = PG_GETARG_TIMESTAMPTZ(filter_arg + 1);
+    if (!PG_ARGISNULL(filter_arg + 2)) rq.until = PG_GETARG_TIMESTAMPTZ(filter_arg + 2);
+
+    auto cfg = load_config(rq.relid);
+    if (!cfg) {
+        throw Error(sqlstate::wrong_object_state, fmt::format("the rows of table {} are not counted", rq.table), {},
+                    fmt::format("Call lifecycle.count_enable('{}') first (its owner can).", rq.table));
+    }
+    rq.cfg = *cfg;
+    rq.filter = parse_filter(filter_text, rq.cfg.dims, rq.table);
+    if (rq.ranged() && !rq.cfg.has_time()) {
+        throw Error(sqlstate::invalid_parameter_value,
+                    fmt::format("table {} is counted without a time column: since and until cannot be used", rq.table),
+                    {}, "Enable it with lifecycle.count_enable(..., time_column => ...) to count time ranges.");
+    }
+    validate(rq);
+    rq.soft = soft_delete_registered(rq.relid);
+    rq.where = filter_sql(rq.cfg, rq.filter, rq.relid, 1, rq.types, rq.values);
+    return rq;
+}
 
 }  // namespace
 
 /* lifecycle.count(tbl regclass, filter jsonb, since timestamptz, until timestamptz) RETURNS bigint */
 LIFECYCLE_FUNCTION(lifecycle_count) {
-    bridge::require_arg(fcinfo, 0, "tbl");
-    bridge::require_arg(fcinfo, 1, "filter");
-    Oid relid = PG_GETARG_OID(0);
-    counted_table_kind(relid);
-    std::string table = relation_display_name(relid);
-    std::string filter_text = pg_call([fcinfo] {
-        Jsonb* jb = PG_GETARG_JSONB_P(1);
-        return std::string(JsonbToCString(nullptr, &jb->root, VARSIZE(jb)));
-    });
-    bool has_since = !PG_ARGISNULL(2), has_until = !PG_ARGISNULL(3);
-    TimestampTz since = has_since ? PG_GETARG_TIMESTAMPTZ(2) : DT_NOBEGIN;
-    TimestampTz until = has_until ? PG_GETARG_TIMESTAMPTZ(3) : DT_NOEND;
-
     bridge::SpiConnection spi;
-    auto cfg = load_config(relid);
-    if (!cfg) {
-        throw Error(sqlstate::wrong_object_state, fmt::format("the rows of table {} are not counted", table), {},
-                    fmt::format("Call lifecycle.count_enable('{}') first (its owner can).", table));
-    }
-    Filter filter = parse_filter(filter_text, cfg->dims, table);
-    bool ranged = has_since || has_until;
-    if (ranged && !cfg->has_time()) {
-        throw Error(sqlstate::invalid_parameter_value,
-                    fmt::format("table {} is counted without a time column: since and until cannot be used", table),
-                    {}, "Enable it with lifecycle.count_enable(..., time_column => ...) to count time ranges.");
-    }
-    require_select(relid, *cfg, filter, ranged, table);
-    if (since >= until) PG_RETURN_INT64(0);
-
-    bool soft = soft_delete_registered(relid);
-    std::vector<Oid> types;
-    std::vector<Datum> values;
-    std::string where = filter_sql(*cfg, filter, relid, 1, types, values);
-    std::string tcol = cfg->has_time() ? bridge::quote_ident(cfg->time_column) : std::string();
-
-    /* An exact count(*) on the table itself, as the caller: RLS, column
-     * privileges and soft delete's own visibility rules all apply. */
-    auto count_table = [&](std::optional<TimestampTz> lo, std::optional<TimestampTz> hi) {
-        std::vector<Oid> t = types;
-        std::vector<Datum> v = values;
-        std::string sql = fmt::format("SELECT pg_catalog.count(*) FROM {} WHERE {}", table, where);
-        if (lo) {
-            t.push_back(TIMESTAMPTZOID);
-            v.push_back(TimestampTzGetDatum(*lo));
-            sql += fmt::format(" AND {} >= ${}", tcol, t.size());
-        }
-        if (hi) {
-            t.push_back(TIMESTAMPTZOID);
-            v.push_back(TimestampTzGetDatum(*hi));
-            sql += fmt::format(" AND {} < ${}", tcol, t.size());
-        }
-        if (soft) sql += " AND deleted_at IS NULL";
-        return run_count(sql, t, v);
-    };
-
-    /* Row-level security: the summaries cannot tell which rows the caller may
-     * see, so count what count(*) would, exactly (and at its cost). */
-    int rls = pg_call([relid] { return check_enable_rls(relid, InvalidOid, false); });
-    if (rls == RLS_ENABLED) {
-        std::optional<TimestampTz> lo, hi;
-        if (has_since) lo = since;
-        if (has_until) hi = until;
-        PG_RETURN_INT64(count_table(lo, hi));
-    }
-
-    std::string live = soft ? " AND lc_live" : "";
-    Oid owner = counts_owner(*cfg);
+    CountRequest rq = prepare_count(fcinfo, 1, [](CountRequest& r) {
+        require_select(r.relid, r.cfg, r.filter, r.ranged(), r.table);
+    });
     int64 total = 0;
-    if (!ranged) {
-        std::string sql = fmt::format(
-            "SELECT (coalesce((SELECT pg_catalog.sum(lc_n) FROM {} WHERE {}{}), 0) + "
-            "coalesce((SELECT pg_catalog.sum(lc_delta) FROM {} WHERE {}{}), 0))::bigint",
-            cfg->total(), where, live, cfg->delta(), where, live);
-        bridge::AsRole as_owner(owner, SECURITY_RESTRICTED_OPERATION);
-        total = run_count(sql, types, values);
-        PG_RETURN_INT64(total);
-    }
-
-    /* Whole buckets inside [since, until) come from the summaries; the rows in
-     * the partial buckets at either edge are counted in the table (through its
-     * time column's index, when it has one). */
-    int64 stride = cfg->bucket_usecs;
-    TimestampTz first = has_since && !TIMESTAMP_NOT_FINITE(since)
-                            ? (bin(since, stride) == since ? since : bin(since, stride) + stride)
-                            : DT_NOBEGIN;
-    TimestampTz end = has_until && !TIMESTAMP_NOT_FINITE(until) ? bin(until, stride) : DT_NOEND;
-    if (has_since && since == DT_NOEND) PG_RETURN_INT64(0);
-    if (has_until && until == DT_NOBEGIN) PG_RETURN_INT64(0);
-    if (first >= end) {
-        std::optional<TimestampTz> lo, hi;
-        if (has_since) lo = since;
-        if (has_until) hi = until;
-        PG_RETURN_INT64(count_table(lo, hi));
-    }
-    {
-        std::vector<Oid> t = types;
-        std::vector<Datum> v = values;
-        t.push_back(TIMESTAMPTZOID);
-        v.push_back(TimestampTzGetDatum(first));
-        t.push_back(TIMESTAMPTZOID);
-        v.push_back(TimestampTzGetDatum(end));
-        size_t lo = t.size() - 1, hi = t.size();
-        std::string sql = fmt::format(
-            "SELECT (coalesce((SELECT pg_catalog.sum(lc_n) FROM {0} WHERE {1} AND lc_bucket >= ${3} AND lc_bucket < ${4}{2}), 0) + "
-            "coalesce((SELECT pg_catalog.sum(lc_delta) FROM {5} WHERE {1} AND lc_bucket >= ${3} AND lc_bucket < ${4}{2}), 0))::bigint",
-            cfg->bucket(), where, live, lo, hi, cfg->delta());
-        bridge::AsRole as_owner(owner, SECURITY_RESTRICTED_OPERATION);
-        total = run_count(sql, t, v);
-    }
-    if (has_since && since < first) total += count_table(since, first);
-    if (has_until && end < until) total += count_table(end, until);
+    for (const auto& [key, n] : count_groups(rq, Grouping{})) total += n;
     PG_RETURN_INT64(total);
+}
+
+/* lifecycle.count_by(tbl regclass, dimension name, filter jsonb, since, until)
+ *   RETURNS TABLE(value text, count bigint) — one row per value with count > 0,
+ * ordered by the value (the column type's order, NULL last). */
+LIFECYCLE_FUNCTION(lifecycle_count_by) {
+    bridge::require_arg(fcinfo, 1, "dimension");
+    std::string dimension = NameStr(*PG_GETARG_NAME(1));
+    std::vector<std::pair<std::optional<std::string>, int64>> rows;
+    {
+        bridge::SpiConnection spi;
+        Grouping g;
+        g.kind = Grouping::Dimension;
+        CountRequest rq = prepare_count(fcinfo, 2, [&](CountRequest& r) {
+            auto it = std::find(r.cfg.dims.begin(), r.cfg.dims.end(), dimension);
+            if (it == r.cfg.dims.end()) {
+                throw Error(sqlstate::invalid_parameter_value,
+                            fmt::format("\"{}\" is not a dimension of table {}", dimension, r.table), {},
+                            r.cfg.dims.empty()
+                                ? fmt::format("Table {} is counted without dimensions.", r.table)
+                                : fmt::format("The dimensions of {} are: {}.", r.table, join_names(r.cfg.dims)));
+            }
+            g.dim = static_cast<size_t>(it - r.cfg.dims.begin());
+            require_select(r.relid, r.cfg, r.filter, r.ranged(), r.table, "count_by", dimension);
+        });
+        auto merged = merge_groups(count_groups(rq, g));
+        /* Values equal for the column's type but printed differently (numeric
+         * 1.0 and 1.00, say) are one group, as in GROUP BY: regroup the text
+         * keys by the type's own equality, ordered by its order. */
+        Oid type = pg_call([&] { return getBaseType(get_atttype(rq.relid, get_attnum(rq.relid, dimension.c_str()))); });
+        std::string type_sql = pg_call([type] { return std::string(format_type_be_qualified(type)); });
+        std::vector<Datum> keys, counts;
+        std::vector<bool> key_nulls;
+        for (const auto& [k, n] : merged) {
+            if (n == 0) continue;
+            keys.push_back(k ? bridge::text_datum(*k) : (Datum)0);
+            key_nulls.push_back(!k);
+            counts.push_back(Int64GetDatum(n));
+        }
+        if (!keys.empty()) {
+            Datum arrays[2] = {pg_call([&] {
+                                   int dims[1] = {static_cast<int>(keys.size())};
+                                   int lbs[1] = {1};
+                                   bool* nulls = static_cast<bool*>(palloc(sizeof(bool) * keys.size()));
+                                   for (size_t i = 0; i < keys.size(); ++i) nulls[i] = key_nulls[i];
+                                   return PointerGetDatum(construct_md_array(keys.data(), nulls, 1, dims, lbs, TEXTOID,
+                                                                             -1, false, TYPALIGN_INT));
+                               }),
+                               pg_call([&] {
+                                   return PointerGetDatum(construct_array(counts.data(), static_cast<int>(counts.size()),
+                                                                          INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+                               })};
+            std::vector<Oid> t = {TEXTARRAYOID, INT8ARRAYOID};
+            std::vector<Datum> v = {arrays[0], arrays[1]};
+            std::string sql = fmt::format(
+                "SELECT (pg_catalog.array_agg(k))[1], pg_catalog.sum(n)::bigint FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2)) u(k, n) "
+                "GROUP BY CAST(k AS {0}) HAVING pg_catalog.sum(n) > 0 ORDER BY CAST(k AS {0})",
+                type_sql);
+            Groups regrouped;
+            {
+                /* The type's input, equality and order run as the counts' owner. */
+                bridge::AsRole as_owner(counts_owner(rq.cfg), SECURITY_RESTRICTED_OPERATION);
+                run_groups(sql, t, v, regrouped);
+            }
+            rows.assign(regrouped.begin(), regrouped.end());
+        }
+    }
+    auto* rsinfo = reinterpret_cast<ReturnSetInfo*>(fcinfo->resultinfo);
+    pg_call([fcinfo] { InitMaterializedSRF(fcinfo, 0); });
+    for (const auto& [k, n] : rows) {
+        Datum values[2] = {k ? bridge::text_datum(*k) : (Datum)0, Int64GetDatum(n)};
+        bool nulls[2] = {!k, false};
+        pg_call([&] { tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls); });
+    }
+    return (Datum)0;
+}
+
+namespace {
+constexpr int64 max_series_buckets = 1000000;
+
+[[noreturn]] void too_many_buckets(int64 n) {
+    throw Error(make_sqlstate("54000"),
+                fmt::format("lifecycle.count_series would return {} buckets, more than {}", n, max_series_buckets), {},
+                "Narrow the range with since and until, or use a larger step.");
+}
+}  // namespace
+
+/* lifecycle.count_series(tbl regclass, step interval, filter jsonb, since, until)
+ *   RETURNS TABLE(bucket_start timestamptz, count bigint) — every bucket of
+ * width `step` (aligned like lifecycle.count_bucket, on 2000-01-01 00:00 UTC)
+ * from the one holding `since` (or the first row) to the one holding the last
+ * instant before `until` (or the last row), zeros included; then rows at
+ * +/-infinity and with a NULL time, as buckets of their own, when any. */
+LIFECYCLE_FUNCTION(lifecycle_count_series) {
+    bridge::require_arg(fcinfo, 1, "step");
+    Interval* step_iv = PG_GETARG_INTERVAL_P(1);
+    std::vector<std::pair<std::optional<TimestampTz>, int64>> rows;
+    {
+        bridge::SpiConnection spi;
+        Grouping g;
+        g.kind = Grouping::Bucket;
+        CountRequest rq = prepare_count(fcinfo, 2, [&](CountRequest& r) {
+            if (!r.cfg.has_time()) {
+                throw Error(sqlstate::invalid_parameter_value,
+                            fmt::format("table {} is counted without a time column: it has no series", r.table), {},
+                            "Enable it with lifecycle.count_enable(..., time_column => ...) to count time ranges.");
+            }
+            std::string bucket = r.cfg.bucket_text;
+            int64 usecs = static_cast<int64>(step_iv->day) * USECS_PER_DAY + step_iv->time;
+            if (step_iv->month != 0 || usecs <= 0 || usecs % r.cfg.bucket_usecs != 0) {
+                throw Error(sqlstate::invalid_parameter_value,
+                            fmt::format("step must be a positive whole multiple of the bucket of table {} ({})", r.table,
+                                        bucket),
+                            "Series are added up from the table's buckets; months vary in length.",
+                            fmt::format("Use '{}' or a multiple of it, such as '1 day' for hourly buckets.", bucket));
+            }
+            g.step = usecs;
+            require_select(r.relid, r.cfg, r.filter, true, r.table, "count_series");
+        });
+        bool finite_since = rq.since && !TIMESTAMP_NOT_FINITE(*rq.since);
+        bool finite_until = rq.until && !TIMESTAMP_NOT_FINITE(*rq.until);
+        if (finite_since && finite_until && *rq.since < *rq.until) {
+            int64 n = (bucket_start(*rq.until - 1, g.step) - bucket_start(*rq.since, g.step)) / g.step + 1;
+            if (n > max_series_buckets) too_many_buckets(n);
+        }
+        std::map<TimestampTz, int64> buckets;
+        int64 null_bucket = 0;
+        for (const auto& [k, n] : merge_groups(count_groups(rq, g))) {
+            if (!k) {
+                null_bucket += n;
+                continue;
+            }
+            TimestampTz ts = pg_call([&] {
+                return DatumGetTimestampTz(DirectFunctionCall3(timestamptz_in, CStringGetDatum(k->c_str()),
+                                                               ObjectIdGetDatum(InvalidOid), Int32GetDatum(-1)));
+            });
+            buckets[ts] += n;
+        }
+        std::optional<TimestampTz> first, last;
+        for (const auto& [ts, n] : buckets) {
+            if (TIMESTAMP_NOT_FINITE(ts) || n == 0) continue;
+            if (!first) first = ts;
+            last = ts;
+        }
+        if (finite_since && (first || finite_until)) first = bucket_start(*rq.since, g.step);
+        if (finite_until && (last || finite_since)) last = bucket_start(*rq.until - 1, g.step);
+        if (rq.since && rq.until && *rq.since >= *rq.until) first = last = std::nullopt;
+        auto infinite = [&](TimestampTz ts) {
+            auto it = buckets.find(ts);
+            if (it != buckets.end() && it->second != 0) rows.emplace_back(ts, it->second);
+        };
+        infinite(DT_NOBEGIN);
+        if (first && last && *first <= *last) {
+            if ((*last - *first) / g.step + 1 > max_series_buckets) too_many_buckets((*last - *first) / g.step + 1);
+            for (TimestampTz ts = *first; ts <= *last; ts += g.step) {
+                auto it = buckets.find(ts);
+                rows.emplace_back(ts, it == buckets.end() ? 0 : it->second);
+            }
+        }
+        infinite(DT_NOEND);
+        if (null_bucket != 0) rows.emplace_back(std::nullopt, null_bucket);
+    }
+    auto* rsinfo = reinterpret_cast<ReturnSetInfo*>(fcinfo->resultinfo);
+    pg_call([fcinfo] { InitMaterializedSRF(fcinfo, 0); });
+    for (const auto& [ts, n] : rows) {
+        Datum values[2] = {ts ? TimestampTzGetDatum(*ts) : (Datum)0, Int64GetDatum(n)};
+        bool nulls[2] = {!ts, false};
+        pg_call([&] { tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls); });
+    }
+    return (Datum)0;
 }
 
 /* lifecycle.count_estimate(query text) RETURNS bigint */

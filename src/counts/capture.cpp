@@ -280,10 +280,15 @@ bool capture_small(const Config& cfg, TriggerData* td) {
 
 /* Relations whose BEFORE TRUNCATE trigger has handled the current TRUNCATE
  * (cleared by their AFTER TRUNCATE trigger), so that the partitions of a
- * truncated table do not subtract their rows a second time. */
+ * truncated table do not subtract their rows a second time.  Each entry
+ * remembers the subtransaction that added it: a TRUNCATE that fails after
+ * our BEFORE trigger ran (in another table's trigger, say) never reaches the
+ * AFTER trigger, and the abort of its subtransaction (or transaction) drops
+ * the entry with the rest of the TRUNCATE's work. */
 constexpr int max_truncating = 64;
 LocalTransactionId truncating_lxid = InvalidLocalTransactionId;
 Oid truncating[max_truncating];
+SubTransactionId truncating_subxact[max_truncating];
 int n_truncating = 0;
 
 bool truncating_contains(Oid rel) {
@@ -291,6 +296,121 @@ bool truncating_contains(Oid rel) {
         if (truncating[i] == rel) return true;
     }
     return false;
+}
+
+/* No allocation, no error: only forget or re-parent entries. */
+extern "C" void truncating_subxact_callback(SubXactEvent event, SubTransactionId sub, SubTransactionId parent, void*) {
+    if (n_truncating == 0 || MyProc == nullptr || MyProc->lxid != truncating_lxid) return;
+    if (event == SUBXACT_EVENT_ABORT_SUB) {
+        /* Entries of this subtransaction or of any of its children (whose ids
+         * are larger: they started after it and while it was open). */
+        for (int i = 0; i < n_truncating;) {
+            if (truncating_subxact[i] >= sub) {
+                truncating[i] = truncating[n_truncating - 1];
+                truncating_subxact[i] = truncating_subxact[n_truncating - 1];
+                --n_truncating;
+            } else {
+                ++i;
+            }
+        }
+    } else if (event == SUBXACT_EVENT_COMMIT_SUB) {
+        for (int i = 0; i < n_truncating; ++i) {
+            if (truncating_subxact[i] == sub) truncating_subxact[i] = parent;
+        }
+    }
+}
+
+/* ------------------------------------------------------------------------
+ * MERGE moving rows between partitions.  PostgreSQL 15 puts a row that a
+ * MERGE ... UPDATE moves to another partition into the statement's DELETE
+ * (old row) and INSERT (new row) transition tables, not the UPDATE ones; but
+ * it fires the AFTER INSERT/DELETE statement triggers only when the MERGE has
+ * an INSERT/DELETE action.  After a MERGE on a counted partitioned table has
+ * run, its missing AFTER INSERT/DELETE statement events are queued for our
+ * own capture triggers alone (never the table's other triggers), over those
+ * transition tables: the moved rows are counted where they went.
+ * ------------------------------------------------------------------------ */
+
+ExecutorRun_hook_type prev_executor_run = nullptr;
+
+/* The top-level statement during which the library was loaded (without
+ * shared_preload_libraries, by our first trigger or function call): a MERGE
+ * running then started before the hook existed. */
+LocalTransactionId loaded_lxid = InvalidLocalTransactionId;
+TimestampTz loaded_statement = 0;
+
+/* A MERGE on a partitioned table whose executor started before our hook was
+ * installed may have moved rows we will never see: refuse it (it can simply
+ * be retried, the library being loaded now) rather than count wrong. */
+void refuse_merge_started_before_load(TriggerData* td) {
+    if (loaded_lxid == InvalidLocalTransactionId || MyProc == nullptr || MyProc->lxid != loaded_lxid) return;
+    if (GetCurrentStatementStartTimestamp() != loaded_statement) return;
+    if (td->tg_relation->rd_rel->relkind != RELKIND_PARTITIONED_TABLE) return;
+    if (ActivePortal == nullptr || ActivePortal->commandTag != CMDTAG_MERGE) return;
+    throw Error(sqlstate::wrong_object_state,
+                fmt::format("pg_lifecycle was loaded while this MERGE on counted table {} was running",
+                            relation_display_name(RelationGetRelid(td->tg_relation))),
+                "Rows a MERGE moves between partitions are counted by a hook that did not exist when it started.",
+                "Retry the statement (the library is loaded now), or add pg_lifecycle to shared_preload_libraries.");
+}
+
+/* Our capture trigger `suffix` ("ins"/"del") of counted table `cfg` in trigdesc. */
+Trigger* our_trigger(TriggerDesc* trigdesc, const Config& cfg, const char* suffix) {
+    if (trigdesc == nullptr) return nullptr;
+    std::string name = fmt::format("lifecycle_count_{}_{}", cfg.id, suffix);
+    for (int i = 0; i < trigdesc->numtriggers; ++i) {
+        if (name == trigdesc->triggers[i].tgname) return &trigdesc->triggers[i];
+    }
+    return nullptr;
+}
+
+void queue_merge_moves(QueryDesc* qd) {
+    if (qd->operation != CMD_MERGE || qd->planstate == nullptr || !IsA(qd->planstate, ModifyTableState)) return;
+    auto* mt = reinterpret_cast<ModifyTableState*>(qd->planstate);
+    if (!mt->mt_done || mt->mt_transition_capture == nullptr || mt->rootResultRelInfo == nullptr) return;
+    int missing = ~mt->mt_merge_subcommands & (MERGE_INSERT | MERGE_DELETE);
+    if (missing == 0 || !(mt->mt_merge_subcommands & MERGE_UPDATE)) return;
+    ResultRelInfo* root = mt->rootResultRelInfo;
+    if (root->ri_RelationDesc->rd_rel->relkind != RELKIND_PARTITIONED_TABLE) return;
+    const Config* found = config_for_relation(RelationGetRelid(root->ri_RelationDesc));
+    if (found == nullptr) return;
+    Config cfg = *found;
+    TransitionCaptureState* tcs = mt->mt_transition_capture;
+    pg_call([&] {
+        auto queue = [&](Trigger* trigger, bool insert) {
+            if (trigger == nullptr) return;
+            /* A copy of the target whose only trigger is ours: the event is
+             * queued for it alone, and fires it by its oid. */
+            TriggerDesc* only = static_cast<TriggerDesc*>(palloc0(sizeof(TriggerDesc)));
+            only->numtriggers = 1;
+            only->triggers = trigger;
+            ResultRelInfo* target = makeNode(ResultRelInfo);
+            *target = *root;
+            target->ri_TrigDesc = only;
+            if (insert) {
+                if (!tcs->tcs_insert_new_table || tcs->tcs_insert_private == nullptr) return;
+                only->trig_insert_after_statement = true;
+                only->trig_insert_new_table = true;
+                ExecASInsertTriggers(qd->estate, target, tcs);
+            } else {
+                if (!tcs->tcs_delete_old_table || tcs->tcs_delete_private == nullptr) return;
+                only->trig_delete_after_statement = true;
+                only->trig_delete_old_table = true;
+                ExecASDeleteTriggers(qd->estate, target, tcs);
+            }
+        };
+        if (missing & MERGE_INSERT) queue(our_trigger(root->ri_TrigDesc, cfg, "ins"), true);
+        if (missing & MERGE_DELETE) queue(our_trigger(root->ri_TrigDesc, cfg, "del"), false);
+    });
+}
+
+extern "C" void lifecycle_executor_run(QueryDesc* qd, ScanDirection direction, uint64 count, bool execute_once) {
+    if (prev_executor_run) {
+        prev_executor_run(qd, direction, count, execute_once);
+    } else {
+        standard_ExecutorRun(qd, direction, count, execute_once);
+    }
+    if (qd->operation == CMD_MERGE) bridge::entry_guard([qd] { queue_merge_moves(qd); });
 }
 
 }  // namespace
@@ -302,6 +422,7 @@ LIFECYCLE_FUNCTION(lifecycle_count_capture) {
         throw Error(sqlstate::wrong_object_state, "lifecycle.count_capture() must be an AFTER ... FOR EACH STATEMENT trigger");
     }
     Config cfg = config_of(td);
+    if (TRIGGER_FIRED_BY_UPDATE(td->tg_event)) refuse_merge_started_before_load(td);
     if ((TRIGGER_FIRED_BY_INSERT(td->tg_event) || TRIGGER_FIRED_BY_UPDATE(td->tg_event)) &&
         td->tg_trigger->tgnewtable == nullptr) {
         throw Error(sqlstate::wrong_object_state, "lifecycle.count_capture() needs a NEW TABLE transition table");
@@ -340,7 +461,11 @@ LIFECYCLE_FUNCTION(lifecycle_count_truncate) {
     Oid rel = RelationGetRelid(td->tg_relation);
     if (TRIGGER_FIRED_AFTER(td->tg_event)) {
         for (int i = 0; i < n_truncating; ++i) {
-            if (truncating[i] == rel) truncating[i] = truncating[--n_truncating];
+            if (truncating[i] == rel) {
+                --n_truncating;
+                truncating[i] = truncating[n_truncating];
+                truncating_subxact[i] = truncating_subxact[n_truncating];
+            }
         }
         return PointerGetDatum(nullptr);
     }
@@ -367,6 +492,7 @@ LIFECYCLE_FUNCTION(lifecycle_count_truncate) {
     if (n_truncating == max_truncating) {
         throw Error(sqlstate::feature_not_supported, "too many counted tables in one TRUNCATE");
     }
+    truncating_subxact[n_truncating] = GetCurrentSubTransactionId();
     truncating[n_truncating++] = rel;
     return PointerGetDatum(nullptr);
 }
@@ -378,6 +504,19 @@ LIFECYCLE_FUNCTION(lifecycle_count_ddl) {
     }
     if (creating_extension || own_ddl_depth > 0) PG_RETURN_VOID();
     auto* data = reinterpret_cast<EventTriggerData*>(fcinfo->context);
+    if (std::strcmp(data->event, "ddl_command_start") == 0 && data->parsetree != nullptr &&
+        IsA(data->parsetree, AlterTableStmt)) {
+        /* Every ALTER TABLE comes here: only DETACH ... CONCURRENTLY concerns us. */
+        bool detach_concurrently = false;
+        ListCell* cell;
+        foreach (cell, castNode(AlterTableStmt, data->parsetree)->cmds) {
+            auto* cmd = lfirst_node(AlterTableCmd, cell);
+            if (cmd->subtype == AT_DetachPartition && cmd->def != nullptr && castNode(PartitionCmd, cmd->def)->concurrent) {
+                detach_concurrently = true;
+            }
+        }
+        if (!detach_concurrently) PG_RETURN_VOID();
+    }
     /* The catalogs as the command left them (its own changes included), also in
      * a REPEATABLE READ transaction: our queries read them through SPI. */
     pg_call([] {
@@ -388,6 +527,7 @@ LIFECYCLE_FUNCTION(lifecycle_count_ddl) {
         bridge::SpiConnection spi;
         if (std::strcmp(data->event, "ddl_command_start") == 0) {
             before_drop(data->parsetree);
+            refuse_concurrent_detach(data->parsetree);
         } else {
             reconcile_after_ddl(std::strcmp(data->event, "sql_drop") == 0);
         }
@@ -395,3 +535,19 @@ LIFECYCLE_FUNCTION(lifecycle_count_ddl) {
     pg_call([] { PopActiveSnapshot(); });
     PG_RETURN_VOID();
 }
+
+namespace pg_lifecycle::counts {
+
+void init_capture() {
+    pg_call([] {
+        if (!process_shared_preload_libraries_in_progress && MyProc != nullptr && IsTransactionState()) {
+            loaded_lxid = MyProc->lxid;
+            loaded_statement = GetCurrentStatementStartTimestamp();
+        }
+        RegisterSubXactCallback(truncating_subxact_callback, nullptr);
+        prev_executor_run = ExecutorRun_hook;
+        ExecutorRun_hook = lifecycle_executor_run;
+    });
+}
+
+}  // namespace pg_lifecycle::counts

@@ -184,6 +184,7 @@ const Config* config_for_relation(Oid rel) {
 void init() {
     register_fold_task();
     pg_call([] { CacheRegisterRelcacheCallback(config_cache_callback, (Datum)0); });
+    init_capture();
 }
 
 /* ------------------------------------------------------------------------
@@ -312,6 +313,29 @@ void rebuild(const Config& cfg) {
             dims, sep, live_expression(cfg.relid), table, group);
         execute_fresh(sql, 0, nullptr, nullptr);
     }
+}
+
+bool summaries_match_snapshot(const Config& cfg) {
+    std::string dims = cfg.dim_list();
+    std::string sep = dims.empty() ? "" : ", ";
+    int ngroup = static_cast<int>(cfg.dims.size()) + (cfg.has_time() ? 1 : 0) + 1;
+    std::string group;
+    for (int i = 1; i <= ngroup; ++i) group += (i > 1 ? ", " : "") + std::to_string(i);
+    std::string columns = fmt::format("{}{}{}lc_live, lc_n", dims, sep, cfg.has_time() ? "lc_bucket, " : "");
+    std::string sql = fmt::format(
+        "WITH a AS (SELECT {0}{1}{2}{3} AS lc_live, pg_catalog.count(*) AS lc_n FROM {4} GROUP BY {5}), "
+        "s AS (SELECT {6} FROM {7}) "
+        "SELECT NOT EXISTS (SELECT {6} FROM a EXCEPT ALL SELECT {6} FROM s) "
+        "AND NOT EXISTS (SELECT {6} FROM s EXCEPT ALL SELECT {6} FROM a)",
+        dims, sep, cfg.has_time() ? bucket_expression(cfg, 1) + " AS lc_bucket, " : "", live_expression(cfg.relid),
+        relation_display_name(cfg.relid), group, columns, cfg.has_time() ? cfg.bucket() : cfg.total());
+    Oid types[1] = {INT8OID};
+    Datum values[1] = {cfg.has_time() ? bucket_interval(cfg) : (Datum)0};
+    bridge::AsRole owner(counts_owner(cfg), SECURITY_RESTRICTED_OPERATION);
+    DeletedRowsVisible all_rows;
+    pg_call([] { CommandCounterIncrement(); });
+    bridge::execute_sql(sql, cfg.has_time() ? 1 : 0, types, values, nullptr, false, 1);
+    return bridge::processed_rows() == 1 && DatumGetBool(bridge::result_datum(0, 1).value_or(BoolGetDatum(false)));
 }
 
 /* ------------------------------------------------------------------------

@@ -14,6 +14,10 @@
  * sum of the visible summary rows plus the visible delta rows matching the
  * filter, so MVCC makes it exactly what count(*) sees in the same snapshot.
  * The count_fold task moves delta rows into the summaries, atomically.
+ * count, count_by (facets) and count_series (timelines) all read through one
+ * function, count_groups in api.cpp: summaries for the whole buckets of the
+ * range, grouped by nothing / a dimension / buckets of a step, plus visible
+ * deltas, plus the rows of the range's partial edges counted in the table.
  * lc_live is "deleted_at IS NULL" for a table with a deleted_at column (soft
  * delete), true otherwise.
  *
@@ -115,6 +119,9 @@ void scan_into_delta(const Config& cfg, Oid rel, int sign);
 /* Empties the count_N tables and fills the summaries from the table's rows
  * (fresh snapshot); the caller holds a lock that keeps writers out. */
 void rebuild(const Config& cfg);
+/* Whether the summaries just filled by rebuild (from a fresh snapshot) hold
+ * what the transaction's own snapshot sees of the table (one more scan). */
+bool summaries_match_snapshot(const Config& cfg);
 
 /* Our triggers on one relation (the counted table or one of its partitions). */
 void create_triggers(const Config& cfg, Oid rel);
@@ -138,6 +145,9 @@ void lock_against_writers(const Config& cfg);
 bool has_inheritance_children(Oid relid);
 /* Before DROP TABLE: subtracts the rows of counted partitions about to go. */
 void before_drop(Node* parsetree);
+/* Before ALTER TABLE: DETACH PARTITION ... CONCURRENTLY of (a partition of) a
+ * counted table is refused (55000). */
+void refuse_concurrent_detach(Node* parsetree);
 
 std::string quote_ident_str(const std::string& s);
 std::string relation_display_name(Oid relid);
@@ -153,4 +163,7 @@ void reattach_after_restore(Oid rel, const std::string& trigger_name, const std:
 namespace pg_lifecycle::counts {
 /* At load time (module.cpp): the count_fold task and the cache's callback. */
 void init();
+/* The capture's own callbacks (capture.cpp): TRUNCATE bookkeeping across
+ * subtransaction aborts, and the MERGE executor hook. */
+void init_capture();
 }  // namespace pg_lifecycle::counts

@@ -323,6 +323,30 @@ void reconcile_after_ddl(bool dropping) {
     if (!dropping) refuse_inheritance();
 }
 
+void refuse_concurrent_detach(Node* parsetree) {
+    if (parsetree == nullptr || !IsA(parsetree, AlterTableStmt)) return;
+    auto* stmt = castNode(AlterTableStmt, parsetree);
+    ListCell* cell;
+    foreach (cell, stmt->cmds) {
+        auto* cmd = lfirst_node(AlterTableCmd, cell);
+        if (cmd->subtype != AT_DetachPartition || cmd->def == nullptr) continue;
+        auto* partition = castNode(PartitionCmd, cmd->def);
+        if (!partition->concurrent) continue;
+        Oid relid = pg_call([stmt] { return RangeVarGetRelid(stmt->relation, NoLock, true); });
+        if (!OidIsValid(relid)) return;
+        const Config* cfg = config_for_relation(relid);
+        if (cfg == nullptr) return;
+        std::string table = relation_display_name(cfg->relid);
+        throw Error(sqlstate::wrong_object_state,
+                    fmt::format("cannot detach a partition of counted table {} concurrently", table),
+                    "DETACH PARTITION ... CONCURRENTLY commits half-way; if its second transaction were cancelled, "
+                    "the partition would stay counted until DETACH PARTITION ... FINALIZE.",
+                    fmt::format("Detach it without CONCURRENTLY (exact, in one transaction), or call "
+                                "lifecycle.count_disable('{}') first.",
+                                table));
+    }
+}
+
 void before_drop(Node* parsetree) {
     if (parsetree == nullptr || !IsA(parsetree, DropStmt)) return;
     auto* stmt = castNode(DropStmt, parsetree);

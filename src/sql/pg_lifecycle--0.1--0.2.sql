@@ -204,6 +204,20 @@ $$;
 REVOKE EXECUTE ON FUNCTION lifecycle.user_token_families(text) FROM PUBLIC;
 
 ------------------------------------------------------------------------------
+-- §4 Exact counts: facets and timelines; DETACH ... CONCURRENTLY refused on
+-- counted tables (issue 15)
+------------------------------------------------------------------------------
+CREATE FUNCTION lifecycle.count_by(tbl regclass, dimension name, filter jsonb DEFAULT '{}',
+                                   since timestamptz DEFAULT NULL, until timestamptz DEFAULT NULL)
+    RETURNS TABLE (value text, count bigint) AS 'MODULE_PATHNAME', 'lifecycle_count_by' LANGUAGE C STABLE ROWS 10;
+CREATE FUNCTION lifecycle.count_series(tbl regclass, step interval, filter jsonb DEFAULT '{}',
+                                       since timestamptz DEFAULT NULL, until timestamptz DEFAULT NULL)
+    RETURNS TABLE (bucket_start timestamptz, count bigint) AS 'MODULE_PATHNAME', 'lifecycle_count_series' LANGUAGE C STABLE ROWS 24;
+CREATE EVENT TRIGGER lifecycle_count_alter_start ON ddl_command_start
+    WHEN TAG IN ('ALTER TABLE')
+    EXECUTE FUNCTION lifecycle.count_ddl();
+
+------------------------------------------------------------------------------
 -- Keep last: tables enabled under 0.1 get the triggers of 0.2 — the TRUNCATE
 -- trigger, and the cascade trigger that also handles an application's own
 -- soft delete and restore by UPDATE (dropped here, re-created by

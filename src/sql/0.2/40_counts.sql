@@ -39,6 +39,14 @@ CREATE FUNCTION lifecycle.count_disable(tbl regclass)
 CREATE FUNCTION lifecycle.count(tbl regclass, filter jsonb DEFAULT '{}',
                                 since timestamptz DEFAULT NULL, until timestamptz DEFAULT NULL)
     RETURNS bigint AS 'MODULE_PATHNAME', 'lifecycle_count' LANGUAGE C STABLE;
+-- Facet counts (one row per value with count > 0) and the activity timeline
+-- (every bucket of the range, zeros included): exact like count.
+CREATE FUNCTION lifecycle.count_by(tbl regclass, dimension name, filter jsonb DEFAULT '{}',
+                                   since timestamptz DEFAULT NULL, until timestamptz DEFAULT NULL)
+    RETURNS TABLE (value text, count bigint) AS 'MODULE_PATHNAME', 'lifecycle_count_by' LANGUAGE C STABLE ROWS 10;
+CREATE FUNCTION lifecycle.count_series(tbl regclass, step interval, filter jsonb DEFAULT '{}',
+                                       since timestamptz DEFAULT NULL, until timestamptz DEFAULT NULL)
+    RETURNS TABLE (bucket_start timestamptz, count bigint) AS 'MODULE_PATHNAME', 'lifecycle_count_series' LANGUAGE C STABLE ROWS 24;
 CREATE FUNCTION lifecycle.count_estimate(query text)
     RETURNS bigint AS 'MODULE_PATHNAME', 'lifecycle_count_estimate' LANGUAGE C VOLATILE STRICT;
 
@@ -61,6 +69,10 @@ CREATE EVENT TRIGGER lifecycle_count_ddl_end ON ddl_command_end
     EXECUTE FUNCTION lifecycle.count_ddl();
 CREATE EVENT TRIGGER lifecycle_count_drop_start ON ddl_command_start
     WHEN TAG IN ('DROP TABLE')
+    EXECUTE FUNCTION lifecycle.count_ddl();
+-- DETACH PARTITION ... CONCURRENTLY of a counted table's partition is refused.
+CREATE EVENT TRIGGER lifecycle_count_alter_start ON ddl_command_start
+    WHEN TAG IN ('ALTER TABLE')
     EXECUTE FUNCTION lifecycle.count_ddl();
 CREATE EVENT TRIGGER lifecycle_count_sql_drop ON sql_drop
     EXECUTE FUNCTION lifecycle.count_ddl();

@@ -333,8 +333,8 @@ LIFECYCLE_FUNCTION(lifecycle_count_truncate) {
     if (!TRIGGER_FIRED_BY_TRUNCATE(td->tg_event)) {
         throw Error(sqlstate::wrong_object_state, "lifecycle.count_truncate() must be a TRUNCATE trigger");
     }
-    if (MyProc->lxid != truncating_lxid) {
-        truncating_lxid = MyProc->lxid;
+    if (compat::my_lxid() != truncating_lxid) {
+        truncating_lxid = compat::my_lxid();
         n_truncating = 0;
     }
     Oid rel = RelationGetRelid(td->tg_relation);

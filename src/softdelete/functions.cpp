@@ -452,7 +452,7 @@ LIFECYCLE_FUNCTION(lifecycle_current_delete_event) {
     static LocalTransactionId lxid = InvalidLocalTransactionId;
     static CommandId cid = InvalidCommandId;
     static int64 event = 0;
-    LocalTransactionId my_lxid = MyProc->lxid;
+    LocalTransactionId my_lxid = compat::my_lxid();
     CommandId my_cid = GetCurrentCommandId(false);
     if (my_lxid != lxid || my_cid != cid) {
         Oid seq = softdelete::event_sequence();

@@ -94,7 +94,7 @@ bool convert_delete(Query* q, bool hide) {
         List* tlist = NIL;
         for (const Set& set : sets) {
             tlist = lappend(tlist, makeTargetEntry(set.expr, set.attnum, pstrdup(set.name), false));
-            rte->updatedCols = bms_add_member(rte->updatedCols, set.attnum - FirstLowInvalidHeapAttributeNumber);
+            compat::add_updated_column(q, rte, set.attnum);
         }
         q->targetList = tlist;
         q->commandType = CMD_UPDATE;
@@ -109,12 +109,6 @@ bool convert_delete(Query* q, bool hide) {
     return true;
 }
 
-/* PostgreSQL's walkers take `bool (*)()`, which C++ reads as "no arguments". */
-using walker_type = bool (*)();
-walker_type walker_fn(bool (*fn)(Node*, void*)) {
-    return reinterpret_cast<walker_type>(reinterpret_cast<void (*)()>(fn));
-}
-
 /* Collects the Query nodes of sublinks; never throws (it runs inside
  * PostgreSQL's C walker). */
 extern "C" bool collect_sublink_queries(Node* node, void* context) {
@@ -124,7 +118,7 @@ extern "C" bool collect_sublink_queries(Node* node, void* context) {
         *found = lappend(*found, node);
         return false;
     }
-    return expression_tree_walker(node, walker_fn(collect_sublink_queries), context);
+    return expression_tree_walker(node, compat::walker(collect_sublink_queries), context);
 }
 
 bool process_query(Query* q, bool hide) {
@@ -151,7 +145,7 @@ bool process_query(Query* q, bool hide) {
     }
     List* sublinks = pg_call([q] {
         List* found = NIL;
-        (void)query_tree_walker(q, walker_fn(collect_sublink_queries), &found,
+        (void)query_tree_walker(q, compat::walker(collect_sublink_queries), &found,
                                 QTW_IGNORE_RANGE_TABLE | QTW_IGNORE_CTE_SUBQUERIES);
         return found;
     });

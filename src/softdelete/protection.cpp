@@ -80,8 +80,8 @@ void grant_trigger_functions(Oid relid) {
         List* cascade_name = list_make2(makeString(pstrdup("lifecycle")), makeString(pstrdup("soft_delete_cascade")));
         Oid guard = LookupFuncName(guard_name, 0, nullptr, false);
         Oid cascade = LookupFuncName(cascade_name, 0, nullptr, false);
-        return pg_proc_aclcheck(guard, owner, ACL_EXECUTE) == ACLCHECK_OK &&
-               pg_proc_aclcheck(cascade, owner, ACL_EXECUTE) == ACLCHECK_OK;
+        return object_aclcheck(ProcedureRelationId, guard, owner, ACL_EXECUTE) == ACLCHECK_OK &&
+               object_aclcheck(ProcedureRelationId, cascade, owner, ACL_EXECUTE) == ACLCHECK_OK;
     });
     if (granted) return;
     std::string role = bridge::quote_ident(pg_call([owner] { return std::string(GetUserNameFromId(owner, false)); }));

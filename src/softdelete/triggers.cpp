@@ -188,7 +188,7 @@ Datum guard_cpp(FunctionCallInfo fcinfo) {
     Oid seq = event_sequence();
     if (!OidIsValid(seq)) return PointerGetDatum(nullptr);
     bridge::SpiConnection spi;
-    LocalTransactionId lxid = MyProc->lxid;
+    LocalTransactionId lxid = compat::my_lxid();
     TimestampTz statement = GetCurrentStatementStartTimestamp();
     if (lxid != guard_lxid || statement != guard_statement) {
         guard_event = DatumGetInt64(pg_call([seq] { return DirectFunctionCall1(nextval_oid, ObjectIdGetDatum(seq)); }));

@@ -45,7 +45,7 @@ const char* exclusive_database(Node* stmt) {
  * the database (it will fail anyway otherwise: the worker stays). */
 bool may_run(Node* stmt, Oid dboid) {
     return pg_call([stmt, dboid] {
-        bool owner = pg_database_ownercheck(dboid, GetUserId());
+        bool owner = object_ownercheck(DatabaseRelationId, dboid, GetUserId());
         switch (nodeTag(stmt)) {
             case T_DropdbStmt:
             case T_AlterDatabaseStmt:

@@ -88,6 +88,12 @@ setup() {
     echo "-- chroot set up in $((SECONDS - start)) s"
 }
 
+# Mounts left under $R by a run that was killed (we hold the lock: no run is
+# using them) are removed first; setup's rm -rf must never reach into them.
+mounts_under_root() { awk -v r="$R/" 'index($2, r) == 1 {print $2}' /proc/mounts | sort -r; }
+for m in $(mounts_under_root); do umount "$m" 2>/dev/null || umount -l "$m"; done
+[ -z "$(mounts_under_root)" ] || fail "could not unmount what a previous run left mounted under $R"
+
 [ -f "$R/.pg_lifecycle-ready" ] || setup || fail "setting up the $RELEASE chroot failed (logs in $CACHE)"
 [ "${2:-}" = "--setup-only" ] && exit 0
 

@@ -17,6 +17,7 @@
 #endif
 
 extern "C" {
+#include "catalog/pg_authid.h"
 #include "catalog/pg_namespace.h"
 #include "catalog/pg_proc.h"
 #if PG_VERSION_NUM >= 160000
@@ -111,6 +112,26 @@ inline LocalPgBackendStatus* pgstat_get_local_beentry_by_index(int idx) {
     return pgstat_fetch_stat_local_beentry(idx);
 }
 #endif
+
+/*
+ * dbcommands.c's have_createdb_privilege() became extern in a recent minor
+ * release (15.20's header declares it, 15.18's does not; 17.x and 18.x here
+ * do).  Rather than guard on a minor version we could not verify for every
+ * branch, we use our own copy everywhere: superuser, or rolcreatedb of the
+ * current role, as dbcommands.c decides.
+ */
+namespace pg_lifecycle::compat {
+inline bool have_createdb_privilege() {
+    if (superuser()) return true;
+    bool result = false;
+    HeapTuple tuple = SearchSysCache1(AUTHOID, ObjectIdGetDatum(GetUserId()));
+    if (HeapTupleIsValid(tuple)) {
+        result = ((Form_pg_authid)GETSTRUCT(tuple))->rolcreatedb;
+        ReleaseSysCache(tuple);
+    }
+    return result;
+}
+}  // namespace pg_lifecycle::compat
 
 /*
  * 17: the IsBackgroundWorker flag gave way to AmBackgroundWorkerProcess()

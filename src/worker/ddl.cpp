@@ -51,9 +51,9 @@ bool may_run(Node* stmt, Oid dboid) {
             case T_AlterDatabaseStmt:
                 return owner;
             case T_RenameStmt:
-                return owner && have_createdb_privilege();
+                return owner && compat::have_createdb_privilege();
             case T_CreatedbStmt: {
-                if (!have_createdb_privilege()) return false;
+                if (!compat::have_createdb_privilege()) return false;
                 HeapTuple tup = SearchSysCache1(DATABASEOID, ObjectIdGetDatum(dboid));
                 if (!HeapTupleIsValid(tup)) return false;
                 bool is_template = ((Form_pg_database)GETSTRUCT(tup))->datistemplate;

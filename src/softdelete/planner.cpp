@@ -48,7 +48,7 @@ Node* is_null(Var* var) {
  * the current role: the plan is then valid for that role only. */
 bool plan_depends_on_role = false;
 
-/* The SET list of a soft delete of the table at range-table index rti:
+/* The SET list of a soft delete of the target table rte:
  * deleted_at = now(), deleted_by = lifecycle.current_actor(),
  * delete_event = lifecycle.current_delete_event(), in attribute order (as the
  * planner expects an UPDATE's target list); the columns are marked updated

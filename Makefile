@@ -1,5 +1,7 @@
 # pg_lifecycle — PGXS build, plus the project's own commands:
 #   make test    install what is missing, build, install, run every test suite
+#                (PG=N: against PostgreSQL N, in a cached Debian chroot when
+#                this machine has no package of it — test/versions.sh)
 #   make demo    install what is missing, build, install, walk through the features
 #   make bench   benchmarks against the baselines in SPEC.md (not part of make test)
 
@@ -32,7 +34,16 @@ SHLIB_LINK  += -lstdc++ -lfmt
 # PGXS's bitcode rule ignores PG_CXXFLAGS, and JIT-inlining C++ buys nothing.
 override with_llvm = no
 
-PG_CONFIG ?= /usr/lib/postgresql/15/bin/pg_config
+# Which PostgreSQL: PG_CONFIG if set; PG=N picks /usr/lib/postgresql/N; else
+# pg_config from the PATH, else the newest /usr/lib/postgresql/*/bin/pg_config
+# (the same order as test/pg_config.sh).
+ifeq ($(origin PG_CONFIG),undefined)
+ifneq ($(PG),)
+PG_CONFIG := /usr/lib/postgresql/$(PG)/bin/pg_config
+else
+PG_CONFIG := $(or $(shell command -v pg_config 2>/dev/null),$(lastword $(shell ls -d /usr/lib/postgresql/*/bin/pg_config 2>/dev/null | sort -V)),pg_config)
+endif
+endif
 PGXS := $(shell $(PG_CONFIG) --pgxs 2>/dev/null)
 ifneq ($(wildcard $(PGXS)),)
 include $(PGXS)
@@ -40,7 +51,7 @@ include $(PGXS)
 EXTRA_CLEAN += $(OBJS:.o=.d)
 else
 all install:
-	@echo "PostgreSQL 15 server headers are missing: run 'make test' or 'make demo' (they install them)" >&2; exit 1
+	@echo "PostgreSQL server headers (PGXS) not found through '$(PG_CONFIG)': set PG_CONFIG, or run 'make test' or 'make demo' (they install them)" >&2; exit 1
 endif
 
 # Rebuilt every time: a part that was removed or renamed must not linger.
@@ -52,7 +63,11 @@ FORCE:
 deps:
 	bash test/deps.sh
 test:
+ifeq ($(PG),)
 	bash test/run.sh
+else
+	bash test/versions.sh $(PG)
+endif
 demo:
 	bash test/demo.sh
 bench:

@@ -118,6 +118,43 @@ SELECT id FROM teams WHERE id = 20;     -- deleted by its own earlier event: sta
 SELECT lifecycle.restore('teams', 20);
 SELECT err($$SELECT lifecycle.restore('orgs', 99)$$);
 
+-- MERGE … THEN DELETE is a soft delete too, counted in the command tag like
+-- MERGE's other actions: the row stays, hidden, its CASCADE children go with
+-- it (one delete_event), and restore brings them back.
+CREATE TABLE shops (id int PRIMARY KEY, name text);
+CREATE TABLE items (id int PRIMARY KEY, shop_id int REFERENCES shops ON DELETE CASCADE);
+SELECT lifecycle.soft_delete_enable('shops'), lifecycle.soft_delete_enable('items');
+INSERT INTO shops VALUES (1, 'one'), (2, 'two'), (3, 'three');
+INSERT INTO items VALUES (10, 1), (11, 1), (20, 2);
+\set QUIET off
+MERGE INTO shops s USING (VALUES (1, 'closed'), (2, 'open'), (4, 'new')) v(id, status) ON s.id = v.id
+  WHEN MATCHED AND v.status = 'closed' THEN DELETE
+  WHEN MATCHED THEN UPDATE SET name = s.name || '!'
+  WHEN NOT MATCHED THEN INSERT VALUES (v.id, v.status);
+MERGE INTO shops s USING (VALUES (1), (3)) v(id) ON s.id = v.id WHEN MATCHED THEN DELETE;   -- 1 is hidden now
+\set QUIET on
+SELECT id, name FROM shops ORDER BY id;
+SELECT id, shop_id FROM items ORDER BY id;
+SET lifecycle.include_deleted = on;
+SELECT id, deleted_at IS NOT NULL AS deleted, deleted_by = current_user AS by_me,
+       delete_event = (SELECT delete_event FROM items WHERE id = 10) AS same_event_as_item_10
+  FROM shops ORDER BY id;
+SELECT id, deleted_at IS NOT NULL AS deleted FROM items ORDER BY id;
+RESET lifecycle.include_deleted;
+SELECT lifecycle.restore('shops', 1);
+SELECT id, name FROM shops ORDER BY id;
+SELECT id, shop_id FROM items ORDER BY id;
+-- With hide = false a deleted row stays visible to MERGE, which does not delete it again.
+CREATE TABLE shelves (id int PRIMARY KEY);
+SELECT lifecycle.soft_delete_enable('shelves', hide => false);
+INSERT INTO shelves VALUES (1), (2);
+\set QUIET off
+MERGE INTO shelves s USING (VALUES (1)) v(id) ON s.id = v.id WHEN MATCHED THEN DELETE;
+MERGE INTO shelves s USING (VALUES (1), (2)) v(id) ON s.id = v.id WHEN MATCHED THEN DELETE;
+\set QUIET on
+SELECT id, deleted_at IS NOT NULL AS deleted FROM shelves ORDER BY id;
+DROP TABLE shelves;
+
 -- Self-reference (a tree) and a cycle.
 CREATE TABLE folders (id int PRIMARY KEY, parent_id int REFERENCES folders ON DELETE CASCADE);
 SELECT lifecycle.soft_delete_enable('folders');
@@ -250,6 +287,19 @@ SELECT err($$SELECT lifecycle.soft_delete_disable('folders')$$);
 SELECT err($$SELECT lifecycle.purge('folders', '0')$$);
 SELECT err($$SELECT lifecycle.soft_unique('folders', '{parent_id}')$$);
 RESET ROLE;
+-- Under row-level security, MERGE … THEN DELETE is refused: as an UPDATE
+-- action it would be checked against the UPDATE policies, not the DELETE ones.
+ALTER TABLE shops ENABLE ROW LEVEL SECURITY;
+CREATE POLICY shops_read ON shops FOR SELECT USING (true);
+CREATE POLICY shops_delete ON shops FOR DELETE USING (id = 2);
+GRANT SELECT, DELETE ON shops TO sd_app;
+SET ROLE sd_app;
+SELECT err($$MERGE INTO shops s USING (VALUES (2)) v(id) ON s.id = v.id WHEN MATCHED THEN DELETE$$);
+\set QUIET off
+DELETE FROM shops WHERE id IN (2, 3);       -- DELETE itself is fine: only 2 passes the policy
+\set QUIET on
+RESET ROLE;
+SELECT id FROM shops ORDER BY id;
 
 -- Bad arguments: clear errors, nothing changed.
 CREATE TABLE no_pk (a int);
@@ -454,6 +504,6 @@ SELECT err($$SELECT lifecycle.restore('bound_uuids', '42')$$) AS not_a_uuid;
 DROP TABLE bound_ids, bound_uuids;
 
 DROP TABLE accounts, orgs, teams, members, invoices, notes, audit, folders, ring_a, ring_b, events,
-           no_pk, bad_col, boards, cards, zones, sites CASCADE;
+           no_pk, bad_col, boards, cards, zones, sites, shops, items CASCADE;
 REVOKE ALL ON SCHEMA public FROM sd_app;
 DROP ROLE sd_app;

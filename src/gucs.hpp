@@ -21,7 +21,7 @@ extern bool preloaded;
 
 /* The body of a check hook for an interval-valued setting: it must parse and
  * be positive (or zero, with allow_zero).  The parsed value goes to *extra
- * (malloc'ed; guc.c frees it), for settings read on a hot path. */
+ * (guc_malloc'ed; guc.c frees it), for settings read on a hot path. */
 bool check_interval_setting(char** newval, void** extra, bool allow_zero, const char* example);
 
 /* The value of an interval-valued setting, parsed (validated by its check hook). */

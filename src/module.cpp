@@ -53,7 +53,8 @@ bool check_interval_setting(char** newval, void** extra, bool allow_zero, const 
                             allow_zero ? "zero or a positive" : "a positive", example);
         return false;
     }
-    auto* out = static_cast<Interval*>(std::malloc(sizeof(Interval)));
+    /* Freed by guc.c: free() on 15, guc_free() from 16 on (compat.hpp). */
+    auto* out = static_cast<Interval*>(guc_malloc(LOG, sizeof(Interval)));
     if (out == nullptr) {
         GUC_check_errdetail("out of memory");
         return false;

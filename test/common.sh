@@ -2,7 +2,7 @@
 # as the postgres OS user (PostgreSQL refuses to run as root), and cleanup of
 # every cluster started under the work directory.
 
-PG_CONFIG=${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}
+. "$(dirname "${BASH_SOURCE[0]}")/pg_config.sh"
 PGBIN=$("$PG_CONFIG" --bindir)
 PGXS_SRC=$(dirname "$("$PG_CONFIG" --pgxs)")/..   # .../lib/pgxs/src
 

@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
-# Installs the Debian 12 packages pg_lifecycle needs to build, test and demo,
-# when they are missing.  Used by `make test`, `make demo` and `make bench`.
+# Installs the Debian packages pg_lifecycle needs to build, test and demo,
+# when they are missing.  Used by `make test`, `make demo` and `make bench`; the
+# PostgreSQL packages are those of the version test/pg_config.sh picks.
 set -euo pipefail
+. "$(dirname "$0")/pg_config.sh"
+N=$(pg_major)
 
 packages=(
     make g++ cmake                      # build
-    postgresql-15 postgresql-server-dev-15 postgresql-client-15   # server, PGXS, pg_regress, pgbench
+    postgresql-$N postgresql-server-dev-$N postgresql-client-$N   # server, PGXS, pg_regress, pgbench
     libboost-dev libfmt-dev             # Boost.Container, fmt
     libipc-run-perl                     # TAP tests (PostgreSQL::Test::Cluster)
     libgtest-dev                        # C++ unit tests

@@ -119,3 +119,6 @@ extern "C" {
 #undef dgettext
 #undef ngettext
 #undef dngettext
+
+/* Differences between the supported PostgreSQL versions (15-18). */
+#include "bridge/compat.hpp"

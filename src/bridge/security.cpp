@@ -147,7 +147,7 @@ Oid extension_owner() {
 }
 
 bool owns(Oid relid) {
-    return pg_call([relid] { return pg_class_ownercheck(relid, GetUserId()); });
+    return pg_call([relid] { return object_ownercheck(RelationRelationId, relid, GetUserId()); });
 }
 
 void require_owner(Oid relid, const char* action) {
@@ -185,7 +185,7 @@ bool acting_as_outer_user() {
     int context;
     GetUserIdAndSecContext(&user, &context);
     if (context & (SECURITY_LOCAL_USERID_CHANGE | SECURITY_RESTRICTED_OPERATION | SECURITY_NOFORCE_RLS)) return false;
-    if (IsBackgroundWorker) return false;
+    if (AmBackgroundWorkerProcess()) return false;
     return user == GetOuterUserId();
 }
 

@@ -300,7 +300,7 @@ bool truncating_contains(Oid rel) {
 
 /* No allocation, no error: only forget or re-parent entries. */
 extern "C" void truncating_subxact_callback(SubXactEvent event, SubTransactionId sub, SubTransactionId parent, void*) {
-    if (n_truncating == 0 || MyProc == nullptr || MyProc->lxid != truncating_lxid) return;
+    if (n_truncating == 0 || MyProc == nullptr || compat::my_lxid() != truncating_lxid) return;
     if (event == SUBXACT_EVENT_ABORT_SUB) {
         /* Entries of this subtransaction or of any of its children (whose ids
          * are larger: they started after it and while it was open). */
@@ -343,7 +343,7 @@ TimestampTz loaded_statement = 0;
  * installed may have moved rows we will never see: refuse it (it can simply
  * be retried, the library being loaded now) rather than count wrong. */
 void refuse_merge_started_before_load(TriggerData* td) {
-    if (loaded_lxid == InvalidLocalTransactionId || MyProc == nullptr || MyProc->lxid != loaded_lxid) return;
+    if (loaded_lxid == InvalidLocalTransactionId || MyProc == nullptr || compat::my_lxid() != loaded_lxid) return;
     if (GetCurrentStatementStartTimestamp() != loaded_statement) return;
     if (td->tg_relation->rd_rel->relkind != RELKIND_PARTITIONED_TABLE) return;
     if (ActivePortal == nullptr || ActivePortal->commandTag != CMDTAG_MERGE) return;
@@ -404,11 +404,12 @@ void queue_merge_moves(QueryDesc* qd) {
     });
 }
 
-extern "C" void lifecycle_executor_run(QueryDesc* qd, ScanDirection direction, uint64 count, bool execute_once) {
+extern "C" void lifecycle_executor_run(QueryDesc* qd, ScanDirection direction,
+                                       uint64 count LIFECYCLE_EXECUTE_ONCE_PARAM) {
     if (prev_executor_run) {
-        prev_executor_run(qd, direction, count, execute_once);
+        prev_executor_run(qd, direction, count LIFECYCLE_EXECUTE_ONCE_ARG);
     } else {
-        standard_ExecutorRun(qd, direction, count, execute_once);
+        standard_ExecutorRun(qd, direction, count LIFECYCLE_EXECUTE_ONCE_ARG);
     }
     if (qd->operation == CMD_MERGE) bridge::entry_guard([qd] { queue_merge_moves(qd); });
 }
@@ -454,8 +455,8 @@ LIFECYCLE_FUNCTION(lifecycle_count_truncate) {
     if (!TRIGGER_FIRED_BY_TRUNCATE(td->tg_event)) {
         throw Error(sqlstate::wrong_object_state, "lifecycle.count_truncate() must be a TRUNCATE trigger");
     }
-    if (MyProc->lxid != truncating_lxid) {
-        truncating_lxid = MyProc->lxid;
+    if (compat::my_lxid() != truncating_lxid) {
+        truncating_lxid = compat::my_lxid();
         n_truncating = 0;
     }
     Oid rel = RelationGetRelid(td->tg_relation);
@@ -541,7 +542,7 @@ namespace pg_lifecycle::counts {
 void init_capture() {
     pg_call([] {
         if (!process_shared_preload_libraries_in_progress && MyProc != nullptr && IsTransactionState()) {
-            loaded_lxid = MyProc->lxid;
+            loaded_lxid = compat::my_lxid();
             loaded_statement = GetCurrentStatementStartTimestamp();
         }
         RegisterSubXactCallback(truncating_subxact_callback, nullptr);

@@ -363,8 +363,8 @@ void before_drop(Node* parsetree) {
         /* Permission before lock: a role that may not drop the table gets
          * DROP's own error, without waiting for, or blocking, anybody. */
         bool may_drop = pg_call([relid] {
-            return pg_class_ownercheck(relid, GetUserId()) ||
-                   pg_namespace_ownercheck(get_rel_namespace(relid), GetUserId());
+            return object_ownercheck(RelationRelationId, relid, GetUserId()) ||
+                   object_ownercheck(NamespaceRelationId, get_rel_namespace(relid), GetUserId());
         });
         if (!may_drop) continue;
         Datum key = ObjectIdGetDatum(relid);

@@ -458,7 +458,7 @@ LIFECYCLE_FUNCTION(lifecycle_current_delete_event) {
     (void)fcinfo;
     static LocalTransactionId lxid = InvalidLocalTransactionId;
     static int64 event = 0;
-    LocalTransactionId my_lxid = MyProc->lxid;
+    LocalTransactionId my_lxid = compat::my_lxid();
     if (my_lxid != lxid) {
         Oid seq = softdelete::event_sequence();
         if (!OidIsValid(seq)) {

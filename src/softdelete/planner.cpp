@@ -48,6 +48,67 @@ Node* is_null(Var* var) {
  * the current role: the plan is then valid for that role only. */
 bool plan_depends_on_role = false;
 
+/* The SET list of a soft delete of the target table rte:
+ * deleted_at = now(), deleted_by = lifecycle.current_actor(),
+ * delete_event = lifecycle.current_delete_event(), in attribute order (as the
+ * planner expects an UPDATE's target list); the columns are marked updated
+ * (UPDATE OF triggers, generated columns).  The range-table entry's required
+ * permission stays DELETE: DELETE privilege is what a soft delete needs. */
+List* soft_delete_targetlist(Query* q, RangeTblEntry* rte, const TableInfo& info, Oid actor, Oid event) {
+    return pg_call([&] {
+        Expr* now_expr = (Expr*)makeFuncExpr(F_NOW, TIMESTAMPTZOID, NIL, InvalidOid, InvalidOid, COERCE_EXPLICIT_CALL);
+        Expr* actor_expr = (Expr*)makeFuncExpr(actor, TEXTOID, NIL, InvalidOid, DEFAULT_COLLATION_OID,
+                                               COERCE_EXPLICIT_CALL);
+        /* deleted_by may be varchar(n): the actor as its type, as an UPDATE would assign it. */
+        Oid by_type;
+        int32 by_typmod;
+        Oid by_collation;
+        get_atttypetypmodcoll(rte->relid, info.deleted_by, &by_type, &by_typmod, &by_collation);
+        if (by_type != TEXTOID || by_typmod >= 0) {
+            actor_expr = (Expr*)coerce_to_target_type(nullptr, (Node*)actor_expr, TEXTOID, by_type, by_typmod,
+                                                      COERCION_ASSIGNMENT, COERCE_IMPLICIT_CAST, -1);
+        }
+        Expr* event_expr = (Expr*)makeFuncExpr(event, INT8OID, NIL, InvalidOid, InvalidOid, COERCE_EXPLICIT_CALL);
+        struct Set {
+            AttrNumber attnum;
+            Expr* expr;
+            const char* name;
+        } sets[3] = {{info.deleted_at, now_expr, "deleted_at"},
+                     {info.deleted_by, actor_expr, "deleted_by"},
+                     {info.delete_event, event_expr, "delete_event"}};
+        for (int i = 0; i < 3; ++i)
+            for (int j = i + 1; j < 3; ++j)
+                if (sets[j].attnum < sets[i].attnum) std::swap(sets[i], sets[j]);
+        List* tlist = NIL;
+        for (const Set& set : sets) {
+            tlist = lappend(tlist, makeTargetEntry(set.expr, set.attnum, pstrdup(set.name), false));
+            compat::add_updated_column(q, rte, set.attnum);
+        }
+        return tlist;
+    });
+}
+
+/* RETURNING of a soft DELETE reads like a DELETE's: on PostgreSQL 18, where
+ * RETURNING can name OLD and NEW, NEW is NULL (there is no row after a
+ * delete), OLD is the row before.  Unqualified columns keep the meaning they
+ * have on every version: the row as the soft delete left it (deleted_at set).
+ * Never throws (it runs inside PostgreSQL's C mutator). */
+struct ReturningContext {
+    int rti;
+};
+extern "C" Node* null_returning_new(Node* node, void* context) {
+    if (node == nullptr) return nullptr;
+    if (IsA(node, Var)) {
+        auto* var = (Var*)node;
+        if (var->varno == static_cast<ReturningContext*>(context)->rti && var->varlevelsup == 0 &&
+            compat::is_returning_new(var)) {
+            return (Node*)makeNullConst(var->vartype, var->vartypmod, var->varcollid);
+        }
+        return node;
+    }
+    return expression_tree_mutator(node, compat::mutator(null_returning_new), context);
+}
+
 /* Returns true if q was turned into a soft-deleting UPDATE. */
 bool convert_delete(Query* q, bool hide) {
     RangeTblEntry* rte = rt_fetch(q->resultRelation, q->rtable);
@@ -75,39 +136,12 @@ bool convert_delete(Query* q, bool hide) {
     if (!OidIsValid(actor) || !OidIsValid(event)) return false;
 
     int rti = q->resultRelation;
+    List* tlist = soft_delete_targetlist(q, rte, info, actor, event);
     pg_call([&] {
-        Expr* now_expr = (Expr*)makeFuncExpr(F_NOW, TIMESTAMPTZOID, NIL, InvalidOid, InvalidOid, COERCE_EXPLICIT_CALL);
-        Expr* actor_expr = (Expr*)makeFuncExpr(actor, TEXTOID, NIL, InvalidOid, DEFAULT_COLLATION_OID,
-                                               COERCE_EXPLICIT_CALL);
-        /* deleted_by may be varchar(n): the actor as its type, as an UPDATE would assign it. */
-        Oid by_type;
-        int32 by_typmod;
-        Oid by_collation;
-        get_atttypetypmodcoll(rte->relid, info.deleted_by, &by_type, &by_typmod, &by_collation);
-        if (by_type != TEXTOID || by_typmod >= 0) {
-            actor_expr = (Expr*)coerce_to_target_type(nullptr, (Node*)actor_expr, TEXTOID, by_type, by_typmod,
-                                                      COERCION_ASSIGNMENT, COERCE_IMPLICIT_CAST, -1);
-        }
-        Expr* event_expr = (Expr*)makeFuncExpr(event, INT8OID, NIL, InvalidOid, InvalidOid, COERCE_EXPLICIT_CALL);
-        struct Set {
-            AttrNumber attnum;
-            Expr* expr;
-            const char* name;
-        } sets[3] = {{info.deleted_at, now_expr, "deleted_at"},
-                     {info.deleted_by, actor_expr, "deleted_by"},
-                     {info.delete_event, event_expr, "delete_event"}};
-        /* The planner expects an UPDATE's target list in attribute order. */
-        for (int i = 0; i < 3; ++i)
-            for (int j = i + 1; j < 3; ++j)
-                if (sets[j].attnum < sets[i].attnum) std::swap(sets[i], sets[j]);
-        List* tlist = NIL;
-        for (const Set& set : sets) {
-            tlist = lappend(tlist, makeTargetEntry(set.expr, set.attnum, pstrdup(set.name), false));
-            rte->updatedCols = bms_add_member(rte->updatedCols, set.attnum - FirstLowInvalidHeapAttributeNumber);
-        }
         q->targetList = tlist;
         q->commandType = CMD_UPDATE;
-        /* rte->requiredPerms keeps ACL_DELETE: DELETE privilege is what a soft delete needs. */
+        ReturningContext context{rti};
+        q->returningList = (List*)null_returning_new((Node*)q->returningList, &context);
     });
     /* Deleting a deleted row is a no-op (and not counted).  With hide on,
      * process_query adds the same test as a security qual. */
@@ -118,10 +152,65 @@ bool convert_delete(Query* q, bool hide) {
     return true;
 }
 
-/* PostgreSQL's walkers take `bool (*)()`, which C++ reads as "no arguments". */
-using walker_type = bool (*)();
-walker_type walker_fn(bool (*fn)(Node*, void*)) {
-    return reinterpret_cast<walker_type>(reinterpret_cast<void (*)()>(fn));
+constexpr const char* hidden_row_policy = "pg_lifecycle: the row is soft-deleted";
+
+/* MERGE … THEN DELETE on an enabled table: each DELETE action becomes an
+ * UPDATE action with the soft delete's SET list, so the row is kept, hidden,
+ * cascaded, restorable, and counted in the command tag ("MERGE n") like any
+ * action.  A deleted row is not deleted again: with hide on it is not matched
+ * at all; with hide off the action's condition gets AND deleted_at IS NULL.
+ * Refused (0A000) when row-level security checks the DELETE (an UPDATE action
+ * would not run the DELETE policies). */
+void convert_merge_deletes(Query* q, bool hide) {
+    if (q->resultRelation <= 0) return;
+    bool any_delete = false;
+    ListCell* lc;
+    foreach (lc, q->mergeActionList) {
+        if (((MergeAction*)lfirst(lc))->commandType == CMD_DELETE) any_delete = true;
+    }
+    if (!any_delete) return;
+    RangeTblEntry* rte = rt_fetch(q->resultRelation, q->rtable);
+    const TableInfo* found = lookup(rte->relid);
+    if (found == nullptr) return;
+    TableInfo info = *found;
+    if (purging(rte->relid) || in_ri_context()) return;
+    if (hard_delete_requested()) {
+        if (!hard_delete_honoured(rte->relid)) refuse_hard_delete(rte->relid);
+        plan_depends_on_role = true;
+        return; /* an ordinary MERGE … DELETE */
+    }
+    Oid actor = actor_function();
+    Oid event = event_function();
+    if (!OidIsValid(actor) || !OidIsValid(event)) return;
+
+    foreach (lc, q->withCheckOptions) {
+        auto* wco = (WithCheckOption*)lfirst(lc);
+        if (wco->kind == WCO_RLS_MERGE_DELETE_CHECK &&
+            (wco->polname == nullptr || std::strcmp(wco->polname, hidden_row_policy) != 0)) {
+            std::string relname = pg_call([&] { return std::string(get_rel_name(rte->relid)); });
+            throw Error(sqlstate::feature_not_supported,
+                        fmt::format("MERGE with a DELETE action is not supported on soft-delete table \"{}\" under "
+                                    "row-level security",
+                                    relname),
+                        "A soft delete is an UPDATE underneath, and MERGE would check the row against the "
+                        "UPDATE policies instead of the DELETE policies.",
+                        "Use DELETE for the rows to delete.");
+        }
+    }
+
+    int rti = q->resultRelation;
+    foreach (lc, q->mergeActionList) {
+        auto* action = (MergeAction*)lfirst(lc);
+        if (action->commandType != CMD_DELETE) continue;
+        List* tlist = soft_delete_targetlist(q, rte, info, actor, event);
+        Node* live = (hide && info.hide) ? nullptr : is_null(column_var(rti, info.deleted_at, TIMESTAMPTZOID));
+        pg_call([&] {
+            action->commandType = CMD_UPDATE;
+            action->targetList = tlist;
+            action->updateColnos = NIL; /* filled in by the planner (preprocess_targetlist) */
+            if (live != nullptr) action->qual = (Node*)make_and_qual(action->qual, live);
+        });
+    }
 }
 
 /* Collects the Query nodes of sublinks; never throws (it runs inside
@@ -133,11 +222,12 @@ extern "C" bool collect_sublink_queries(Node* node, void* context) {
         *found = lappend(*found, node);
         return false;
     }
-    return expression_tree_walker(node, walker_fn(collect_sublink_queries), context);
+    return expression_tree_walker(node, compat::walker(collect_sublink_queries), context);
 }
 
 bool process_query(Query* q, bool hide) {
     bool converted = q->commandType == CMD_DELETE && q->resultRelation > 0 && convert_delete(q, hide);
+    if (q->commandType == CMD_MERGE) convert_merge_deletes(q, hide);
 
     int rti = 0;
     ListCell* lc;
@@ -160,7 +250,7 @@ bool process_query(Query* q, bool hide) {
     }
     List* sublinks = pg_call([q] {
         List* found = NIL;
-        (void)query_tree_walker(q, walker_fn(collect_sublink_queries), &found,
+        (void)query_tree_walker(q, compat::walker(collect_sublink_queries), &found,
                                 QTW_IGNORE_RANGE_TABLE | QTW_IGNORE_CTE_SUBQUERIES);
         return found;
     });
@@ -189,7 +279,7 @@ void protect_hidden_rows(Query* q) {
             WithCheckOption* wco = makeNode(WithCheckOption);
             wco->kind = kind;
             wco->relname = pstrdup(relname.c_str());
-            wco->polname = pstrdup("pg_lifecycle: the row is soft-deleted");
+            wco->polname = pstrdup(hidden_row_policy);
             NullTest* nt = makeNode(NullTest);
             nt->arg = (Expr*)makeVar(rti, deleted_at, TIMESTAMPTZOID, -1, InvalidOid, 0);
             nt->nulltesttype = IS_NULL;

@@ -80,7 +80,7 @@ void grant_trigger_functions(Oid relid) {
         bool needed = pg_call([owner, fn] {
             List* name = list_make2(makeString(pstrdup("lifecycle")), makeString(pstrdup(fn)));
             Oid f = LookupFuncName(name, 0, nullptr, true);
-            return OidIsValid(f) && pg_proc_aclcheck(f, owner, ACL_EXECUTE) != ACLCHECK_OK;
+            return OidIsValid(f) && object_aclcheck(ProcedureRelationId, f, owner, ACL_EXECUTE) != ACLCHECK_OK;
         });
         if (needed) bridge::execute_sql(fmt::format("GRANT EXECUTE ON FUNCTION lifecycle.{}() TO {}", fn, role), false);
     }

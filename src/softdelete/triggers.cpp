@@ -313,7 +313,7 @@ Datum guard_cpp(FunctionCallInfo fcinfo) {
 
     if (!OidIsValid(event_sequence())) return PointerGetDatum(nullptr);
     bridge::SpiConnection spi;
-    LocalTransactionId lxid = MyProc->lxid;
+    LocalTransactionId lxid = compat::my_lxid();
     TimestampTz statement = GetCurrentStatementStartTimestamp();
     if (lxid != guard_lxid || statement != guard_statement) {
         guard_lxid = lxid;

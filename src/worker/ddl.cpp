@@ -45,15 +45,15 @@ const char* exclusive_database(Node* stmt) {
  * the database (it will fail anyway otherwise: the worker stays). */
 bool may_run(Node* stmt, Oid dboid) {
     return pg_call([stmt, dboid] {
-        bool owner = pg_database_ownercheck(dboid, GetUserId());
+        bool owner = object_ownercheck(DatabaseRelationId, dboid, GetUserId());
         switch (nodeTag(stmt)) {
             case T_DropdbStmt:
             case T_AlterDatabaseStmt:
                 return owner;
             case T_RenameStmt:
-                return owner && have_createdb_privilege();
+                return owner && compat::have_createdb_privilege();
             case T_CreatedbStmt: {
-                if (!have_createdb_privilege()) return false;
+                if (!compat::have_createdb_privilege()) return false;
                 HeapTuple tup = SearchSysCache1(DATABASEOID, ObjectIdGetDatum(dboid));
                 if (!HeapTupleIsValid(tup)) return false;
                 bool is_template = ((Form_pg_database)GETSTRUCT(tup))->datistemplate;

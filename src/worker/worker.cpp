@@ -44,7 +44,8 @@ int busy_client_backends() {
         pgstat_clear_backend_activity_snapshot();
         int n = pgstat_fetch_stat_numbackends();
         for (int i = 1; i <= n; ++i) {
-            PgBackendStatus* be = pgstat_fetch_stat_beentry(i);
+            LocalPgBackendStatus* local = pgstat_get_local_beentry_by_index(i);
+            PgBackendStatus* be = local != nullptr ? &local->backendStatus : nullptr;
             if (be != nullptr && be->st_backendType == B_BACKEND && be->st_state == STATE_RUNNING &&
                 be->st_procpid != MyProcPid) {
                 ++busy;

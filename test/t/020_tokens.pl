@@ -47,7 +47,22 @@ max_worker_processes = 16
 lifecycle.enabled = off
 lifecycle.token_reuse_grace = '10min'   # replays below must not depend on how fast this machine is
 });
-$node->start;
+# A check hook's parsed value (the interval settings' "extra") is freed by
+# guc.c: with free() on 15, with guc_free() from 16 on — a server with such a
+# setting in postgresql.conf must start, SET/RESET and reload on every version.
+ok($node->start(fail_ok => 1), 'a server with lifecycle.token_reuse_grace in postgresql.conf starts')
+  or die 'the server did not start';
+is($node->safe_psql('postgres', 'SHOW lifecycle.token_reuse_grace'), '10min', 'its value is the configured one');
+is($node->safe_psql('postgres', q{SET lifecycle.token_reuse_grace = '1min'; RESET lifecycle.token_reuse_grace;
+                                   SHOW lifecycle.token_reuse_grace}),
+   '10min', 'SET and RESET of an interval setting');
+$node->append_conf('postgresql.conf', "lifecycle.token_reuse_grace = '9min'\n");
+$node->reload;
+ok($node->poll_query_until('postgres', q{SELECT current_setting('lifecycle.token_reuse_grace') = '9min'}),
+   'a reload replaces the parsed value');
+$node->append_conf('postgresql.conf', "lifecycle.token_reuse_grace = '10min'\n");
+$node->reload;
+$node->poll_query_until('postgres', q{SELECT current_setting('lifecycle.token_reuse_grace') = '10min'});
 $node->safe_psql('postgres', 'CREATE EXTENSION pg_lifecycle');
 
 ########################################################################

@@ -34,7 +34,7 @@ exec 9>"$CACHE/$RELEASE.lock"
 flock 9
 
 PACKAGES=(postgresql-$PG postgresql-server-dev-$PG postgresql-client-$PG
-          make g++ cmake libboost-dev libfmt-dev libipc-run-perl libgtest-dev perl procps)
+          make g++ cmake libboost-dev libfmt-dev libipc-run-perl libgtest-dev perl procps python3-sqlalchemy python3-asyncpg)
 
 # Everything mounted below $R, innermost last; unmounted in reverse order.
 MOUNTED=()

@@ -7,6 +7,7 @@
 #include "bridge/security.hpp"
 #include "bridge/spi.hpp"
 #include "gucs.hpp"
+#include "worker/launcher.hpp"
 #include "worker/tasks.hpp"
 
 namespace pg_lifecycle::worker {
@@ -132,4 +133,12 @@ LIFECYCLE_FUNCTION(lifecycle_run_maintenance) {
         bridge::pg_call([&] { tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls); });
     }
     return (Datum)0;
+}
+
+/* lifecycle._worker_state() RETURNS jsonb: the launcher's view of the current
+ * database (NULL when the library is not preloaded), for health(). */
+LIFECYCLE_FUNCTION(lifecycle_worker_state) {
+    std::string json = worker::database_state_json(MyDatabaseId);
+    if (json.empty()) PG_RETURN_NULL();
+    return bridge::pg_call([&json] { return DirectFunctionCall1(jsonb_in, CStringGetDatum(json.c_str())); });
 }

@@ -38,11 +38,11 @@ SELECT lifecycle.soft_delete_enable(tbl, retention, hide) FROM lifecycle.soft_de
 -- health() (waiting for a slot, skipped as read-only, next pass due); a
 -- broken registration is reported by health() instead of making it raise.
 ------------------------------------------------------------------------------
--- The launcher's view of the current database (shared memory; NULL when the
--- library is not preloaded): for health().
-CREATE FUNCTION lifecycle._worker_state() RETURNS jsonb
+-- The launcher's view of a database (default: the current one) from shared
+-- memory, NULL when the library is not preloaded: for health() and the DBA.
+CREATE FUNCTION lifecycle._worker_state(dboid oid DEFAULT NULL) RETURNS jsonb
     AS 'MODULE_PATHNAME', 'lifecycle_worker_state' LANGUAGE C VOLATILE;
-REVOKE EXECUTE ON FUNCTION lifecycle._worker_state() FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION lifecycle._worker_state(oid) FROM PUBLIC;
 
 -- health(): what the worker is doing for this database.  It never raises
 -- for a broken registration: a table whose backlog cannot be read (its

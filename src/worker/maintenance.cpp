@@ -135,10 +135,12 @@ LIFECYCLE_FUNCTION(lifecycle_run_maintenance) {
     return (Datum)0;
 }
 
-/* lifecycle._worker_state() RETURNS jsonb: the launcher's view of the current
- * database (NULL when the library is not preloaded), for health(). */
+/* lifecycle._worker_state(dboid oid DEFAULT NULL) RETURNS jsonb: the
+ * launcher's view of a database (the current one by default), NULL when the
+ * library is not preloaded; for health(). */
 LIFECYCLE_FUNCTION(lifecycle_worker_state) {
-    std::string json = worker::database_state_json(MyDatabaseId);
+    Oid dboid = PG_ARGISNULL(0) ? MyDatabaseId : PG_GETARG_OID(0);
+    std::string json = worker::database_state_json(dboid);
     if (json.empty()) PG_RETURN_NULL();
     return bridge::pg_call([&json] { return DirectFunctionCall1(jsonb_in, CStringGetDatum(json.c_str())); });
 }

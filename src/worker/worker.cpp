@@ -147,11 +147,23 @@ std::string read_only_error(const PassOutcome& pass) {
     return {};
 }
 
+std::string database_name() {
+    return pg_call([] {
+        SetCurrentStatementStartTimestamp();
+        StartTransactionCommand();
+        char* name = get_database_name(MyDatabaseId);
+        std::string copy = name ? name : "?";
+        CommitTransactionCommand();
+        return copy;
+    });
+}
+
 void skip_read_only(const std::string& reason) {
     if (report_read_only(reason)) {
-        pg_call([&reason] {
+        std::string name = database_name();
+        pg_call([&reason, &name] {
             ereport(WARNING, (errmsg("pg_lifecycle: database \"%s\" is read-only, skipped until it is writable: %s",
-                                     get_database_name(MyDatabaseId), reason.c_str()),
+                                     name.c_str(), reason.c_str()),
                               errhint("lifecycle.health() shows it; the worker tries again every lifecycle.naptime.")));
         });
     }
@@ -202,16 +214,30 @@ void worker_main(Oid dboid) {
             leave(gucs::naptime_ms);
         }
         report_writable();
-        report_pass_done();
         if (pass_did_something(pass)) {
             std::string error;
             exec.run([&pass] { record_pass(pass); }, error);
         }
+        report_pass_done(); /* after its job_runs row is committed */
         set_activity(nullptr);
-        if (!pass.backlog) leave(gucs::naptime_ms);
+        bool did_work = false; /* rows processed (errors alone do not keep a process) */
+        for (const auto& u : pass.units) did_work = did_work || u.rows > 0;
+        if (!pass.backlog && !did_work) leave(gucs::naptime_ms); /* nothing due: no process held */
         /* A backlog: the next pass starts at once, here, unless another
-         * database waits for a worker: then it is this one's turn to wait. */
-        if (others_waiting()) leave(0);
+         * database waits for a worker: then it is this one's turn to wait.
+         * A pass that did work without a backlog left: the next pass is due
+         * after naptime, likely with work again; the worker stays for it (and
+         * keeps the position of its sweeps) while nobody waits. */
+        if (others_waiting()) leave(pass.backlog ? 0 : gucs::naptime_ms);
+        if (!pass.backlog) {
+            report_next_due(TimestampTzPlusMilliseconds(GetCurrentTimestamp(), gucs::naptime_ms));
+            pg_call([] {
+                (void)WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, gucs::naptime_ms,
+                                PG_WAIT_EXTENSION);
+                ResetLatch(MyLatch);
+            });
+            if (others_waiting()) leave(0);
+        }
     }
 }
 

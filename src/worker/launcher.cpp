@@ -436,13 +436,12 @@ void report_writable() {
     SpinLockRelease(&shared->mutex);
 }
 
-void report_pass_done() {
+void report_pass_done(TimestampTz finished) {
     if (shared == nullptr) return;
-    TimestampTz now = GetCurrentTimestamp();
     SpinLockAcquire(&shared->mutex);
     if (DatabaseEntry* e = find_entry(MyDatabaseId)) {
         e->passes++;
-        e->last_pass_end = now;
+        e->last_pass_end = finished;
     }
     SpinLockRelease(&shared->mutex);
 }

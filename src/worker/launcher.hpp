@@ -36,8 +36,9 @@ void report_extension(bool installed);
  * failed with 25006): true when this starts a new episode (warn once). */
 bool report_read_only(const std::string& reason);
 void report_writable();
-/* A pass ended (counted for health()). */
-void report_pass_done();
+/* A pass ended at `finished` (its job_runs row, if any, committed): counted
+ * for health(); last_pass_end is the pass's finished_at. */
+void report_pass_done(TimestampTz finished);
 /* The database is next due at `due`. */
 void report_next_due(TimestampTz due);
 /* Whether another database waits for a worker while the pool is full (or

@@ -42,7 +42,7 @@ SELECT * FROM lifecycle.run_maintenance()
 SELECT count(*) AS left_rows, min(id) AS first_live FROM api_tokens;
 SELECT * FROM lifecycle.run_maintenance() WHERE task = 'expire';
 
--- job_runs: a 'pass' row per pass, and a row per task that did work.
+-- job_runs: a 'pass' row per pass that did work (the second found nothing: no row), and a row per task that did work.
 SELECT task, target, rows, status FROM lifecycle.job_runs WHERE task <> 'pass' ORDER BY id;
 SELECT count(*) AS passes FROM lifecycle.job_runs WHERE task = 'pass';
 
@@ -98,7 +98,8 @@ SELECT count(*) AS expired_tokens_left FROM api_tokens WHERE expires_at <= now()
 SELECT task, target, rows, status, error FROM lifecycle.job_runs WHERE status = 'error';
 
 -- health(): per database; the worker is off in this cluster.
-SELECT h->'worker' AS worker, h->'enabled' AS enabled, h->'preloaded' AS preloaded,
+SELECT h->'worker'->'alive' AS worker_alive, h->'worker'->'passes' AS worker_passes, h->'waiting' AS waiting,
+       h->'skipped' AS skipped, h->'enabled' AS enabled, h->'preloaded' AS preloaded,
        h->'backlog' AS backlog, h->'last_error'->>'error' AS last_error,
        h->'last_pass' ? 'finished_at' AS has_last_pass
   FROM lifecycle.health() h;

@@ -10,6 +10,7 @@ namespace pg_lifecycle::gucs {
 extern bool enabled;                    /* lifecycle.enabled */
 extern int naptime_ms;                  /* lifecycle.naptime */
 extern int worker_nice;                 /* lifecycle.worker_nice */
+extern int max_workers;                 /* lifecycle.max_workers */
 extern char* history_retention;         /* lifecycle.history_retention (interval text) */
 extern char* session_history_retention; /* lifecycle.session_history_retention (interval text) */
 extern bool include_deleted;            /* lifecycle.include_deleted */

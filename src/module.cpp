@@ -24,6 +24,7 @@ namespace pg_lifecycle::gucs {
 bool enabled = true;
 int naptime_ms = 10000;
 int worker_nice = 10;
+int max_workers = 2;
 char* history_retention = nullptr;
 char* session_history_retention = nullptr;
 bool include_deleted = false;
@@ -119,6 +120,11 @@ void define_gucs() {
                                 "Workers use idle CPU fully but yield to application backends under load. "
                                 "A worker can only raise its value; lowering it takes effect when it restarts.",
                                 &gucs::worker_nice, 10, 0, 19, PGC_SIGHUP, 0, nullptr, nullptr, nullptr);
+        DefineCustomIntVariable("lifecycle.max_workers",
+                                "Maximum number of pg_lifecycle worker processes running at once.",
+                                "Each takes a max_worker_processes slot while it serves a database; the "
+                                "launcher hands them the databases that are due, one at a time.",
+                                &gucs::max_workers, 2, 1, 256, PGC_SIGHUP, 0, nullptr, nullptr, nullptr);
         DefineCustomStringVariable("lifecycle.history_retention",
                                    "How long lifecycle.job_runs keeps the history of maintenance passes.", nullptr,
                                    &gucs::history_retention, "7 days", PGC_SIGHUP, 0, check_positive_interval,

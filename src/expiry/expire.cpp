@@ -56,7 +56,29 @@ struct Sweep {
     BlockNumber blocks;
     bool ranging = false;      /* a sweep over block ranges is under way */
     int64 index_rows = 0;      /* rows found through the index since it last came up short */
+    /* The blocks the last sweep batch deleted from, [prune_from, prune_to):
+     * the next batch prunes them (see prune_blocks). */
+    BlockNumber prune_from = 0;
+    BlockNumber prune_to = 0;
 };
+
+/* Prune the heap pages a committed sweep batch deleted from (when their dead
+ * rows are already dead to every snapshot; pages another backend has pinned
+ * are skipped), so that the application's next UPDATE of a live row on them
+ * does not have to do it — on the table the application touches, that work
+ * would otherwise land on its statements while the sweep runs. */
+void prune_blocks(Oid target, BlockNumber from, BlockNumber to, BlockNumber nblocks) {
+    pg_call([=] {
+        Relation rel = table_open(target, NoLock); /* the batch holds RowExclusiveLock */
+        for (BlockNumber b = from; b < std::min(to, nblocks); ++b) {
+            Buffer buf = ReadBufferExtended(rel, MAIN_FORKNUM, b, RBM_NORMAL, nullptr);
+            heap_page_prune_opt(rel, buf);
+            ReleaseBuffer(buf);
+            CHECK_FOR_INTERRUPTS();
+        }
+        table_close(rel, NoLock);
+    });
+}
 std::unordered_map<Oid, Sweep> sweeps;
 
 Sweep& sweep_of(Oid table) {
@@ -231,6 +253,10 @@ public:
         });
 
         Sweep& sweep = sweep_of(target);
+        if (sweep.prune_to > sweep.prune_from) {
+            prune_blocks(target, sweep.prune_from, sweep.prune_to, nblocks);
+            sweep.prune_from = sweep.prune_to = 0;
+        }
         /* The batch's statements run as the table's owner, like autovacuum:
          * its triggers never get the worker's superuser rights. */
         auto as_owner = [owner](const std::function<void()>& body) {
@@ -400,6 +426,10 @@ public:
 
         /* The next range: after the last row counted when the cap was reached,
          * else after this range, sized so it should hold about `cap` expired rows. */
+        if (rows > 0) {
+            sweep.prune_from = first;
+            sweep.prune_to = capped ? ItemPointerGetBlockNumberNoCheck(&last) + 1 : last_block + 1;
+        }
         if (capped) {
             BlockNumber used = ItemPointerGetBlockNumberNoCheck(&last) - first + 1;
             sweep.after = last;

@@ -4,6 +4,7 @@
  * TEMPLATE): our worker connected to it would make them fail with "database is
  * being accessed by other users".  The hook pauses the database's worker and
  * waits for it to leave first, as autovacuum workers are moved out of the way.
+ * CREATE / DROP EXTENSION pg_lifecycle tell the launcher (at commit).
  */
 #include "bridge/guard.hpp"
 #include "worker/launcher.hpp"
@@ -15,6 +16,43 @@ using bridge::pg_call;
 namespace {
 
 ProcessUtility_hook_type prev_utility_hook = nullptr;
+
+/* CREATE / DROP EXTENSION pg_lifecycle ran in this transaction: at commit the
+ * launcher is told, so that the database is visited (or forgotten) at once
+ * instead of after the 10 minutes between visits of a database without it. */
+bool extension_change_pending = false;
+
+extern "C" void extension_change_at_commit(XactEvent event, void* arg) {
+    (void)arg;
+    if (!extension_change_pending) return;
+    if (event == XACT_EVENT_COMMIT) {
+        extension_change_pending = false;
+        bridge::entry_guard([] { extension_changed(); });
+    } else if (event == XACT_EVENT_ABORT) {
+        extension_change_pending = false;
+    }
+}
+
+bool names_our_extension(Node* stmt) {
+    if (IsA(stmt, CreateExtensionStmt)) return strcmp(((CreateExtensionStmt*)stmt)->extname, "pg_lifecycle") == 0;
+    if (IsA(stmt, DropStmt) && ((DropStmt*)stmt)->removeType == OBJECT_EXTENSION) {
+        ListCell* lc;
+        foreach (lc, ((DropStmt*)stmt)->objects) {
+            if (strcmp(strVal(lfirst(lc)), "pg_lifecycle") == 0) return true;
+        }
+    }
+    return false;
+}
+
+void note_extension_change(PlannedStmt* pstmt) {
+    static bool registered = false;
+    if (!names_our_extension(pstmt->utilityStmt)) return;
+    if (!registered) {
+        pg_call([] { RegisterXactCallback(extension_change_at_commit, nullptr); });
+        registered = true;
+    }
+    extension_change_pending = true;
+}
 
 /* The database the statement needs to itself, or nullptr. */
 const char* exclusive_database(Node* stmt) {
@@ -88,6 +126,7 @@ extern "C" void lifecycle_process_utility(PlannedStmt* pstmt, const char* query_
         standard_ProcessUtility(pstmt, query_string, read_only_tree, context, params, query_env, dest, qc);
     }
     if (OidIsValid(paused)) bridge::entry_guard([paused] { resume_database(paused); });
+    bridge::entry_guard([pstmt] { note_extension_change(pstmt); });
 }
 
 }  // namespace

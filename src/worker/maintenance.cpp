@@ -7,6 +7,7 @@
 #include "bridge/security.hpp"
 #include "bridge/spi.hpp"
 #include "gucs.hpp"
+#include "worker/launcher.hpp"
 #include "worker/tasks.hpp"
 
 namespace pg_lifecycle::worker {
@@ -132,4 +133,14 @@ LIFECYCLE_FUNCTION(lifecycle_run_maintenance) {
         bridge::pg_call([&] { tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls); });
     }
     return (Datum)0;
+}
+
+/* lifecycle._worker_state(dboid oid DEFAULT NULL) RETURNS jsonb: the
+ * launcher's view of a database (the current one by default), NULL when the
+ * library is not preloaded; for health(). */
+LIFECYCLE_FUNCTION(lifecycle_worker_state) {
+    Oid dboid = PG_ARGISNULL(0) ? MyDatabaseId : PG_GETARG_OID(0);
+    std::string json = worker::database_state_json(dboid);
+    if (json.empty()) PG_RETURN_NULL();
+    return bridge::pg_call([&json] { return DirectFunctionCall1(jsonb_in, CStringGetDatum(json.c_str())); });
 }

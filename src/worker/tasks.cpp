@@ -48,6 +48,13 @@ void set_batch_settings() {
     });
 }
 
+namespace {
+size_t resume_at = 0;
+}  // namespace
+
+uint32 pass_resume_point() { return static_cast<uint32>(resume_at); }
+void set_pass_resume_point(uint32 at) { resume_at = at; }
+
 PassOutcome run_pass(Executor& exec, TimestampTz deadline) {
     PassOutcome pass;
     pass.started = GetCurrentTimestamp();
@@ -66,7 +73,6 @@ PassOutcome run_pass(Executor& exec, TimestampTz deadline) {
      * deadline passes.  A failed unit is not retried in this pass.  A pass cut
      * short by its deadline is resumed by the next one at the unit where it
      * stopped, so the units at the end of the list are never starved. */
-    static size_t resume_at = 0;
     const size_t n = pass.units.size();
     const size_t start = n ? resume_at % n : 0;
     resume_at = 0;
@@ -106,7 +112,16 @@ PassOutcome run_pass(Executor& exec, TimestampTz deadline) {
     return pass;
 }
 
+bool pass_did_something(const PassOutcome& pass) {
+    if (!pass.error.empty()) return true;
+    for (const auto& u : pass.units) {
+        if (u.rows > 0 || !u.error.empty()) return true;
+    }
+    return false;
+}
+
 void record_pass(const PassOutcome& pass) {
+    if (!pass_did_something(pass)) return; /* an idle pass writes nothing (no WAL every naptime) */
     static bridge::Statement insert(
         "INSERT INTO lifecycle.job_runs (started_at, finished_at, task, target, rows, status, error) "
         "VALUES ($1, $2, $3, $4, $5, $6, $7)",

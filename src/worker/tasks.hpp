@@ -81,7 +81,14 @@ struct PassOutcome {
 };
 
 PassOutcome run_pass(Executor& exec, TimestampTz deadline);
-/* Insert the pass into lifecycle.job_runs (inside a transaction, SPI connected). */
+/* Where the next pass resumes its round (kept by the worker pool across
+ * processes). */
+uint32 pass_resume_point();
+void set_pass_resume_point(uint32 at);
+/* Whether the pass processed rows or met an error. */
+bool pass_did_something(const PassOutcome& pass);
+/* Insert the pass into lifecycle.job_runs (inside a transaction, SPI
+ * connected); a pass that found nothing to do writes nothing. */
 void record_pass(const PassOutcome& pass);
 
 /* Helpers for tasks. */

@@ -191,37 +191,39 @@ int64 restore_rows(Oid table, const std::string& where, std::vector<Oid> types, 
     return total;
 }
 
-/* A restored row must not reference a row that is still deleted (in an
- * enabled table): checked once everything the event cascaded to is back, so a
- * cycle restored together passes.  Each parent is read with FOR SHARE, which
- * conflicts with a concurrent soft delete of it, as the parent's owner and
- * outside row-level security, as a foreign-key check reads it. */
 void check_parents(const std::vector<ParentCheck>& checks) {
     for (const ParentCheck& c : checks) {
-        std::string parent = bridge::qualified_relation_name(c.fk.referenced);
-        std::string where;
-        for (size_t i = 0; i < c.fk.referenced_cols.size(); ++i) {
-            where += fmt::format("{}x.{} {} ${}", i ? " AND " : "", bridge::quote_ident(c.fk.referenced_cols[i]),
-                                 c.fk.eq_ops[i], i + 1);
-        }
-        /* Lock the parent whatever its state, then look at the locked version:
-         * a concurrent uncommitted soft delete of it is waited for and seen. */
-        std::string sql = fmt::format("SELECT x.deleted_at IS NOT NULL FROM {} x WHERE {} FOR SHARE OF x", parent, where);
-        {
-            bridge::AsRole as_owner(bridge::relation_owner(c.fk.referenced), SECURITY_NOFORCE_RLS);
-            bridge::execute_sql(sql, static_cast<int>(c.values.size()), c.types.data(), c.values.data(), nullptr,
-                                false, 1);
-        }
-        if (bridge::processed_rows() > 0 && DatumGetBool(bridge::result_datum(0, 1).value_or(BoolGetDatum(false)))) {
-            throw Error(sqlstate::foreign_key_violation,
-                        fmt::format("cannot restore a row of {}: its parent row in {} is still deleted",
-                                    bridge::qualified_relation_name(c.fk.referencing), parent),
-                        fmt::format("Foreign key \"{}\".", c.fk.name), "Restore the parent row first.");
-        }
+        check_parent_not_deleted(c.fk, c.types, c.values, fmt::format("Foreign key \"{}\".", c.fk.name));
     }
 }
 
 }  // namespace
+
+/* A restored row must not reference a row that is still deleted (in an
+ * enabled table).  The parent is read with FOR SHARE, which conflicts with a
+ * concurrent soft delete of it, as the parent's owner and outside row-level
+ * security, as a foreign-key check reads it; a concurrent uncommitted soft
+ * delete is waited for and seen. */
+void check_parent_not_deleted(const ForeignKey& fk, const std::vector<Oid>& types, const std::vector<Datum>& values,
+                              const std::string& detail) {
+    std::string parent = bridge::qualified_relation_name(fk.referenced);
+    std::string where;
+    for (size_t i = 0; i < fk.referenced_cols.size(); ++i) {
+        where += fmt::format("{}x.{} {} ${}", i ? " AND " : "", bridge::quote_ident(fk.referenced_cols[i]),
+                             fk.eq_ops[i], i + 1);
+    }
+    std::string sql = fmt::format("SELECT x.deleted_at IS NOT NULL FROM {} x WHERE {} FOR SHARE OF x", parent, where);
+    {
+        bridge::AsRole as_owner(bridge::relation_owner(fk.referenced), SECURITY_NOFORCE_RLS);
+        bridge::execute_sql(sql, static_cast<int>(values.size()), types.data(), values.data(), nullptr, false, 1);
+    }
+    if (bridge::processed_rows() > 0 && DatumGetBool(bridge::result_datum(0, 1).value_or(BoolGetDatum(false)))) {
+        throw Error(sqlstate::foreign_key_violation,
+                    fmt::format("cannot restore a row of {}: its parent row in {} is still deleted",
+                                bridge::qualified_relation_name(fk.referencing), parent),
+                    detail, "Restore the parent row first.");
+    }
+}
 
 }  // namespace pg_lifecycle::softdelete
 

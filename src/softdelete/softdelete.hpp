@@ -78,6 +78,11 @@ bool has_incoming_fks(Oid relid);
 /* Keys of relid (or its ancestors) referencing other tables. */
 std::vector<ForeignKey> outgoing_fks(Oid relid);
 
+/* Raises foreign_key_violation if the row of fk.referenced whose key columns
+ * equal `values` is soft deleted (the row is locked FOR SHARE either way). */
+void check_parent_not_deleted(const ForeignKey& fk, const std::vector<Oid>& types, const std::vector<Datum>& values,
+                              const std::string& detail);
+
 /* True inside foreign-key (RI) checks and actions, which must see every row. */
 bool in_ri_context();
 

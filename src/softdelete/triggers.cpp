@@ -440,24 +440,7 @@ void legacy_restore(Relation rel, HeapTuple old_row, HeapTuple row) {
         if (lookup(fk.referenced) == nullptr) continue;
         RowKey key = row_key(rel, row, fk.referencing_cols);
         if (key.has_null) continue;
-        std::string where;
-        for (size_t i = 0; i < fk.referenced_cols.size(); ++i) {
-            where += fmt::format("{}x.{} {} ${}", i ? " AND " : "", bridge::quote_ident(fk.referenced_cols[i]),
-                                 fk.eq_ops[i], i + 1);
-        }
-        std::string parent = bridge::qualified_relation_name(fk.referenced);
-        std::string sql = fmt::format("SELECT x.deleted_at IS NOT NULL FROM {} x WHERE {} FOR SHARE OF x", parent, where);
-        {
-            bridge::AsRole as_owner(bridge::relation_owner(fk.referenced), SECURITY_NOFORCE_RLS);
-            bridge::execute_sql(sql, static_cast<int>(key.values.size()), key.types.data(), key.values.data(), nullptr,
-                                false, 1);
-        }
-        if (bridge::processed_rows() > 0 && DatumGetBool(bridge::result_datum(0, 1).value_or(BoolGetDatum(false)))) {
-            throw Error(sqlstate::foreign_key_violation,
-                        fmt::format("cannot restore a row of {}: its parent row in {} is still deleted",
-                                    bridge::qualified_relation_name(relid), parent),
-                        fmt::format("Foreign key \"{}\", key {}.", fk.name, key.text), "Restore the parent row first.");
-        }
+        check_parent_not_deleted(fk, key.types, key.values, fmt::format("Foreign key \"{}\", key {}.", fk.name, key.text));
     }
 }
 

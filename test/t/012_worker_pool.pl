@@ -196,12 +196,14 @@ $node->safe_psql('p4', q{UPDATE lifecycle.expire_tables SET column_name = 'expir
 #    database, shown in health(); served once slots are there.
 ########################################################################
 my $p5_oid = $node->safe_psql('postgres', q{SELECT oid FROM pg_database WHERE datname = 'p5'});
-$node->safe_psql('p5', q{INSERT INTO t (expires_at) SELECT now() - interval '1 hour' FROM generate_series(1, 7)});
 no_crash($watch, 'the pool run');
 $node->stop;
 # The launcher's own slot only (no logical replication launcher to take it).
 $node->append_conf('postgresql.conf', "max_worker_processes = 1\nmax_logical_replication_workers = 0");
 $node->start;
+# Expired rows written once no worker can run (before the restart the pool
+# could sweep them first).
+$node->safe_psql('p5', q{INSERT INTO t (expires_at) SELECT now() - interval '1 hour' FROM generate_series(1, 7)});
 ok(wait_until($node, 'p5', q{SELECT lifecycle.health()->>'waiting'},
               'no background worker slot (max_worker_processes = 1 is in use)'),
    'p5: health() says it waits for a background worker slot');

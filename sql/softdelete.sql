@@ -212,6 +212,36 @@ SET lifecycle.include_deleted = on;
 SELECT count(*) AS all_rows FROM events;
 RESET lifecycle.include_deleted;
 SELECT err($$SELECT lifecycle.restore('events', 1)$$);   -- composite key
+-- A composite key: a JSON object naming its columns, or an array in key order.
+CREATE TABLE event_notes (id int PRIMARY KEY, event_id int, event_region text, body text,
+                          FOREIGN KEY (event_id, event_region) REFERENCES events ON DELETE CASCADE);
+SELECT lifecycle.soft_delete_enable('event_notes');
+INSERT INTO event_notes VALUES (1, 2, 'eu', 'a'), (2, 2, 'eu', 'b');
+\set QUIET off
+DELETE FROM events WHERE id = 2;
+\set QUIET on
+SELECT lifecycle.restore('events', '{"id": 2, "region": "eu"}'::jsonb) AS restored;   -- the event and its 2 notes
+SELECT count(*) AS notes_visible FROM event_notes;
+DELETE FROM events WHERE id = 2;
+PREPARE restore_key(regclass, text) AS SELECT lifecycle.restore($1, $2);
+EXECUTE restore_key('events', '{"region": "eu", "id": "2"}');                        -- a driver's bound string
+DELETE FROM events WHERE id = 2;
+SELECT lifecycle.restore('events', ARRAY['2', 'eu']) AS restored;                   -- key order: id, region
+SELECT lifecycle.restore('events', '{"id": 1, "region": "eu"}'::json) AS restored;   -- json; no notes
+SELECT err($$SELECT lifecycle.restore('events', ARRAY[4, 5])$$);                             -- no row (4, '5')
+SELECT err($$SELECT lifecycle.restore('events', '{"id": 3}'::jsonb)$$);                       -- a column missing
+SELECT err($$SELECT lifecycle.restore('events', '{"id": 3, "region": "us", "x": 1}'::jsonb)$$); -- not a key column
+SELECT err($$SELECT lifecycle.restore('events', '{"id": null, "region": "us"}'::jsonb)$$);    -- null
+SELECT err($$SELECT lifecycle.restore('events', '[3, "us"]'::jsonb)$$);                       -- not an object
+SELECT err($$SELECT lifecycle.restore('events', 'three'::text)$$);                            -- not JSON
+SELECT err($$SELECT lifecycle.restore('events', ARRAY[3])$$);                                 -- too few values
+SELECT err($$SELECT lifecycle.restore('events', ARRAY['us', '3'])$$);                         -- wrong order
+SELECT err($$SELECT lifecycle.restore('events', ARRAY[['3', 'us']])$$);                       -- two dimensions
+SELECT err($$SELECT lifecycle.restore('events', ARRAY['3', NULL])$$);                         -- null
+SELECT lifecycle.restore('events', ARRAY['3', 'us']) AS restored;
+SET lifecycle.include_deleted = on;
+SELECT id, region, deleted_at IS NOT NULL AS deleted FROM events ORDER BY id, region;
+RESET lifecycle.include_deleted;
 
 -- Unique over live rows only.
 SELECT lifecycle.soft_unique('accounts', '{email}');
@@ -503,7 +533,7 @@ SELECT err($$SELECT lifecycle.restore('bound_ids', 99999999999::bigint)$$) AS ou
 SELECT err($$SELECT lifecycle.restore('bound_uuids', '42')$$) AS not_a_uuid;
 DROP TABLE bound_ids, bound_uuids;
 
-DROP TABLE accounts, orgs, teams, members, invoices, notes, audit, folders, ring_a, ring_b, events,
+DROP TABLE accounts, orgs, teams, members, invoices, notes, audit, folders, ring_a, ring_b, event_notes, events,
            no_pk, bad_col, boards, cards, zones, sites, shops, items CASCADE;
 REVOKE ALL ON SCHEMA public FROM sd_app;
 DROP ROLE sd_app;

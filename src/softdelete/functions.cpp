@@ -72,6 +72,27 @@ std::vector<std::string> primary_key_columns(Oid relid) {
     return cols;
 }
 
+/* The flag column must be a boolean column of the table other than the
+ * three soft-delete columns. */
+void check_flag_column(Oid relid, const std::string& flag, const std::string& table) {
+    AttrNumber att = pg_call([&] { return get_attnum(relid, flag.c_str()); });
+    if (att <= 0) {
+        throw Error(sqlstate::undefined_column, fmt::format("column \"{}\" of table {} does not exist", flag, table),
+                    {}, "flag names the application's own boolean column (is_deleted, say), which must exist.");
+    }
+    for (const auto& col : soft_columns) {
+        if (flag == col.name) {
+            throw Error(sqlstate::invalid_parameter_value,
+                        fmt::format("column \"{}\" of table {} cannot be the flag: soft delete keeps it itself", flag,
+                                    table));
+        }
+    }
+    if (pg_call([&] { return get_atttype(relid, att); }) != BOOLOID) {
+        throw Error(sqlstate::datatype_mismatch,
+                    fmt::format("column \"{}\" of table {} must be of type boolean to be the flag", flag, table));
+    }
+}
+
 /* A value's text form. */
 std::string value_text(Datum value, Oid type) {
     return pg_call([&] {
@@ -472,7 +493,7 @@ void check_parent_not_deleted(const ForeignKey& fk, const std::vector<Oid>& type
 using namespace pg_lifecycle;
 using bridge::pg_call;
 
-/* lifecycle.soft_delete_enable(tbl regclass, retention interval, hide boolean) RETURNS void */
+/* lifecycle.soft_delete_enable(tbl regclass, retention interval, hide boolean, flag name) RETURNS void */
 LIFECYCLE_FUNCTION(lifecycle_soft_delete_enable) {
     bridge::require_arg(fcinfo, 0, "tbl");
     bridge::require_arg(fcinfo, 2, "hide");
@@ -502,18 +523,45 @@ LIFECYCLE_FUNCTION(lifecycle_soft_delete_enable) {
                         {}, "Rename or drop the column, then enable soft delete again.");
         }
     }
+    /* A legacy boolean flag (is_deleted): rows where it and deleted_at
+     * disagree are made deleted (either one says so), then the flag trigger
+     * keeps them in step. */
+    std::optional<std::string> flag;
+    if (PG_NARGS() > 3 && !PG_ARGISNULL(3)) {
+        flag = pg_call([fcinfo] { return std::string(NameStr(*PG_GETARG_NAME(3))); });
+        softdelete::check_flag_column(relid, *flag, table);
+        std::string f = bridge::quote_ident(*flag);
+        softdelete::with_deleted_rows_visible([&] {
+            bridge::CallersSearchPath callers;
+            bridge::execute_sql(
+                fmt::format("UPDATE {0} SET deleted_at = CASE WHEN deleted_at IS NULL THEN pg_catalog.now() "
+                            "ELSE deleted_at END, {1} = true WHERE {1} IS DISTINCT FROM (deleted_at IS NOT NULL) "
+                            "AND ({1} OR deleted_at IS NOT NULL)",
+                            table, f),
+                false);
+            bridge::execute_sql(fmt::format("UPDATE {0} SET {1} = false WHERE {1} IS NULL", table, f), false);
+        });
+    }
     softdelete::install_triggers(relid);
+    softdelete::set_flag_trigger(relid, flag);
 
     static bridge::Statement upsert(
         "INSERT INTO lifecycle.soft_delete_tables (tbl, retention, hide) VALUES ($1, $2, $3) "
         "ON CONFLICT (tbl) DO UPDATE SET retention = EXCLUDED.retention, hide = EXCLUDED.hide",
         {REGCLASSOID, INTERVALOID, BOOLOID});
-    Datum values[3] = {ObjectIdGetDatum(relid), PG_ARGISNULL(1) ? (Datum)0 : PG_GETARG_DATUM(1), PG_GETARG_DATUM(2)};
-    char nulls[4] = "   ";
+    static bridge::Statement upsert_flag(
+        "INSERT INTO lifecycle.soft_delete_tables (tbl, retention, hide, flag) VALUES ($1, $2, $3, $4) "
+        "ON CONFLICT (tbl) DO UPDATE SET retention = EXCLUDED.retention, hide = EXCLUDED.hide, flag = EXCLUDED.flag",
+        {REGCLASSOID, INTERVALOID, BOOLOID, NAMEOID});
+    Datum values[4] = {ObjectIdGetDatum(relid), PG_ARGISNULL(1) ? (Datum)0 : PG_GETARG_DATUM(1), PG_GETARG_DATUM(2),
+                       flag ? PG_GETARG_DATUM(3) : (Datum)0};
+    char nulls[5] = "    ";
     if (PG_ARGISNULL(1)) nulls[1] = 'n';
+    if (!flag) nulls[3] = 'n';
     {
         bridge::AsRole as_owner(bridge::extension_owner());
-        upsert.execute(values, nulls, false);
+        /* SQL objects of 0.1 (before ALTER EXTENSION UPDATE) have no flag. */
+        (PG_NARGS() > 3 ? upsert_flag : upsert).execute(values, nulls, false);
     }
     softdelete::invalidate(relid);
     PG_RETURN_VOID();

@@ -189,6 +189,13 @@ int execute_fresh(const std::string& sql, int nargs, const Oid* types, const Dat
     return rc;
 }
 
+void free_result() {
+    pg_call([] {
+        SPI_freetuptable(SPI_tuptable);
+        SPI_tuptable = nullptr;
+    });
+}
+
 uint64 processed_rows() { return SPI_processed; }
 
 std::optional<Datum> result_datum(uint64 row, int col) {

@@ -84,6 +84,9 @@ int execute_cached(const std::string& sql, int nargs, const Oid* types, const Da
  * other exception propagates (after the rollback). */
 bool in_subtransaction(const std::function<void()>& body, const std::function<bool(const PgError&)>& handled);
 
+/* Frees the last SPI command's result rows now rather than at the end of
+ * the SPI connection (a loop of big results). */
+void free_result();
 /* Number of rows processed by the last SPI command. */
 uint64 processed_rows();
 /* Column `col` (1-based) of row `row` of the last SPI result. */

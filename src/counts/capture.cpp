@@ -334,6 +334,7 @@ extern "C" void truncating_subxact_callback(SubXactEvent event, SubTransactionId
  * ------------------------------------------------------------------------ */
 
 ExecutorRun_hook_type prev_executor_run = nullptr;
+ExecutorFinish_hook_type prev_executor_finish = nullptr;
 
 /* The top-level statement during which the library was loaded (without
  * shared_preload_libraries, by our first trigger or function call): a MERGE
@@ -366,9 +367,15 @@ Trigger* our_trigger(TriggerDesc* trigdesc, const Config& cfg, const char* suffi
     return nullptr;
 }
 
-void queue_merge_moves(QueryDesc* qd) {
-    if (qd->operation != CMD_MERGE || qd->planstate == nullptr || !IsA(qd->planstate, ModifyTableState)) return;
-    auto* mt = reinterpret_cast<ModifyTableState*>(qd->planstate);
+/* The MERGE of this node, if it is one. */
+ModifyTableState* merge_node(PlanState* ps) {
+    if (ps == nullptr || !IsA(ps, ModifyTableState)) return nullptr;
+    auto* mt = reinterpret_cast<ModifyTableState*>(ps);
+    return mt->operation == CMD_MERGE ? mt : nullptr;
+}
+
+void queue_merge_moves(ModifyTableState* mt, EState* estate) {
+    if (mt == nullptr) return;
     if (!mt->mt_done || mt->mt_transition_capture == nullptr || mt->rootResultRelInfo == nullptr) return;
     int missing = ~mt->mt_merge_subcommands & (MERGE_INSERT | MERGE_DELETE);
     if (missing == 0 || !(mt->mt_merge_subcommands & MERGE_UPDATE)) return;
@@ -393,12 +400,12 @@ void queue_merge_moves(QueryDesc* qd) {
                 if (!tcs->tcs_insert_new_table || tcs->tcs_insert_private == nullptr) return;
                 only->trig_insert_after_statement = true;
                 only->trig_insert_new_table = true;
-                ExecASInsertTriggers(qd->estate, target, tcs);
+                ExecASInsertTriggers(estate, target, tcs);
             } else {
                 if (!tcs->tcs_delete_old_table || tcs->tcs_delete_private == nullptr) return;
                 only->trig_delete_after_statement = true;
                 only->trig_delete_old_table = true;
-                ExecASDeleteTriggers(qd->estate, target, tcs);
+                ExecASDeleteTriggers(estate, target, tcs);
             }
         };
         if (missing & MERGE_INSERT) queue(our_trigger(root->ri_TrigDesc, cfg, "ins"), true);
@@ -460,9 +467,8 @@ extern "C" void forget_merge_source(void* arg) {
     }
 }
 
-void wrap_merge_source(QueryDesc* qd) {
-    if (qd->planstate == nullptr || !IsA(qd->planstate, ModifyTableState)) return;
-    auto* mt = reinterpret_cast<ModifyTableState*>(qd->planstate);
+void wrap_merge_source(ModifyTableState* mt, EState* estate) {
+    if (mt == nullptr) return;
     constexpr int insert_and_update = MERGE_INSERT | MERGE_UPDATE;
     if ((mt->mt_merge_subcommands & insert_and_update) != insert_and_update) return;
     if (mt->mt_transition_capture == nullptr || mt->rootResultRelInfo == nullptr) return;
@@ -472,13 +478,13 @@ void wrap_merge_source(QueryDesc* qd) {
     if (source == nullptr || source->ExecProcNodeReal == merge_source_next) return;  /* run again */
     if (config_for_relation(RelationGetRelid(root)) == nullptr) return;
     pg_call([&] {
-        auto* s = static_cast<MergeSource*>(MemoryContextAllocZero(qd->estate->es_query_cxt, sizeof(MergeSource)));
+        auto* s = static_cast<MergeSource*>(MemoryContextAllocZero(estate->es_query_cxt, sizeof(MergeSource)));
         s->node = source;
         s->real = source->ExecProcNodeReal;
         s->tcs = mt->mt_transition_capture;
         s->forget.func = forget_merge_source;
         s->forget.arg = s;
-        MemoryContextRegisterResetCallback(qd->estate->es_query_cxt, &s->forget);
+        MemoryContextRegisterResetCallback(estate->es_query_cxt, &s->forget);
         s->next = merge_sources;
         merge_sources = s;
         /* ExecProcNodeFirst and ExecProcNodeInstr call ExecProcNodeReal; a
@@ -488,15 +494,64 @@ void wrap_merge_source(QueryDesc* qd) {
     });
 }
 
+/* The MERGE statements of WITH clauses (17+: MERGE ... RETURNING in a CTE). */
+std::vector<ModifyTableState*> cte_merges(EState* estate) {
+    std::vector<ModifyTableState*> out;
+    ListCell* lc;
+    foreach (lc, estate->es_auxmodifytables) {
+        if (ModifyTableState* mt = merge_node(static_cast<PlanState*>(lfirst(lc)))) out.push_back(mt);
+    }
+    return out;
+}
+
 extern "C" void lifecycle_executor_run(QueryDesc* qd, ScanDirection direction,
                                        uint64 count LIFECYCLE_EXECUTE_ONCE_PARAM) {
-    if (qd->operation == CMD_MERGE) bridge::entry_guard([qd] { wrap_merge_source(qd); });
+    bridge::entry_guard([qd] {
+        if (qd->operation == CMD_MERGE) wrap_merge_source(merge_node(qd->planstate), qd->estate);
+        for (ModifyTableState* mt : cte_merges(qd->estate)) wrap_merge_source(mt, qd->estate);
+    });
     if (prev_executor_run) {
         prev_executor_run(qd, direction, count LIFECYCLE_EXECUTE_ONCE_ARG);
     } else {
         standard_ExecutorRun(qd, direction, count LIFECYCLE_EXECUTE_ONCE_ARG);
     }
-    if (qd->operation == CMD_MERGE) bridge::entry_guard([qd] { queue_merge_moves(qd); });
+    if (qd->operation == CMD_MERGE) bridge::entry_guard([qd] { queue_merge_moves(merge_node(qd->planstate), qd->estate); });
+}
+
+/* A MERGE in a WITH clause ends while the statement runs (when the outer
+ * query reads it to the end) or only when the statement finishes
+ * (ExecPostprocessPlan, in ExecutorFinish, right before the statement's
+ * AFTER triggers fire): here, a MERGE of a counted partitioned table not yet
+ * ended is run to its end first, the same way, and its missing statement
+ * events are queued. */
+extern "C" void lifecycle_executor_finish(QueryDesc* qd) {
+    bridge::entry_guard([qd] {
+        EState* estate = qd->estate;
+        for (ModifyTableState* mt : cte_merges(estate)) {
+            if (mt->rootResultRelInfo == nullptr || mt->mt_transition_capture == nullptr) continue;
+            Relation root = mt->rootResultRelInfo->ri_RelationDesc;
+            if (root->rd_rel->relkind != RELKIND_PARTITIONED_TABLE) continue;
+            if (config_for_relation(RelationGetRelid(root)) == nullptr) continue;
+            if (!mt->mt_done) pg_call([&] {
+                MemoryContext old = MemoryContextSwitchTo(estate->es_query_cxt);
+                ScanDirection direction = estate->es_direction;
+                estate->es_direction = ForwardScanDirection;
+                for (;;) {
+                    ResetPerTupleExprContext(estate);
+                    TupleTableSlot* slot = ExecProcNode(&mt->ps);
+                    if (TupIsNull(slot)) break;
+                }
+                estate->es_direction = direction;
+                MemoryContextSwitchTo(old);
+            });
+            queue_merge_moves(mt, estate);
+        }
+    });
+    if (prev_executor_finish) {
+        prev_executor_finish(qd);
+    } else {
+        standard_ExecutorFinish(qd);
+    }
 }
 
 }  // namespace
@@ -633,6 +688,8 @@ void init_capture() {
         RegisterSubXactCallback(truncating_subxact_callback, nullptr);
         prev_executor_run = ExecutorRun_hook;
         ExecutorRun_hook = lifecycle_executor_run;
+        prev_executor_finish = ExecutorFinish_hook;
+        ExecutorFinish_hook = lifecycle_executor_finish;
     });
 }
 

@@ -361,6 +361,7 @@ void for_key_slices(const std::string& sql, const KeyColumns& keys, const std::v
         values.insert(values.end(), extra_values.begin(), extra_values.end());
         bridge::execute_sql(sql, static_cast<int>(values.size()), types.data(), values.data(), nullptr, read_only);
         each();
+        bridge::free_result();
     }
 }
 

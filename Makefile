@@ -72,3 +72,9 @@ demo:
 	bash test/demo.sh
 bench:
 	bash bench/run.sh
+
+# Soft delete (and what else is done) on a real Citus cluster, built once from
+# ../shared/vendor/citus-*.tar.gz into /var/cache/pg_lifecycle/citus (test/citus.sh).
+.PHONY: test-citus
+test-citus:
+	bash test/citus.sh

@@ -7,6 +7,7 @@
 #include "bridge/security.hpp"
 #include "bridge/spi.hpp"
 #include "gucs.hpp"
+#include "softdelete/citus.hpp"
 #include "softdelete/softdelete.hpp"
 
 #include <algorithm>
@@ -437,6 +438,12 @@ int64 restore_event(RestoreStep first, int64 event, std::vector<ParentCheck>& ch
     return total;
 }
 
+/* " FOR SHARE OF x", except on a Citus table: Citus refuses FOR SHARE in a
+ * query that is not routed to one shard.  There a concurrent soft delete of
+ * the parent still reaches the restored rows through its cascade, which
+ * waits for their row locks (citus.hpp). */
+const char* citus_lock_clause(Oid parent) { return citus::is_citus_table(parent) ? "" : " FOR SHARE OF x"; }
+
 /* A restored row must not reference a row that is still deleted: for each
  * foreign key, one statement per slice of keys reads (FOR SHARE, as the
  * parent's owner and outside row-level security, as a foreign-key check
@@ -446,8 +453,9 @@ void check_parents(const std::vector<ParentCheck>& checks) {
         std::string parent = bridge::qualified_relation_name(c.fk.referenced);
         /* The keys hold referencing values; the foreign key's operators
          * are `referenced op referencing`. */
-        std::string sql = fmt::format("SELECT x.deleted_at IS NOT NULL FROM {} x WHERE {} FOR SHARE OF x", parent,
-                                      matches_keys("x", c.fk.referenced_cols, c.fk.eq_ops, false));
+        std::string sql = fmt::format("SELECT x.deleted_at IS NOT NULL FROM {} x WHERE {}{}", parent,
+                                      matches_keys("x", c.fk.referenced_cols, c.fk.eq_ops, false),
+                                      citus_lock_clause(c.fk.referenced));
         bridge::AsRole as_owner(bridge::relation_owner(c.fk.referenced), SECURITY_NOFORCE_RLS);
         for_key_slices(sql, c.keys, {}, {}, false, [&] {
             for (uint64 r = 0; r < bridge::processed_rows(); ++r) {
@@ -476,7 +484,8 @@ void check_parent_not_deleted(const ForeignKey& fk, const std::vector<Oid>& type
         where += fmt::format("{}x.{} {} ${}", i ? " AND " : "", bridge::quote_ident(fk.referenced_cols[i]),
                              fk.eq_ops[i], i + 1);
     }
-    std::string sql = fmt::format("SELECT x.deleted_at IS NOT NULL FROM {} x WHERE {} FOR SHARE OF x", parent, where);
+    std::string sql =
+        fmt::format("SELECT x.deleted_at IS NOT NULL FROM {} x WHERE {}{}", parent, where, citus_lock_clause(fk.referenced));
     {
         bridge::AsRole as_owner(bridge::relation_owner(fk.referenced), SECURITY_NOFORCE_RLS);
         bridge::execute_sql(sql, static_cast<int>(values.size()), types.data(), values.data(), nullptr, false, 1);
@@ -543,8 +552,11 @@ LIFECYCLE_FUNCTION(lifecycle_soft_delete_enable) {
             bridge::execute_sql(fmt::format("UPDATE {0} SET {1} = false WHERE {1} IS NULL", table, f), false);
         });
     }
-    softdelete::install_triggers(relid);
-    softdelete::set_flag_trigger(relid, flag);
+    /* On a Citus table Citus propagates our triggers to the shards (citus.hpp). */
+    softdelete::citus::with_triggers_allowed([&] {
+        softdelete::install_triggers(relid, DatumGetBool(PG_GETARG_DATUM(2)));
+        softdelete::set_flag_trigger(relid, flag);
+    });
 
     static bridge::Statement upsert(
         "INSERT INTO lifecycle.soft_delete_tables (tbl, retention, hide) VALUES ($1, $2, $3) "
@@ -586,7 +598,7 @@ LIFECYCLE_FUNCTION(lifecycle_soft_delete_disable) {
         throw Error(sqlstate::wrong_object_state, fmt::format("soft delete is not enabled on table {}", table),
                     {}, "See lifecycle.soft_delete_tables for the tables it is enabled on.");
     }
-    softdelete::remove_triggers(relid);
+    softdelete::citus::with_triggers_allowed([&] { softdelete::remove_triggers(relid); });
     softdelete::invalidate(relid);
     PG_RETURN_VOID();
 }
@@ -757,6 +769,8 @@ LIFECYCLE_FUNCTION(lifecycle_current_delete_event) {
             throw Error(sqlstate::wrong_object_state, "extension \"pg_lifecycle\" is not installed in this database");
         }
         event = DatumGetInt64(pg_call([seq] { return DirectFunctionCall1(nextval_oid, ObjectIdGetDatum(seq)); }));
+        /* On a Citus worker: its group id above 2^48, unique across nodes. */
+        event += softdelete::citus::event_offset();
         lxid = my_lxid;
     }
     PG_RETURN_INT64(event);

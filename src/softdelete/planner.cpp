@@ -19,6 +19,7 @@
 #include "bridge/security.hpp"
 #include "bridge/spi.hpp"
 #include "gucs.hpp"
+#include "softdelete/citus.hpp"
 #include "softdelete/softdelete.hpp"
 
 namespace pg_lifecycle::softdelete {
@@ -134,6 +135,15 @@ bool convert_delete(Query* q, bool hide) {
     Oid actor = actor_function();
     Oid event = event_function();
     if (!OidIsValid(actor) || !OidIsValid(event)) return false;
+    /* A Citus table: Citus refuses VOLATILE functions in a distributed UPDATE
+     * and drops security quals from the shard queries it writes.  The event
+     * comes from the STABLE twin of current_delete_event (Citus evaluates it
+     * once, here), and "deleted_at IS NULL" is a real WHERE clause. */
+    bool on_citus = citus::present() && citus::is_citus_table(rte->relid);
+    if (on_citus) {
+        Oid stable = citus::stable_event_function();
+        if (OidIsValid(stable)) event = stable;
+    }
 
     int rti = q->resultRelation;
     List* tlist = soft_delete_targetlist(q, rte, info, actor, event);
@@ -145,7 +155,7 @@ bool convert_delete(Query* q, bool hide) {
     });
     /* Deleting a deleted row is a no-op (and not counted).  With hide on,
      * process_query adds the same test as a security qual. */
-    if (!(hide && info.hide)) {
+    if (!(hide && info.hide) || on_citus) {
         Node* live = is_null(column_var(rti, info.deleted_at, TIMESTAMPTZOID));
         pg_call([q, live] { q->jointree->quals = make_and_qual(q->jointree->quals, live); });
     }
@@ -236,9 +246,24 @@ bool process_query(Query* q, bool hide) {
         auto* rte = (RangeTblEntry*)lfirst(lc);
         if (rte->rtekind == RTE_RELATION && hide) {
             const TableInfo* info = lookup(rte->relid);
-            if (info != nullptr && info->hide) {
+            /* On Citus: a Citus table's rows are hidden by the nodes that
+             * plan its shard queries (Citus drops security quals, and
+             * crashes on some of them in joins); a shard query whose node
+             * showed deleted rows says so with an always-true qual (citus.hpp). */
+            if (info != nullptr && info->hide &&
+                !(citus::present() &&
+                  (citus::is_citus_table(rte->relid) || citus::shows_deleted(q, rti, info->deleted_at)))) {
                 Node* qual = is_null(column_var(rti, info->deleted_at, TIMESTAMPTZOID));
                 pg_call([rte, qual] { rte->securityQuals = lappend(rte->securityQuals, qual); });
+            }
+        } else if (rte->rtekind == RTE_RELATION && citus::present() && q->commandType != CMD_MERGE &&
+                   !(q->commandType == CMD_INSERT && rti == q->resultRelation) && q->jointree != nullptr) {
+            /* Deleted rows shown here (include_deleted, a foreign-key check,
+             * restore): tell the nodes that plan the shard queries. */
+            const TableInfo* info = lookup(rte->relid);
+            if (info != nullptr && info->hide && citus::is_citus_table(rte->relid)) {
+                Node* qual = citus::show_deleted_qual(rti, info->deleted_at);
+                pg_call([q, qual] { q->jointree->quals = make_and_qual(q->jointree->quals, qual); });
             }
         } else if (rte->rtekind == RTE_SUBQUERY && rte->subquery != nullptr) {
             process_query(rte->subquery, hide);

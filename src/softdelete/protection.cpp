@@ -21,6 +21,7 @@
 #include "bridge/function.hpp"
 #include "bridge/security.hpp"
 #include "bridge/spi.hpp"
+#include "softdelete/citus.hpp"
 #include "softdelete/softdelete.hpp"
 
 namespace pg_lifecycle::softdelete {
@@ -190,15 +191,21 @@ void check_all() {
 
 }  // namespace
 
-void install_triggers(Oid relid) {
+void install_triggers(Oid relid, bool hide) {
     std::string table = bridge::qualified_relation_name(relid);
     OwnDdl own;
     bridge::AsRole ext(bridge::extension_owner());
     grant_trigger_functions(relid);
+    /* Where Citus is installed, the guard trigger says whether deleted rows
+     * are hidden, for the nodes holding the table's shards (citus.hpp). */
+    bool citus = citus::present();
+    if (citus && trigger_state(relid, guard_trigger) != '\0' && !citus::guard_arguments_match(relid, hide)) {
+        bridge::execute_sql(fmt::format("DROP TRIGGER {} ON {}", guard_trigger, table), false);
+    }
     if (trigger_state(relid, guard_trigger) == '\0') {
         bridge::execute_sql(fmt::format("CREATE TRIGGER {} BEFORE DELETE ON {} FOR EACH ROW "
-                                        "EXECUTE FUNCTION lifecycle.soft_delete_guard()",
-                                        guard_trigger, table),
+                                        "EXECUTE FUNCTION lifecycle.soft_delete_guard({})",
+                                        guard_trigger, table, citus ? citus::guard_arguments(hide) : ""),
                             false);
     }
     bool v02 = truncate_function_exists();
@@ -230,6 +237,7 @@ void set_flag_trigger(Oid relid, const std::optional<std::string>& flag) {
 
 void reattach_after_restore(Oid relid) {
     if (own_ddl_depth > 0 || lookup(relid) != nullptr) return; /* ours, or registered already */
+    if (citus::copy_of_citus_table(relid)) return;              /* a shard: recognised by its trigger */
     std::string table = bridge::qualified_relation_name(relid);
     bridge::require_owner(relid, "enable soft delete on it");
     for (const Column& col : protected_columns) {

@@ -18,6 +18,7 @@
 #include "bridge/security.hpp"
 #include "bridge/spi.hpp"
 #include "gucs.hpp"
+#include "softdelete/citus.hpp"
 
 #include <unordered_map>
 
@@ -67,6 +68,7 @@ void load() {
     incoming_memo.clear();
     registry_oid = InvalidOid;
     loaded_once = false;
+    citus::reset();
     uint64 seen = invalidations;
     Oid nsp = bridge::extension_schema();
     if (!OidIsValid(nsp)) return; /* not installed here: checked again next time */
@@ -189,7 +191,9 @@ std::vector<ForeignKey> read_fks(const char* side_column, Oid relid) {
 
 const TableInfo* lookup(Oid relid) {
     ensure_loaded();
-    if (!usable() || registered.empty()) return nullptr;
+    /* On a Citus cluster a node's registry may be empty while it holds
+     * shards of enabled tables (citus::marked). */
+    if (!usable() || (registered.empty() && !citus::present())) return nullptr;
     auto it = memo.find(relid);
     if (it == memo.end()) {
         TableInfo info{InvalidOid, InvalidOid, false, 0, 0, 0};
@@ -206,6 +210,9 @@ const TableInfo* lookup(Oid relid) {
                     break;
                 }
             }
+        } else if (std::optional<bool> hide = citus::marked(relid)) {
+            /* A shard (or a worker's shell table) of a table enabled on the coordinator. */
+            info = make_info(relid, relid, *hide);
         }
         it = memo.emplace(relid, info).first;
     }
@@ -224,7 +231,7 @@ std::vector<Oid> registered_tables() {
 
 bool any_enabled() {
     ensure_loaded();
-    return usable() && !registered.empty();
+    return usable() && (!registered.empty() || citus::present());
 }
 
 Oid actor_function() { return actor_fn; }
@@ -299,6 +306,7 @@ void install_planner_hook();
 void init() {
     pg_call([] { CacheRegisterRelcacheCallback(relcache_callback, (Datum)0); });
     install_planner_hook();
+    citus::init();
 }
 
 }  // namespace pg_lifecycle::softdelete

@@ -116,7 +116,8 @@ bool purge_in_progress();
 
 /* The triggers that protect an enabled table (and each of its partitions),
  * installed and removed as the extension's owner (protection.cpp). */
-void install_triggers(Oid relid);
+/* hide: on a Citus cluster the guard trigger carries it to the shards. */
+void install_triggers(Oid relid, bool hide = true);
 void remove_triggers(Oid relid);
 /* The flag trigger (soft_delete_flag) for `flag`, or none. */
 void set_flag_trigger(Oid relid, const std::optional<std::string>& flag);

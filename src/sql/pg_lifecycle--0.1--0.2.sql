@@ -310,3 +310,7 @@ BEGIN
             'dead_sessions', (SELECT count(*) FROM lifecycle.sessions
                                WHERE ended_at IS NULL AND (expires_at <= now() OR idle_expires_at <= now()))));
 END $$;
+
+-- §6 Soft delete on a Citus cluster: the STABLE twin of current_delete_event().
+CREATE FUNCTION lifecycle._citus_delete_event() RETURNS bigint
+    AS 'MODULE_PATHNAME', 'lifecycle_current_delete_event' LANGUAGE C STABLE;

@@ -34,7 +34,15 @@ namespace {
 enum class Known { unknown, yes, no };
 Known citus_installed = Known::unknown;
 std::unordered_map<Oid, bool> citus_tables;   /* relid -> in pg_dist_partition */
-int marking = 0;                               /* inside marked(): no nested lookups */
+/* Inside our own catalog queries: their planning (the planner hook, lookups
+ * of the catalogs they read) must not query again. */
+int own_sql = 0;
+struct OwnSql {
+    OwnSql() { ++own_sql; }
+    ~OwnSql() { --own_sql; }
+    OwnSql(const OwnSql&) = delete;
+    OwnSql& operator=(const OwnSql&) = delete;
+};
 
 Oid extension_function(const char* name) {
     Oid nsp = bridge::extension_schema();
@@ -48,6 +56,7 @@ Oid extension_function(const char* name) {
 
 /* The logical table of a shard relation "<table>_<shardid>", or InvalidOid. */
 Oid shard_owner(Oid relid) {
+    OwnSql own;
     std::string name = pg_call([relid] {
         const char* n = get_rel_name(relid);
         return std::string(n ? n : "");
@@ -92,9 +101,11 @@ void reset() {
 }
 
 bool is_citus_table(Oid relid) {
-    if (!present()) return false;
+    if (!present() || relid < FirstNormalObjectId) return false;
     auto it = citus_tables.find(relid);
     if (it != citus_tables.end()) return it->second;
+    if (own_sql > 0) return false;
+    OwnSql own;
     Oid types[1] = {OIDOID};
     Datum args[1] = {ObjectIdGetDatum(relid)};
     bool found;
@@ -110,17 +121,14 @@ bool is_citus_table(Oid relid) {
 }
 
 std::optional<bool> marked(Oid relid) {
-    if (marking > 0 || relid < FirstNormalObjectId || !present()) return std::nullopt;
-    struct Depth {
-        Depth() { ++marking; }
-        ~Depth() { --marking; }
-    } depth;
+    if (own_sql > 0 || relid < FirstNormalObjectId || !present()) return std::nullopt;
     Oid guard = extension_function("soft_delete_guard");
     if (!OidIsValid(guard)) return std::nullopt;
     Oid types[2] = {OIDOID, OIDOID};
     Datum args[2] = {ObjectIdGetDatum(relid), ObjectIdGetDatum(guard)};
     std::optional<std::string> arguments;
     {
+        OwnSql own;
         bridge::SpiConnection spi;
         bridge::execute_fresh("SELECT pg_catalog.encode(tgargs, 'escape') FROM pg_catalog.pg_trigger "
                               "WHERE tgrelid OPERATOR(pg_catalog.=) $1 AND tgfoid OPERATOR(pg_catalog.=) $2 "
@@ -148,6 +156,7 @@ Oid stable_event_function() { return extension_function("_citus_delete_event"); 
 const char* guard_arguments(bool hide) { return hide ? "" : "'show'"; }
 
 bool guard_arguments_match(Oid relid, bool hide) {
+    OwnSql own;
     Oid guard = extension_function("soft_delete_guard");
     Oid types[2] = {OIDOID, OIDOID};
     Datum args[2] = {ObjectIdGetDatum(relid), ObjectIdGetDatum(guard)};
@@ -163,7 +172,8 @@ bool guard_arguments_match(Oid relid, bool hide) {
 int64 event_offset() {
     if (!present()) return 0;
     static int64 offset = 0; /* a worker's group id never changes once it is set */
-    if (offset != 0) return offset;
+    if (offset != 0 || own_sql > 0) return offset;
+    OwnSql own;
     bridge::SpiConnection spi;
     bridge::execute_fresh("SELECT groupid::pg_catalog.int8 FROM pg_catalog.pg_dist_local_group", 0, nullptr, nullptr,
                           true, 1);
@@ -250,6 +260,60 @@ bool shows_deleted(Query* q, int rti, AttrNumber deleted_at) {
     return s.found;
 }
 
+namespace {
+
+/* Collects the relation OIDs of every range-table entry of a query tree;
+ * never throws (it runs inside PostgreSQL's C walker). */
+extern "C" bool collect_relations(Node* node, void* context) {
+    if (node == nullptr) return false;
+    if (IsA(node, RangeTblEntry)) {
+        auto* rte = (RangeTblEntry*)node;
+        if (rte->rtekind == RTE_RELATION) {
+            auto* found = static_cast<List**>(context);
+            *found = lappend_oid(*found, rte->relid);
+        }
+        return false;
+    }
+    if (IsA(node, Query)) {
+        return query_tree_walker((Query*)node, compat::walker(collect_relations), context, QTW_EXAMINE_RTES_BEFORE);
+    }
+    return expression_tree_walker(node, compat::walker(collect_relations), context);
+}
+
+}  // namespace
+
+void refuse_local_join(Query* q) {
+    if (!present() || own_sql > 0) return;
+    List* relids = pg_call([q] {
+        List* found = NIL;
+        (void)collect_relations((Node*)q, &found);
+        return found;
+    });
+    bool any_citus = false;
+    Oid local_hidden = InvalidOid;
+    ListCell* lc;
+    foreach (lc, relids) {
+        Oid relid = lfirst_oid(lc);
+        if (relid < FirstNormalObjectId) continue;
+        if (is_citus_table(relid)) {
+            any_citus = true;
+        } else if (!OidIsValid(local_hidden)) {
+            const TableInfo* info = lookup(relid);
+            if (info != nullptr && info->hide && !marked(relid)) local_hidden = relid;
+        }
+    }
+    if (!any_citus || !OidIsValid(local_hidden)) return;
+    std::string table = bridge::qualified_relation_name(local_hidden);
+    throw Error(sqlstate::feature_not_supported,
+                fmt::format("a query on a Citus table cannot read soft-delete table {}, which is not distributed", table),
+                "Citus plans a local table joined with distributed ones in a way that does not keep (Citus 13.2: "
+                "crashes on) the qual that hides "
+                "its soft-deleted rows.",
+                fmt::format("Make {} a reference or distributed table (soft delete keeps working there), or query "
+                            "it separately.",
+                            table));
+}
+
 /* Distributing a table that is already enabled.  Citus refuses to distribute
  * a table with triggers unless citus.enable_unsafe_triggers is on.  For a
  * call of create_distributed_table / create_reference_table /
@@ -313,6 +377,7 @@ Oid distributed_table_argument(FmgrInfo* flinfo) {
 
 /* Whether relid's triggers are all ours (and it has ours). */
 bool only_our_triggers(Oid relid) {
+    OwnSql own;
     Oid types[2] = {OIDOID, OIDOID};
     Datum args[2] = {ObjectIdGetDatum(relid), ObjectIdGetDatum(bridge::extension_schema())};
     bridge::SpiConnection spi;

@@ -70,6 +70,11 @@ Node* show_deleted_qual(int rti, AttrNumber deleted_at);
 /* Whether q's own quals hold that qual for rti. */
 bool shows_deleted(Query* q, int rti, AttrNumber deleted_at);
 
+/* Refuses (0A000) a query that reads both a Citus table and a local
+ * soft-delete table whose deleted rows are hidden: Citus's planning of such
+ * a join crashed the server with the hiding qual on the local table. */
+void refuse_local_join(Query* q);
+
 /* From _PG_init: lets create_distributed_table / create_reference_table
  * distribute a table that is already enabled (our triggers go to the shards). */
 void init();

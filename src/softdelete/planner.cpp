@@ -326,6 +326,7 @@ bool rewrite(Query* parse) {
     if (!any_enabled()) return false;
     bool ri = in_ri_context();
     bool hide = !gucs::include_deleted && !ri;
+    if (hide && citus::present()) citus::refuse_local_join(parse);
     if (hide) protect_hidden_rows(parse);
     return process_query(parse, hide);
 }

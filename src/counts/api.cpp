@@ -194,6 +194,15 @@ LIFECYCLE_FUNCTION(lifecycle_count_enable) {
             "INSERT INTO lifecycle.count_tables (tbl, dimensions, time_column, bucket, live_column, lattice) "
             "VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
             {REGCLASSOID, NAMEARRAYOID, NAMEOID, INTERVALOID, BOOLOID, TEXTARRAYOID});
+        static bridge::Statement insert_0_1(
+            "INSERT INTO lifecycle.count_tables (tbl, dimensions, time_column, bucket, live_column) "
+            "VALUES ($1, $2, $3, $4, $5) RETURNING id",
+            {REGCLASSOID, NAMEARRAYOID, NAMEOID, INTERVALOID, BOOLOID});
+        if (!has_lattice_column()) {
+            /* 0.1's schema until ALTER EXTENSION UPDATE: no summaries yet. */
+            cfg.legacy = true;
+            cfg.lattice.clear();
+        }
         cfg.live_column = pg_call([relid] { return get_attnum(relid, "deleted_at"); }) > 0;
         Datum values[6] = {ObjectIdGetDatum(relid), PG_GETARG_DATUM(1), cfg.has_time() ? PG_GETARG_DATUM(2) : (Datum)0,
                            cfg.has_time() ? PG_GETARG_DATUM(3) : (Datum)0, BoolGetDatum(cfg.live_column),
@@ -201,7 +210,7 @@ LIFECYCLE_FUNCTION(lifecycle_count_enable) {
         char nulls[7] = "      ";
         if (!cfg.has_time()) nulls[2] = nulls[3] = 'n';
         bridge::AsRole ext(bridge::extension_owner());
-        insert.execute(values, nulls, false);
+        (cfg.legacy ? insert_0_1 : insert).execute(values, nulls, false);
         cfg.id = static_cast<int32>(*bridge::result_int64(0, 1));
         create_counts_tables(cfg, table_owner);
     }

@@ -42,6 +42,7 @@ std::vector<std::string> Config::count_tables() const {
 
 int64 Config::fine_usecs() const {
     if (!has_time()) return 0;
+    if (legacy) return bucket_usecs;  /* 0.1's deltas are by bucket */
     constexpr int64 minute = 60 * USECS_PER_SEC;
     return bucket_usecs % minute == 0 ? bucket_usecs / 60 : bucket_usecs;
 }
@@ -103,12 +104,16 @@ std::string Config::dim_list(const char* prefix) const {
 namespace {
 
 /* Columns: id, tbl, time_column, bucket::text, bucket usecs, dimensions, live_column, lattice. */
-#define CONFIG_COLUMNS                                                                              \
+#define CONFIG_COLUMNS_WITHOUT_LATTICE                                                              \
     "SELECT id, tbl::oid, time_column::text, bucket::text, "                                        \
-    "(extract(epoch FROM bucket) * 1000000)::bigint, dimensions, live_column, lattice FROM lifecycle.count_tables "
+    "(extract(epoch FROM bucket) * 1000000)::bigint, dimensions, live_column, "
+#define CONFIG_COLUMNS CONFIG_COLUMNS_WITHOUT_LATTICE "lattice FROM lifecycle.count_tables "
+/* The schema of 0.1, run by this library until ALTER EXTENSION UPDATE. */
+#define CONFIG_COLUMNS_0_1 CONFIG_COLUMNS_WITHOUT_LATTICE "NULL::pg_catalog.text[] FROM lifecycle.count_tables "
 
 Config config_from_row(uint64 row) {
     Config c;
+    c.legacy = !bridge::result_datum(row, 8).has_value();
     c.id = static_cast<int32>(*bridge::result_int64(row, 1));
     c.relid = DatumGetObjectId(*bridge::result_datum(row, 2));
     c.time_column = bridge::result_text(row, 3).value_or("");
@@ -150,25 +155,33 @@ std::vector<Config> configs_from_result() {
 
 }  // namespace
 
+bool has_lattice_column() {
+    Oid tables = lifecycle_relation("count_tables");
+    return OidIsValid(tables) && pg_call([tables] { return get_attnum(tables, "lattice"); }) > 0;
+}
+
 std::optional<Config> load_config(Oid relid) {
     static bridge::Statement by_table(CONFIG_COLUMNS "WHERE tbl = $1", {OIDOID});
+    static bridge::Statement by_table_0_1(CONFIG_COLUMNS_0_1 "WHERE tbl = $1", {OIDOID});
     Datum key = ObjectIdGetDatum(relid);
-    by_table.execute(&key, nullptr, true, 1);
+    (has_lattice_column() ? by_table : by_table_0_1).execute(&key, nullptr, true, 1);
     if (bridge::processed_rows() == 0) return std::nullopt;
     return config_from_row(0);
 }
 
 std::optional<Config> load_config_by_id(int32 id) {
     static bridge::Statement by_id(CONFIG_COLUMNS "WHERE id = $1", {INT4OID});
+    static bridge::Statement by_id_0_1(CONFIG_COLUMNS_0_1 "WHERE id = $1", {INT4OID});
     Datum key = Int32GetDatum(id);
-    by_id.execute(&key, nullptr, true, 1);
+    (has_lattice_column() ? by_id : by_id_0_1).execute(&key, nullptr, true, 1);
     if (bridge::processed_rows() == 0) return std::nullopt;
     return config_from_row(0);
 }
 
 std::vector<Config> load_all_configs() {
     static bridge::Statement all(CONFIG_COLUMNS "ORDER BY id", {});
-    all.execute(nullptr, nullptr, true);
+    static bridge::Statement all_0_1(CONFIG_COLUMNS_0_1 "ORDER BY id", {});
+    (has_lattice_column() ? all : all_0_1).execute(nullptr, nullptr, true);
     return configs_from_result();
 }
 
@@ -420,6 +433,9 @@ std::string summary_columns(const Config& cfg, const Config::Summary& s) {
 void drop_count_tables(const Config& cfg) {
     std::string list;
     for (const auto& t : cfg.count_tables()) list += (list.empty() ? "" : ", ") + t;
+    for (const char* old : {"bucket", "total"}) {  /* 0.1's summaries, until ALTER EXTENSION UPDATE */
+        if (cfg.legacy && lifecycle_relation(cfg.table_name(old)) != InvalidOid) list += ", lifecycle." + cfg.table_name(old);
+    }
     bridge::execute_sql("DROP TABLE IF EXISTS " + list, false);
 }
 

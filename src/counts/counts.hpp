@@ -59,6 +59,11 @@ struct Config {
      * lifecycle.count_tables.lattice ("t 1 2": timed, dimensions 1 and 2;
      * "u 3": all time only, dimension 3). */
     std::vector<Summary> lattice;
+    /* Read from the schema of 0.1 (no lattice column): this library runs
+     * there until ALTER EXTENSION UPDATE, which rebuilds the summaries.  Till
+     * then there are no summaries to read (the table counts), deltas are by
+     * bucket as in 0.1 and are not folded. */
+    bool legacy = false;
 
     bool has_time() const { return !time_column.empty(); }
     /* The width of the delta rows' buckets and of level 2: the bucket / 60
@@ -111,6 +116,8 @@ void registry_changed();
 std::optional<Config> load_config(Oid relid);
 std::optional<Config> load_config_by_id(int32 id);
 std::vector<Config> load_all_configs();
+/* Whether lifecycle.count_tables has the lattice column (0.2). */
+bool has_lattice_column();
 
 /* Plans prepared once per backend, keyed by their SQL text (SPI_keepplan; the
  * plan cache revalidates them after DDL). */

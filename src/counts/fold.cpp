@@ -81,6 +81,7 @@ public:
     worker::BatchResult run_batch(const worker::Unit& unit) const override {
         auto cfg = load_config(unit.target);
         if (!cfg) return {0, false}; /* disabled since the pass began */
+        if (cfg->legacy) return {0, false}; /* 0.1's schema: ALTER EXTENSION UPDATE rebuilds */
         if (!try_fold_lock(cfg->id)) return {0, false}; /* someone else is folding it */
 
         worker::set_batch_settings();

@@ -33,7 +33,7 @@ set -euo pipefail
 . "$(dirname "$0")/common.sh"
 
 ROWS=${COUNTS_ROWS:-10000000}
-USERS=${COUNTS_USERS:-10000 400000}
+USERS=${COUNTS_USERS-10000 400000}   # empty: insert throughput only
 CLIENTS=${COUNTS_CLIENTS:-8}
 DURATION=${COUNTS_DURATION:-20}
 CALLS=${COUNTS_CALLS:-200}

@@ -156,7 +156,7 @@ void follow_live_column(const Config& cfg) {
         } else {
             stale = scalar_true(fmt::format("SELECT EXISTS (SELECT 1 FROM {} WHERE NOT lc_live) OR "
                                             "EXISTS (SELECT 1 FROM {} WHERE NOT lc_live)",
-                                            cfg.delta(), cfg.summary(0)),
+                                            cfg.delta(), cfg.lattice.empty() ? cfg.delta() : cfg.summary(0)),
                                 false);
         }
     }

@@ -102,6 +102,23 @@ MERGE INTO fx_plain USING (VALUES (1), (2), (9)) v(id) ON fx_plain.id = v.id
   WHEN MATCHED AND v.id = 1 THEN DELETE WHEN MATCHED THEN UPDATE SET k = 'b' WHEN NOT MATCHED THEN INSERT VALUES (v.id, 'c');
 SELECT fx_cmp('fx_plain', '{"k": "a"}', $$k = 'a'$$) AS a, fx_cmp('fx_plain', '{"k": "b"}', $$k = 'b'$$) AS b,
        fx_cmp('fx_plain', '{"k": "c"}', $$k = 'c'$$) AS c;
+-- A MERGE whose INSERT action runs before UPDATE actions that keep their row
+-- in its partition (the join reads the source first and in order: a nested
+-- loop).  PostgreSQL 18.6 (and 15.18, whose code is the same; not 15.20 or
+-- 17.12) puts the row last inserted into the statement's UPDATE NEW
+-- transition table in place of each such updated row, until a row is moved.
+BEGIN;
+SET LOCAL enable_hashjoin = off;
+SET LOCAL enable_mergejoin = off;
+MERGE INTO fx_pm USING (VALUES (201, 'ins'), (5, 'sub'), (6, 'move'), (9, 'sub'), (202, 'ins'), (10, 'time'), (12, 'time')) v(id, what)
+  ON fx_pm.id = v.id
+  WHEN MATCHED AND what = 'sub' THEN UPDATE SET sub = 3 - sub
+  WHEN MATCHED AND what = 'move' THEN UPDATE SET k = 'b'
+  WHEN MATCHED THEN UPDATE SET t = t + interval '1 day'
+  WHEN NOT MATCHED THEN INSERT VALUES (v.id, CASE v.id WHEN 201 THEN 'b' ELSE 'a' END, 2, '2024-01-01');
+COMMIT;
+SELECT fx_pm_check() AS merge_insert_then_update, fx_cmp('fx_pm', '{}', 'true') AS all_rows,
+       fx_cmp('fx_pm', '{}', 'true', '2024-01-02', NULL) AS since_jan_2;
 SELECT task, rows > 0 AS folded FROM lifecycle.run_maintenance() WHERE task = 'count_fold' AND target = 'fx_pm'::regclass;
 SELECT fx_pm_check() AS folded;
 

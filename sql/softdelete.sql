@@ -212,6 +212,36 @@ SET lifecycle.include_deleted = on;
 SELECT count(*) AS all_rows FROM events;
 RESET lifecycle.include_deleted;
 SELECT err($$SELECT lifecycle.restore('events', 1)$$);   -- composite key
+-- A composite key: a JSON object naming its columns, or an array in key order.
+CREATE TABLE event_notes (id int PRIMARY KEY, event_id int, event_region text, body text,
+                          FOREIGN KEY (event_id, event_region) REFERENCES events ON DELETE CASCADE);
+SELECT lifecycle.soft_delete_enable('event_notes');
+INSERT INTO event_notes VALUES (1, 2, 'eu', 'a'), (2, 2, 'eu', 'b');
+\set QUIET off
+DELETE FROM events WHERE id = 2;
+\set QUIET on
+SELECT lifecycle.restore('events', '{"id": 2, "region": "eu"}'::jsonb) AS restored;   -- the event and its 2 notes
+SELECT count(*) AS notes_visible FROM event_notes;
+DELETE FROM events WHERE id = 2;
+PREPARE restore_key(regclass, text) AS SELECT lifecycle.restore($1, $2);
+EXECUTE restore_key('events', '{"region": "eu", "id": "2"}');                        -- a driver's bound string
+DELETE FROM events WHERE id = 2;
+SELECT lifecycle.restore('events', ARRAY['2', 'eu']) AS restored;                   -- key order: id, region
+SELECT lifecycle.restore('events', '{"id": 1, "region": "eu"}'::json) AS restored;   -- json; no notes
+SELECT err($$SELECT lifecycle.restore('events', ARRAY[4, 5])$$);                             -- no row (4, '5')
+SELECT err($$SELECT lifecycle.restore('events', '{"id": 3}'::jsonb)$$);                       -- a column missing
+SELECT err($$SELECT lifecycle.restore('events', '{"id": 3, "region": "us", "x": 1}'::jsonb)$$); -- not a key column
+SELECT err($$SELECT lifecycle.restore('events', '{"id": null, "region": "us"}'::jsonb)$$);    -- null
+SELECT err($$SELECT lifecycle.restore('events', '[3, "us"]'::jsonb)$$);                       -- not an object
+SELECT err($$SELECT lifecycle.restore('events', 'three'::text)$$);                            -- not JSON
+SELECT err($$SELECT lifecycle.restore('events', ARRAY[3])$$);                                 -- too few values
+SELECT err($$SELECT lifecycle.restore('events', ARRAY['us', '3'])$$);                         -- wrong order
+SELECT err($$SELECT lifecycle.restore('events', ARRAY[['3', 'us']])$$);                       -- two dimensions
+SELECT err($$SELECT lifecycle.restore('events', ARRAY['3', NULL])$$);                         -- null
+SELECT lifecycle.restore('events', ARRAY['3', 'us']) AS restored;
+SET lifecycle.include_deleted = on;
+SELECT id, region, deleted_at IS NOT NULL AS deleted FROM events ORDER BY id, region;
+RESET lifecycle.include_deleted;
 
 -- Unique over live rows only.
 SELECT lifecycle.soft_unique('accounts', '{email}');
@@ -503,7 +533,98 @@ SELECT err($$SELECT lifecycle.restore('bound_ids', 99999999999::bigint)$$) AS ou
 SELECT err($$SELECT lifecycle.restore('bound_uuids', '42')$$) AS not_a_uuid;
 DROP TABLE bound_ids, bound_uuids;
 
-DROP TABLE accounts, orgs, teams, members, invoices, notes, audit, folders, ring_a, ring_b, events,
+-- A legacy flag (the seeds' is_deleted) kept in step with deleted_at.
+CREATE TABLE flag_orders (id int PRIMARY KEY, note text, is_deleted boolean NOT NULL DEFAULT false,
+                          deleted_at timestamptz);
+CREATE TABLE flag_lines (id int PRIMARY KEY, order_id int REFERENCES flag_orders ON DELETE CASCADE,
+                         is_deleted boolean, deleted_at timestamptz);
+-- Rows out of step before enabling: flagged only, dated only, both, neither (one NULL flag).
+INSERT INTO flag_orders VALUES (1, 'live', false, NULL), (2, 'flag only', true, NULL),
+                               (3, 'date only', false, '2020-01-01'), (4, 'both', true, '2020-01-01'),
+                               (5, 'live', false, NULL), (6, 'live', false, NULL);
+INSERT INTO flag_lines VALUES (10, 1, NULL, NULL), (11, 5, false, NULL), (12, 5, false, NULL), (13, 6, false, NULL);
+SELECT err($$SELECT lifecycle.soft_delete_enable('flag_orders', flag => 'gone')$$) AS no_such_column;
+SELECT err($$SELECT lifecycle.soft_delete_enable('flag_orders', flag => 'note')$$) AS not_boolean;
+SELECT err($$SELECT lifecycle.soft_delete_enable('flag_orders', flag => 'deleted_at')$$) AS ours;
+SELECT err($$SELECT lifecycle.soft_delete_enable('flag_orders', flag => 'ctid')$$) AS system_column;
+SELECT count(*) AS not_registered FROM lifecycle.soft_delete_tables WHERE tbl = 'flag_orders'::regclass;
+SELECT lifecycle.soft_delete_enable('flag_orders', flag => 'is_deleted'),
+       lifecycle.soft_delete_enable('flag_lines', flag => 'is_deleted');
+SELECT tbl, flag FROM lifecycle.soft_delete_tables WHERE flag IS NOT NULL ORDER BY tbl::text;
+SET lifecycle.include_deleted = on;
+SELECT id, is_deleted, deleted_at IS NOT NULL AS deleted, deleted_at = '2020-01-01' AS kept_its_date
+  FROM flag_orders ORDER BY id;
+SELECT id, is_deleted FROM flag_lines ORDER BY id;
+RESET lifecycle.include_deleted;
+SELECT id FROM flag_orders ORDER BY id;                    -- 1, 5, 6 visible
+-- A DELETE sets the flag (and its cascade the children's); restore clears it.
+\set QUIET off
+DELETE FROM flag_orders WHERE id = 5;
+\set QUIET on
+SET lifecycle.include_deleted = on;
+SELECT id, is_deleted, deleted_at IS NOT NULL AS deleted FROM flag_lines ORDER BY id;
+RESET lifecycle.include_deleted;
+SELECT lifecycle.restore('flag_orders', 5) AS restored;
+SELECT id, is_deleted, deleted_at IS NULL AS live FROM flag_lines ORDER BY id;
+-- The application's own soft delete through the flag alone: deleted_at, an
+-- event, an actor and the cascade follow; its restore through the flag brings the event back.
+SELECT set_config('lifecycle.actor', 'app:7', false);
+\set QUIET off
+UPDATE flag_orders SET is_deleted = true WHERE id = 6;
+\set QUIET on
+SET lifecycle.include_deleted = on;
+SELECT id, is_deleted, deleted_at IS NOT NULL AS deleted, deleted_by, delete_event IS NOT NULL AS has_event
+  FROM flag_orders WHERE id = 6;
+SELECT id, is_deleted, deleted_at IS NOT NULL AS deleted, (SELECT delete_event FROM flag_orders WHERE id = 6) = l_event AS same_event
+  FROM (SELECT id, is_deleted, deleted_at, delete_event AS l_event FROM flag_lines WHERE id = 13) l;
+\set QUIET off
+UPDATE flag_orders SET is_deleted = false WHERE id = 6;
+\set QUIET on
+SELECT id, is_deleted, deleted_at, deleted_by, delete_event FROM flag_orders WHERE id = 6;
+SELECT id, is_deleted, deleted_at, delete_event FROM flag_lines WHERE id = 13;
+RESET lifecycle.include_deleted;
+RESET lifecycle.actor;
+-- deleted_at alone (the seeds' soft_delete) sets the flag; an INSERT with the flag set inserts a deleted row;
+-- an update that changes neither keeps them as they are.
+UPDATE flag_orders SET deleted_at = now() WHERE id = 1;       -- and its line 10, by the cascade
+INSERT INTO flag_orders (id, note, is_deleted) VALUES (7, 'inserted deleted', true);
+SET lifecycle.include_deleted = on;
+UPDATE flag_orders SET note = note || '.' WHERE id IN (1, 7);
+SELECT id, is_deleted, deleted_at IS NOT NULL AS deleted FROM flag_orders WHERE id IN (1, 7) ORDER BY id;
+SELECT id, is_deleted, deleted_at IS NOT NULL AS deleted FROM flag_lines WHERE id = 10;
+RESET lifecycle.include_deleted;
+-- The flag is protected like the three columns; disabling, or enabling again without it, removes its trigger.
+SELECT err($$ALTER TABLE flag_orders DROP COLUMN is_deleted$$) AS drop_flag;
+SELECT err($$ALTER TABLE flag_orders RENAME COLUMN is_deleted TO gone$$) AS rename_flag;
+SELECT err($$ALTER TABLE flag_orders ALTER COLUMN is_deleted DROP DEFAULT,
+                ALTER COLUMN is_deleted TYPE int USING is_deleted::int$$) AS retype_flag;
+SELECT err($$DROP TRIGGER lifecycle_soft_delete_flag ON flag_orders$$) AS drop_trigger;
+SELECT err($$ALTER TABLE flag_orders DISABLE TRIGGER lifecycle_soft_delete_flag$$) AS disable_trigger;
+SELECT err($$SELECT lifecycle.soft_delete_flag()$$) AS not_callable;
+SELECT lifecycle.soft_delete_enable('flag_lines');
+SELECT flag IS NULL AS no_flag, (SELECT count(*) FROM pg_trigger WHERE tgrelid = 'flag_lines'::regclass
+                                  AND tgname = 'lifecycle_soft_delete_flag') AS flag_triggers
+  FROM lifecycle.soft_delete_tables WHERE tbl = 'flag_lines'::regclass;
+SELECT lifecycle.soft_delete_disable('flag_orders');
+SELECT count(*) AS triggers_left FROM pg_trigger WHERE tgrelid = 'flag_orders'::regclass AND tgname LIKE 'lifecycle%';
+ALTER TABLE flag_orders DROP COLUMN is_deleted;
+DROP TABLE flag_lines, flag_orders;
+-- A partitioned table: the flag trigger is on every partition, also new ones.
+CREATE TABLE flag_parts (id int, region text, is_deleted boolean NOT NULL DEFAULT false,
+                         PRIMARY KEY (id, region)) PARTITION BY LIST (region);
+CREATE TABLE flag_parts_eu PARTITION OF flag_parts FOR VALUES IN ('eu');
+SELECT lifecycle.soft_delete_enable('flag_parts', flag => 'is_deleted');
+CREATE TABLE flag_parts_us PARTITION OF flag_parts FOR VALUES IN ('us');
+INSERT INTO flag_parts VALUES (1, 'eu'), (2, 'us'), (3, 'us');
+DELETE FROM flag_parts WHERE id IN (1, 2);
+UPDATE flag_parts_us SET is_deleted = true WHERE id = 3;
+SET lifecycle.include_deleted = on;
+SELECT tableoid::regclass AS part, id, is_deleted, deleted_at IS NOT NULL AS deleted FROM flag_parts ORDER BY id;
+RESET lifecycle.include_deleted;
+SELECT err($$ALTER TABLE flag_parts_us DISABLE TRIGGER lifecycle_soft_delete_flag$$) AS disable_on_partition;
+DROP TABLE flag_parts;
+
+DROP TABLE accounts, orgs, teams, members, invoices, notes, audit, folders, ring_a, ring_b, event_notes, events,
            no_pk, bad_col, boards, cards, zones, sites, shops, items CASCADE;
 REVOKE ALL ON SCHEMA public FROM sd_app;
 DROP ROLE sd_app;

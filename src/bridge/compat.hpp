@@ -156,6 +156,15 @@ inline LocalTransactionId my_lxid() {
 }  // namespace pg_lifecycle::compat
 
 /*
+ * Not a version guard: a MERGE with INSERT and UPDATE actions on a
+ * partitioned table gets wrong UPDATE NEW transition tables from some minor
+ * releases (18.6 here; 15.18's code is the same, 15.20 and 17.12 are fixed).
+ * An extension built against one minor release runs on the later ones, so
+ * PG_VERSION_NUM cannot tell: src/counts/capture.cpp (wrap_merge_source)
+ * works around it on every version.
+ */
+
+/*
  * 18: RETURNING can name OLD and NEW (Var.varreturningtype).
  * Before 18 every Var in RETURNING is the statement's default.
  */

@@ -6,7 +6,9 @@
  *                              (dims, bucket, live) group of the statement to
  *                              count_N_delta (+n for new rows, -n for old).
  *                              COPY, MERGE, ON CONFLICT, FK cascades and
- *                              cross-partition UPDATEs all come through here.
+ *                              cross-partition UPDATEs all come through here
+ *                              (MERGE on a partitioned table with the help of
+ *                              an executor hook: see below).
  *  lifecycle.count_truncate()  BEFORE/AFTER TRUNCATE: the counted table's own
  *                              TRUNCATE empties its count tables; a partition's
  *                              subtracts that partition's rows (unless an
@@ -404,8 +406,91 @@ void queue_merge_moves(QueryDesc* qd) {
     });
 }
 
+/* ------------------------------------------------------------------------
+ * MERGE inserting into a partitioned table, then updating rows in place.
+ * Routing a MERGE INSERT through the partitioned root remembers the inserted
+ * slot in the statement's tcs_original_insert_tuple (ExecPrepareTupleRouting),
+ * and only a row moved to another partition forgets it again
+ * (ExecCrossPartitionUpdate); row capture (AfterTriggerSaveEvent ->
+ * TransitionTableAddTuple) stores that slot, when set, as the NEW row of any
+ * event, an UPDATE's too.  Where PostgreSQL has this bug (18.6 here; 15.18's
+ * code is the same; 15.20 and 17.12 no longer do it), each row a later
+ * UPDATE action of that MERGE changes within its partition appears in the
+ * UPDATE NEW transition table as the row last inserted: counted wrong.
+ *
+ * Which minor release the server runs is not known when we are built, so on
+ * every version a MERGE with INSERT and UPDATE actions on a counted
+ * partitioned table has its source plan wrapped: the remembered slot is
+ * forgotten before each source row is read, and an INSERT routed for that
+ * row remembers its own again before it is captured (a no-op where
+ * PostgreSQL is fixed).
+ * ------------------------------------------------------------------------ */
+
+/* One wrapped source plan; lives in the query's memory context, whose reset
+ * unlinks it. */
+struct MergeSource {
+    PlanState* node;
+    ExecProcNodeMtd real;
+    TransitionCaptureState* tcs;
+    MergeSource* next;
+    MemoryContextCallback forget;
+};
+MergeSource* merge_sources = nullptr;
+
+/* The executor's call for the next source row: plain C, no C++ object in
+ * the frame (the plan below may raise an error through it). */
+extern "C" TupleTableSlot* merge_source_next(PlanState* node) {
+    for (MergeSource* s = merge_sources; s != nullptr; s = s->next) {
+        if (s->node == node) {
+            s->tcs->tcs_original_insert_tuple = nullptr;
+            return s->real(node);
+        }
+    }
+    elog(ERROR, "pg_lifecycle: MERGE source plan node not registered");
+    return nullptr;
+}
+
+/* Memory context reset callback: no allocation, no error. */
+extern "C" void forget_merge_source(void* arg) {
+    for (MergeSource** p = &merge_sources; *p != nullptr; p = &(*p)->next) {
+        if (*p == arg) {
+            *p = (*p)->next;
+            return;
+        }
+    }
+}
+
+void wrap_merge_source(QueryDesc* qd) {
+    if (qd->planstate == nullptr || !IsA(qd->planstate, ModifyTableState)) return;
+    auto* mt = reinterpret_cast<ModifyTableState*>(qd->planstate);
+    constexpr int insert_and_update = MERGE_INSERT | MERGE_UPDATE;
+    if ((mt->mt_merge_subcommands & insert_and_update) != insert_and_update) return;
+    if (mt->mt_transition_capture == nullptr || mt->rootResultRelInfo == nullptr) return;
+    Relation root = mt->rootResultRelInfo->ri_RelationDesc;
+    if (root->rd_rel->relkind != RELKIND_PARTITIONED_TABLE) return;
+    PlanState* source = outerPlanState(mt);
+    if (source == nullptr || source->ExecProcNodeReal == merge_source_next) return;  /* run again */
+    if (config_for_relation(RelationGetRelid(root)) == nullptr) return;
+    pg_call([&] {
+        auto* s = static_cast<MergeSource*>(MemoryContextAllocZero(qd->estate->es_query_cxt, sizeof(MergeSource)));
+        s->node = source;
+        s->real = source->ExecProcNodeReal;
+        s->tcs = mt->mt_transition_capture;
+        s->forget.func = forget_merge_source;
+        s->forget.arg = s;
+        MemoryContextRegisterResetCallback(qd->estate->es_query_cxt, &s->forget);
+        s->next = merge_sources;
+        merge_sources = s;
+        /* ExecProcNodeFirst and ExecProcNodeInstr call ExecProcNodeReal; a
+         * node already run calls it directly. */
+        if (source->ExecProcNode == s->real) source->ExecProcNode = merge_source_next;
+        source->ExecProcNodeReal = merge_source_next;
+    });
+}
+
 extern "C" void lifecycle_executor_run(QueryDesc* qd, ScanDirection direction,
                                        uint64 count LIFECYCLE_EXECUTE_ONCE_PARAM) {
+    if (qd->operation == CMD_MERGE) bridge::entry_guard([qd] { wrap_merge_source(qd); });
     if (prev_executor_run) {
         prev_executor_run(qd, direction, count LIFECYCLE_EXECUTE_ONCE_ARG);
     } else {

@@ -9,6 +9,8 @@
 #include "gucs.hpp"
 #include "softdelete/softdelete.hpp"
 
+#include <algorithm>
+#include <deque>
 #include <functional>
 
 namespace pg_lifecycle::softdelete {
@@ -70,38 +72,43 @@ std::vector<std::string> primary_key_columns(Oid relid) {
     return cols;
 }
 
-/* Copies of the named columns of result row `r` (types alongside); false if one is NULL. */
-bool copy_columns(SPITupleTable* tuptable, uint64 r, const std::vector<std::string>& cols, std::vector<Oid>& types,
-                  std::vector<Datum>& values) {
-    bool has_null = false;
-    for (const auto& col : cols) {
-        int attnum = pg_call([&] { return SPI_fnumber(tuptable->tupdesc, col.c_str()); });
-        Oid type = pg_call([&] { return SPI_gettypeid(tuptable->tupdesc, attnum); });
-        bool isnull;
-        Datum d = pg_call([&] {
-            Datum v = SPI_getbinval(tuptable->vals[r], tuptable->tupdesc, attnum, &isnull);
-            int16 len;
-            bool byval;
-            get_typlenbyval(type, &len, &byval);
-            return isnull ? v : datumCopy(v, byval, len);
-        });
-        has_null = has_null || isnull;
-        types.push_back(type);
-        values.push_back(d);
+/* The flag column must be a boolean column of the table other than the
+ * three soft-delete columns. */
+void check_flag_column(Oid relid, const std::string& flag, const std::string& table) {
+    AttrNumber att = pg_call([&] { return get_attnum(relid, flag.c_str()); });
+    if (att <= 0) {
+        throw Error(sqlstate::undefined_column, fmt::format("column \"{}\" of table {} does not exist", flag, table),
+                    {}, "flag names the application's own boolean column (is_deleted, say), which must exist.");
     }
-    return !has_null;
+    for (const auto& col : soft_columns) {
+        if (flag == col.name) {
+            throw Error(sqlstate::invalid_parameter_value,
+                        fmt::format("column \"{}\" of table {} cannot be the flag: soft delete keeps it itself", flag,
+                                    table));
+        }
+    }
+    if (pg_call([&] { return get_atttype(relid, att); }) != BOOLOID) {
+        throw Error(sqlstate::datatype_mismatch,
+                    fmt::format("column \"{}\" of table {} must be of type boolean to be the flag", flag, table));
+    }
+}
+
+/* A value's text form. */
+std::string value_text(Datum value, Oid type) {
+    return pg_call([&] {
+        if (type == UNKNOWNOID || type == CSTRINGOID) return std::string(DatumGetCString(value));
+        Oid out;
+        bool varlena;
+        getTypeOutputInfo(type, &out, &varlena);
+        return std::string(OidOutputFunctionCall(out, value));
+    });
 }
 
 /* A key value of type `from` as a value of type `to`, through their text
  * forms (22P02 naming the column when it does not fit). */
 Datum convert_id(Datum id, Oid from, Oid to, const std::string& column, const std::string& table) {
-    std::string text = pg_call([&] {
-        if (from == UNKNOWNOID || from == CSTRINGOID) return std::string(DatumGetCString(id));
-        Oid out;
-        bool varlena;
-        getTypeOutputInfo(from, &out, &varlena);
-        return std::string(OidOutputFunctionCall(out, id));
-    });
+    if (from == to) return id;
+    std::string text = value_text(id, from);
     try {
         return pg_call([&] {
             Oid in, ioparam;
@@ -116,87 +123,343 @@ Datum convert_id(Datum id, Oid from, Oid to, const std::string& column, const st
     }
 }
 
-/* A parent a restored row references, to be checked once the restore is done. */
-struct ParentCheck {
-    ForeignKey fk;
-    std::vector<Oid> types;
-    std::vector<Datum> values;
-};
+std::string composite_key_hint(const std::vector<std::string>& pk) {
+    std::string object, names;
+    for (size_t i = 0; i < pk.size(); ++i) {
+        object += fmt::format("{}\"{}\": …", i ? ", " : "", pk[i]);
+        names += fmt::format("{}{}", i ? ", " : "", pk[i]);
+    }
+    return fmt::format("Pass the key as a JSON object, '{{{}}}', or as an array in key order ({}).", object, names);
+}
 
-/* Key values of `n` result rows for each of `table`'s foreign keys into
- * enabled tables. */
-void remember_parents(std::vector<ParentCheck>& checks, Oid table, SPITupleTable* tuptable, uint64 n) {
-    for (const ForeignKey& fk : outgoing_fks(table)) {
-        if (lookup(fk.referenced) == nullptr) continue;
-        for (uint64 r = 0; r < n; ++r) {
-            ParentCheck check{fk, {}, {}};
-            if (copy_columns(tuptable, r, fk.referencing_cols, check.types, check.values)) {
-                checks.push_back(std::move(check));
-            }
+/* A composite key given as a JSON object naming every key column. */
+std::vector<Datum> key_from_json(Datum id, Oid id_type, const std::vector<std::string>& pk,
+                                 const std::vector<Oid>& types, const std::string& table) {
+    std::string text = value_text(id, id_type);
+    Datum json;
+    try {
+        json = pg_call([&] {
+            Oid in, ioparam;
+            getTypeInputInfo(JSONBOID, &in, &ioparam);
+            return OidInputFunctionCall(in, const_cast<char*>(text.c_str()), ioparam, -1);
+        });
+    } catch (const bridge::PgError& e) {
+        throw Error(sqlstate::invalid_text_representation,
+                    fmt::format("the key of table {} has {} columns: \"{}\" is not a JSON object", table, pk.size(), text),
+                    e.what(), composite_key_hint(pk));
+    }
+    Oid jsonb = JSONBOID;
+    bridge::execute_sql("SELECT pg_catalog.jsonb_typeof($1) OPERATOR(pg_catalog.=) 'object'", 1, &jsonb, &json,
+                        nullptr, true, 1);
+    if (!DatumGetBool(bridge::result_datum(0, 1).value_or(BoolGetDatum(false)))) {
+        throw Error(sqlstate::invalid_parameter_value,
+                    fmt::format("the key of table {} has {} columns: \"{}\" is not a JSON object", table, pk.size(), text),
+                    {}, composite_key_hint(pk));
+    }
+    bridge::execute_sql("SELECT e.key, e.value FROM pg_catalog.jsonb_each_text($1) AS e", 1, &jsonb, &json, nullptr,
+                        true);
+    std::vector<std::optional<std::string>> found(pk.size());
+    for (uint64 r = 0; r < bridge::processed_rows(); ++r) {
+        std::string name = *bridge::result_text(r, 1);
+        auto at = std::find(pk.begin(), pk.end(), name);
+        if (at == pk.end()) {
+            throw Error(sqlstate::invalid_parameter_value,
+                        fmt::format("\"{}\" is not a column of the primary key of table {}", name, table), {},
+                        composite_key_hint(pk));
         }
+        std::optional<std::string> value = bridge::result_text(r, 2);
+        if (!value) {
+            throw Error(sqlstate::null_value_not_allowed, fmt::format("key column \"{}\" is null", name), {},
+                        composite_key_hint(pk));
+        }
+        found[static_cast<size_t>(at - pk.begin())] = std::move(value);
+    }
+    std::vector<Datum> values;
+    for (size_t i = 0; i < pk.size(); ++i) {
+        if (!found[i]) {
+            throw Error(sqlstate::invalid_parameter_value,
+                        fmt::format("key column \"{}\" of table {} is missing", pk[i], table), {},
+                        composite_key_hint(pk));
+        }
+        values.push_back(convert_id(bridge::text_datum(*found[i]), TEXTOID, types[i], pk[i], table));
+    }
+    return values;
+}
+
+/* A composite key given as an array of its values in key order. */
+std::vector<Datum> key_from_array(Datum id, Oid element, const std::vector<std::string>& pk,
+                                  const std::vector<Oid>& types, const std::string& table) {
+    Datum* elems = nullptr;
+    bool* nulls = nullptr;
+    int n = 0;
+    pg_call([&] {
+        ArrayType* array = DatumGetArrayTypeP(id);
+        int16 len;
+        bool byval;
+        char align;
+        get_typlenbyvalalign(element, &len, &byval, &align);
+        if (ARR_NDIM(array) <= 1) deconstruct_array(array, element, len, byval, align, &elems, &nulls, &n);
+        else n = -1;
+    });
+    if (n < 0) {
+        throw Error(sqlstate::invalid_parameter_value,
+                    fmt::format("the key of table {} has {} columns: pass a one-dimensional array", table, pk.size()),
+                    {}, composite_key_hint(pk));
+    }
+    if (n != static_cast<int>(pk.size())) {
+        throw Error(sqlstate::invalid_parameter_value,
+                    fmt::format("the key of table {} has {} columns; the array has {}", table, pk.size(), n), {},
+                    composite_key_hint(pk));
+    }
+    std::vector<Datum> values;
+    for (size_t i = 0; i < pk.size(); ++i) {
+        if (nulls[i]) {
+            throw Error(sqlstate::null_value_not_allowed, fmt::format("key column \"{}\" is null", pk[i]), {},
+                        composite_key_hint(pk));
+        }
+        values.push_back(convert_id(elems[i], element, types[i], pk[i], table));
+    }
+    return values;
+}
+
+/* The primary key value(s) restore's id names, as values of the key
+ * columns' types: a single-column key from any type a driver sends (an
+ * untyped parameter, text, another integer width), a composite key from a
+ * JSON object naming its columns (jsonb, json, or text holding one) or an
+ * array of its values in key order. */
+std::vector<Datum> key_values(Datum id, Oid id_type, const std::vector<std::string>& pk, const std::vector<Oid>& types,
+                              const std::string& table) {
+    if (pk.empty()) {
+        throw Error(sqlstate::wrong_object_state, fmt::format("table {} has no primary key", table),
+                    "Soft delete restores rows by their primary key.", "ALTER TABLE … ADD PRIMARY KEY (…);");
+    }
+    if (pk.size() == 1) return {convert_id(id, id_type, types[0], pk[0], table)};
+    Oid element = pg_call([id_type] { return get_element_type(id_type); });
+    if (element != InvalidOid) return key_from_array(id, element, pk, types, table);
+    switch (id_type) {
+        case JSONBOID:
+        case JSONOID:
+        case TEXTOID:
+        case VARCHAROID:
+        case UNKNOWNOID:
+        case CSTRINGOID:
+            return key_from_json(id, id_type, pk, types, table);
+        default:
+            throw Error(sqlstate::datatype_mismatch,
+                        fmt::format("the key of table {} has {} columns; a value of type {} cannot name a row", table,
+                                    pk.size(), pg_call([id_type] { return std::string(format_type_be(id_type)); })),
+                        {}, composite_key_hint(pk));
     }
 }
 
-/* Restores the rows of `table` matching `where` (with params) that carry
- * delete_event `event`, then, recursively, the rows its ON DELETE CASCADE
- * children lost in the same event.  Returns the number of rows restored. */
-int64 restore_rows(Oid table, const std::string& where, std::vector<Oid> types, std::vector<Datum> values,
-                   int64 event, std::vector<ParentCheck>& checks) {
-    int n = static_cast<int>(values.size());
-    types.push_back(INT8OID);
-    values.push_back(Int64GetDatum(event));
-    std::string sql = fmt::format(
-        "UPDATE {} SET deleted_at = NULL, deleted_by = NULL, delete_event = NULL "
-        "WHERE {} AND deleted_at IS NOT NULL AND delete_event OPERATOR(pg_catalog.=) ${} RETURNING *",
-        bridge::qualified_relation_name(table), where, n + 1);
-    {
+/* Values of some columns of many rows, one vector per column: what a
+ * set-based step of a restore passes on as arrays. */
+struct KeyColumns {
+    std::vector<Oid> types;
+    std::vector<std::vector<Datum>> columns;
+    size_t rows() const { return columns.empty() ? 0 : columns[0].size(); }
+};
+
+/* Copies of the named columns of the first `n` rows of a result, leaving out
+ * rows where one of them is NULL (they reference nothing / nothing
+ * references them). */
+KeyColumns collect_keys(SPITupleTable* tuptable, uint64 n, const std::vector<std::string>& cols) {
+    KeyColumns keys;
+    size_t ncols = cols.size();
+    std::vector<int> attnums(ncols);
+    std::vector<int16> lens(ncols);
+    std::vector<char> byvals(ncols);
+    keys.types.resize(ncols);
+    keys.columns.resize(ncols);
+    for (size_t c = 0; c < ncols; ++c) {
+        attnums[c] = pg_call([&] { return SPI_fnumber(tuptable->tupdesc, cols[c].c_str()); });
+        if (attnums[c] <= 0) {
+            throw Error(sqlstate::internal_error, fmt::format("restore: column \"{}\" is not in the result", cols[c]));
+        }
+        keys.types[c] = pg_call([&] { return SPI_gettypeid(tuptable->tupdesc, attnums[c]); });
+        pg_call([&] {
+            bool byval;
+            get_typlenbyval(keys.types[c], &lens[c], &byval);
+            byvals[c] = byval;
+        });
+        keys.columns[c].reserve(n);
+    }
+    std::vector<Datum> row(ncols);
+    for (uint64 r = 0; r < n; ++r) {
+        bool has_null = pg_call([&] {
+            bool any_null = false;
+            for (size_t c = 0; c < ncols && !any_null; ++c) {
+                bool isnull;
+                Datum v = SPI_getbinval(tuptable->vals[r], tuptable->tupdesc, attnums[c], &isnull);
+                any_null = isnull;
+                if (!isnull) row[c] = datumCopy(v, byvals[c], lens[c]);
+            }
+            return any_null;
+        });
+        if (has_null) continue;
+        for (size_t c = 0; c < ncols; ++c) keys.columns[c].push_back(row[c]);
+    }
+    return keys;
+}
+
+/* Rows [from, from + count) of one column as an array parameter. */
+Datum key_array(const KeyColumns& keys, size_t c, size_t from, size_t count) {
+    return pg_call([&] {
+        int16 len;
+        bool byval;
+        char align;
+        get_typlenbyvalalign(keys.types[c], &len, &byval, &align);
+        return PointerGetDatum(construct_array(const_cast<Datum*>(keys.columns[c].data() + from),
+                                               static_cast<int>(count), keys.types[c], len, byval, align));
+    });
+}
+
+Oid array_type_of(Oid type) {
+    Oid array = pg_call([type] { return get_array_type(type); });
+    if (array == InvalidOid) {
+        throw Error(sqlstate::feature_not_supported,
+                    fmt::format("lifecycle.restore cannot pass keys of type {}: it has no array type",
+                                pg_call([type] { return std::string(format_type_be(type)); })));
+    }
+    return array;
+}
+
+/* Key values per statement of a set-based step: big enough that a statement's
+ * planning is noise, small enough to bound a statement's parameter memory. */
+constexpr size_t keys_per_statement = 50000;
+
+/* "EXISTS (SELECT FROM ROWS FROM (unnest($1), …) k(k1, …) WHERE k.k1 op x.col1 AND …)":
+ * the rows of alias `x` whose `cols` match one of the key tuples passed as
+ * arrays $1…$n, with the key's own operators: `<key value> op <column>`, or
+ * `<column> op <key value>` when !key_on_left. */
+std::string matches_keys(const std::string& x, const std::vector<std::string>& cols, const std::vector<std::string>& ops,
+                         bool key_on_left = true) {
+    std::string args, names, conds;
+    for (size_t i = 0; i < cols.size(); ++i) {
+        args += fmt::format("{}pg_catalog.unnest(${})", i ? ", " : "", i + 1);
+        names += fmt::format("{}k{}", i ? ", " : "", i + 1);
+        std::string key = fmt::format("k.k{}", i + 1), column = fmt::format("{}.{}", x, bridge::quote_ident(cols[i]));
+        conds += fmt::format("{}{} {} {}", i ? " AND " : "", key_on_left ? key : column, ops[i],
+                             key_on_left ? column : key);
+    }
+    return fmt::format("EXISTS (SELECT FROM ROWS FROM ({}) AS k({}) WHERE {})", args, names, conds);
+}
+
+/* Runs `sql` (whose $1…$n are the key columns as arrays, `extra` the
+ * parameters after them) once per slice of keys_per_statement keys; `each`
+ * reads each statement's result.  */
+void for_key_slices(const std::string& sql, const KeyColumns& keys, const std::vector<Oid>& extra_types,
+                    const std::vector<Datum>& extra_values, bool read_only, const std::function<void()>& each) {
+    size_t ncols = keys.types.size();
+    std::vector<Oid> types;
+    for (Oid t : keys.types) types.push_back(array_type_of(t));
+    types.insert(types.end(), extra_types.begin(), extra_types.end());
+    for (size_t from = 0; from < keys.rows(); from += keys_per_statement) {
+        size_t count = std::min(keys_per_statement, keys.rows() - from);
+        std::vector<Datum> values;
+        for (size_t c = 0; c < ncols; ++c) values.push_back(key_array(keys, c, from, count));
+        values.insert(values.end(), extra_values.begin(), extra_values.end());
+        bridge::execute_sql(sql, static_cast<int>(values.size()), types.data(), values.data(), nullptr, read_only);
+        each();
+    }
+}
+
+/* Parents that rows restored through one foreign key reference, checked
+ * once the restore is done. */
+struct ParentCheck {
+    ForeignKey fk;
+    KeyColumns keys;
+};
+
+/* For each of `table`'s foreign keys into enabled tables, the key values of
+ * the first `n` result rows. */
+void remember_parents(std::vector<ParentCheck>& checks, Oid table, SPITupleTable* tuptable, uint64 n) {
+    for (const ForeignKey& fk : outgoing_fks(table)) {
+        if (lookup(fk.referenced) == nullptr) continue;
+        KeyColumns keys = collect_keys(tuptable, n, fk.referencing_cols);
+        if (keys.rows() > 0) checks.push_back({fk, std::move(keys)});
+    }
+}
+
+/* One set-based step of a restore: rows of `table` whose `cols` match one of
+ * `keys` (with `ops`) and that carry delete_event `event`. */
+struct RestoreStep {
+    Oid table;
+    std::vector<std::string> cols;
+    std::vector<std::string> ops;
+    KeyColumns keys;
+};
+
+/* Restores the rows of the first step that carry delete_event `event`, then,
+ * breadth first and a statement per table, foreign key and slice of keys,
+ * the rows of enabled tables that reference restored rows through any
+ * foreign key and carry the same event (rows an ORM deleted child by child in
+ * the parent's transaction share its event; rows deleted by another event
+ * stay deleted).  Returns the number of rows restored. */
+int64 restore_event(RestoreStep first, int64 event, std::vector<ParentCheck>& checks) {
+    std::deque<RestoreStep> steps;
+    steps.push_back(std::move(first));
+    int64 total = 0;
+    while (!steps.empty()) {
+        RestoreStep step = std::move(steps.front());
+        steps.pop_front();
+        /* "Deleted by this event" is written as a CASE, which the planner
+         * cannot estimate from the columns' statistics: those usually predate
+         * the delete (every row live at the last ANALYZE), would make it take
+         * the condition for "no row", and pick a nested loop of every key
+         * over every candidate row (quadratic: 20 s for a 200k-row restore). */
+        std::string sql = fmt::format(
+            "UPDATE {} x SET deleted_at = NULL, deleted_by = NULL, delete_event = NULL "
+            "WHERE {} AND CASE WHEN x.delete_event OPERATOR(pg_catalog.=) ${} THEN x.deleted_at IS NOT NULL "
+            "ELSE false END RETURNING x.*",
+            bridge::qualified_relation_name(step.table), matches_keys("x", step.cols, step.ops), step.cols.size() + 1);
+        std::vector<ForeignKey> children;
+        for (const ForeignKey& fk : incoming_fks(step.table)) {
+            if (lookup(fk.referencing) != nullptr) children.push_back(fk);
+        }
         /* As the caller, whose settings the table's triggers see. */
         bridge::CallersSearchPath callers;
-        bridge::execute_sql(sql, static_cast<int>(values.size()), types.data(), values.data(), nullptr, false);
-    }
-    uint64 restored = bridge::processed_rows();
-    if (restored == 0) return 0;
-    remember_parents(checks, table, SPI_tuptable, restored);
-
-    /* Copy what the children need out of this result before running more SQL. */
-    std::vector<ForeignKey> fks;
-    for (const ForeignKey& fk : incoming_fks(table)) {
-        /* Any foreign key, not only ON DELETE CASCADE: rows an application
-         * deleted itself, child by child, in the same transaction as their
-         * parent (ORMs that cascade in code) share its event. */
-        if (lookup(fk.referencing) != nullptr) fks.push_back(fk);
-    }
-    struct ChildWork {
-        const ForeignKey* fk;
-        std::vector<Oid> types;
-        std::vector<Datum> values;
-    };
-    std::vector<ChildWork> work;
-    SPITupleTable* tuptable = SPI_tuptable;
-    for (uint64 r = 0; r < restored; ++r) {
-        for (const ForeignKey& fk : fks) {
-            ChildWork w{&fk, {}, {}};
-            if (copy_columns(tuptable, r, fk.referenced_cols, w.types, w.values)) work.push_back(std::move(w));
-        }
-    }
-    int64 total = static_cast<int64>(restored);
-    for (auto& w : work) {
-        std::string child_where;
-        for (size_t i = 0; i < w.fk->referencing_cols.size(); ++i) {
-            child_where += fmt::format("{}${} {} {}", i ? " AND " : "", i + 1, w.fk->eq_ops[i],
-                                       bridge::quote_ident(w.fk->referencing_cols[i]));
-        }
-        total += restore_rows(w.fk->referencing, child_where, w.types, w.values, event, checks);
+        for_key_slices(sql, step.keys, {INT8OID}, {Int64GetDatum(event)}, false, [&] {
+            uint64 restored = bridge::processed_rows();
+            if (restored == 0) return;
+            total += static_cast<int64>(restored);
+            SPITupleTable* tuptable = SPI_tuptable;
+            remember_parents(checks, step.table, tuptable, restored);
+            for (const ForeignKey& fk : children) {
+                KeyColumns keys = collect_keys(tuptable, restored, fk.referenced_cols);
+                if (keys.rows() > 0) {
+                    steps.push_back({fk.referencing, fk.referencing_cols, fk.eq_ops, std::move(keys)});
+                }
+            }
+        });
     }
     return total;
 }
 
+/* A restored row must not reference a row that is still deleted: for each
+ * foreign key, one statement per slice of keys reads (FOR SHARE, as the
+ * parent's owner and outside row-level security, as a foreign-key check
+ * does) the parents the restored rows reference. */
 void check_parents(const std::vector<ParentCheck>& checks) {
     for (const ParentCheck& c : checks) {
-        check_parent_not_deleted(c.fk, c.types, c.values, fmt::format("Foreign key \"{}\".", c.fk.name));
+        std::string parent = bridge::qualified_relation_name(c.fk.referenced);
+        /* The keys hold referencing values; the foreign key's operators
+         * are `referenced op referencing`. */
+        std::string sql = fmt::format("SELECT x.deleted_at IS NOT NULL FROM {} x WHERE {} FOR SHARE OF x", parent,
+                                      matches_keys("x", c.fk.referenced_cols, c.fk.eq_ops, false));
+        bridge::AsRole as_owner(bridge::relation_owner(c.fk.referenced), SECURITY_NOFORCE_RLS);
+        for_key_slices(sql, c.keys, {}, {}, false, [&] {
+            for (uint64 r = 0; r < bridge::processed_rows(); ++r) {
+                if (DatumGetBool(bridge::result_datum(r, 1).value_or(BoolGetDatum(false)))) {
+                    throw Error(sqlstate::foreign_key_violation,
+                                fmt::format("cannot restore a row of {}: its parent row in {} is still deleted",
+                                            bridge::qualified_relation_name(c.fk.referencing), parent),
+                                fmt::format("Foreign key \"{}\".", c.fk.name), "Restore the parent row first.");
+                }
+            }
+        });
     }
 }
-
 }  // namespace
 
 /* A restored row must not reference a row that is still deleted (in an
@@ -230,7 +493,7 @@ void check_parent_not_deleted(const ForeignKey& fk, const std::vector<Oid>& type
 using namespace pg_lifecycle;
 using bridge::pg_call;
 
-/* lifecycle.soft_delete_enable(tbl regclass, retention interval, hide boolean) RETURNS void */
+/* lifecycle.soft_delete_enable(tbl regclass, retention interval, hide boolean, flag name) RETURNS void */
 LIFECYCLE_FUNCTION(lifecycle_soft_delete_enable) {
     bridge::require_arg(fcinfo, 0, "tbl");
     bridge::require_arg(fcinfo, 2, "hide");
@@ -260,18 +523,45 @@ LIFECYCLE_FUNCTION(lifecycle_soft_delete_enable) {
                         {}, "Rename or drop the column, then enable soft delete again.");
         }
     }
+    /* A legacy boolean flag (is_deleted): rows where it and deleted_at
+     * disagree are made deleted (either one says so), then the flag trigger
+     * keeps them in step. */
+    std::optional<std::string> flag;
+    if (PG_NARGS() > 3 && !PG_ARGISNULL(3)) {
+        flag = pg_call([fcinfo] { return std::string(NameStr(*PG_GETARG_NAME(3))); });
+        softdelete::check_flag_column(relid, *flag, table);
+        std::string f = bridge::quote_ident(*flag);
+        softdelete::with_deleted_rows_visible([&] {
+            bridge::CallersSearchPath callers;
+            bridge::execute_sql(
+                fmt::format("UPDATE {0} SET deleted_at = CASE WHEN deleted_at IS NULL THEN pg_catalog.now() "
+                            "ELSE deleted_at END, {1} = true WHERE {1} IS DISTINCT FROM (deleted_at IS NOT NULL) "
+                            "AND ({1} OR deleted_at IS NOT NULL)",
+                            table, f),
+                false);
+            bridge::execute_sql(fmt::format("UPDATE {0} SET {1} = false WHERE {1} IS NULL", table, f), false);
+        });
+    }
     softdelete::install_triggers(relid);
+    softdelete::set_flag_trigger(relid, flag);
 
     static bridge::Statement upsert(
         "INSERT INTO lifecycle.soft_delete_tables (tbl, retention, hide) VALUES ($1, $2, $3) "
         "ON CONFLICT (tbl) DO UPDATE SET retention = EXCLUDED.retention, hide = EXCLUDED.hide",
         {REGCLASSOID, INTERVALOID, BOOLOID});
-    Datum values[3] = {ObjectIdGetDatum(relid), PG_ARGISNULL(1) ? (Datum)0 : PG_GETARG_DATUM(1), PG_GETARG_DATUM(2)};
-    char nulls[4] = "   ";
+    static bridge::Statement upsert_flag(
+        "INSERT INTO lifecycle.soft_delete_tables (tbl, retention, hide, flag) VALUES ($1, $2, $3, $4) "
+        "ON CONFLICT (tbl) DO UPDATE SET retention = EXCLUDED.retention, hide = EXCLUDED.hide, flag = EXCLUDED.flag",
+        {REGCLASSOID, INTERVALOID, BOOLOID, NAMEOID});
+    Datum values[4] = {ObjectIdGetDatum(relid), PG_ARGISNULL(1) ? (Datum)0 : PG_GETARG_DATUM(1), PG_GETARG_DATUM(2),
+                       flag ? PG_GETARG_DATUM(3) : (Datum)0};
+    char nulls[5] = "    ";
     if (PG_ARGISNULL(1)) nulls[1] = 'n';
+    if (!flag) nulls[3] = 'n';
     {
         bridge::AsRole as_owner(bridge::extension_owner());
-        upsert.execute(values, nulls, false);
+        /* SQL objects of 0.1 (before ALTER EXTENSION UPDATE) have no flag. */
+        (PG_NARGS() > 3 ? upsert_flag : upsert).execute(values, nulls, false);
     }
     softdelete::invalidate(relid);
     PG_RETURN_VOID();
@@ -313,33 +603,33 @@ LIFECYCLE_FUNCTION(lifecycle_restore) {
 
     bridge::SpiConnection spi;
     std::vector<std::string> pk = softdelete::primary_key_columns(relid);
-    if (pk.size() != 1) {
-        throw Error(sqlstate::feature_not_supported,
-                    fmt::format("lifecycle.restore needs a single-column primary key; {} has {} columns", table,
-                                pk.size()));
+    softdelete::KeyColumns key;
+    for (const std::string& col : pk) {
+        key.types.push_back(pg_call([&] { return get_atttype(relid, get_attnum(relid, col.c_str())); }));
     }
-    std::string pk_col = bridge::quote_ident(pk[0]);
-    /* The id as a value of the key's type (drivers send text, other widths). */
-    Oid pk_type = pg_call([&] { return get_atttype(relid, get_attnum(relid, pk[0].c_str())); });
-    if (id_type != pk_type) {
-        id = softdelete::convert_id(id, id_type, pk_type, pk[0], table);
-        id_type = pk_type;
+    /* The id as values of the key's types (drivers send text, other widths;
+     * a composite key comes as a JSON object or an array). */
+    std::vector<Datum> values = softdelete::key_values(id, id_type, pk, key.types, table);
+    std::vector<std::string> ops, quoted;
+    std::string where, shown_cols, shown_values;
+    for (size_t i = 0; i < pk.size(); ++i) {
+        ops.push_back(bridge::equality_operator(key.types[i]));
+        quoted.push_back(bridge::quote_ident(pk[i]));
+        key.columns.push_back({values[i]});
+        where += fmt::format("{}{} {} ${}", i ? " AND " : "", quoted[i], ops[i], i + 1);
+        shown_cols += fmt::format("{}{}", i ? ", " : "", pk[i]);
+        shown_values += fmt::format("{}{}", i ? ", " : "", softdelete::value_text(values[i], key.types[i]));
     }
-    std::string eq = bridge::equality_operator(pk_type);
+    int nkey = static_cast<int>(pk.size());
     int64 total = 0;
     softdelete::RestoreScope restoring;
     softdelete::with_deleted_rows_visible([&] {
-        std::string find = fmt::format("SELECT delete_event, deleted_at IS NOT NULL FROM {} WHERE {} {} $1", table,
-                                       pk_col, eq);
-        bridge::execute_sql(find, 1, &id_type, &id, nullptr, true, 2);
+        std::string find = fmt::format("SELECT delete_event, deleted_at IS NOT NULL FROM {} WHERE {}", table, where);
+        bridge::execute_sql(find, nkey, key.types.data(), values.data(), nullptr, true, 2);
         if (bridge::processed_rows() == 0) {
-            std::string shown = pg_call([&] {
-                Oid out;
-                bool varlena;
-                getTypeOutputInfo(id_type, &out, &varlena);
-                return std::string(OidOutputFunctionCall(out, id));
-            });
-            throw Error(sqlstate::invalid_parameter_value, fmt::format("no row with {} = {} in table {}", pk[0], shown, table));
+            throw Error(sqlstate::invalid_parameter_value,
+                        nkey == 1 ? fmt::format("no row with {} = {} in table {}", shown_cols, shown_values, table)
+                                  : fmt::format("no row with ({}) = ({}) in table {}", shown_cols, shown_values, table));
         }
         bool deleted = DatumGetBool(*bridge::result_datum(0, 2));
         if (!deleted) return; /* live already: nothing to restore */
@@ -347,14 +637,13 @@ LIFECYCLE_FUNCTION(lifecycle_restore) {
 
         std::vector<softdelete::ParentCheck> checks;
         if (event) {
-            total = softdelete::restore_rows(relid, fmt::format("{} {} $1", pk_col, eq), {id_type}, {id}, *event,
-                                             checks);
+            total = softdelete::restore_event({relid, pk, ops, std::move(key)}, *event, checks);
         } else {
             /* Deleted by hand, without an event: just the row. */
             bridge::CallersSearchPath callers;
-            bridge::execute_sql(fmt::format("UPDATE {} SET deleted_at = NULL, deleted_by = NULL WHERE {} {} $1 RETURNING *",
-                                            table, pk_col, eq),
-                                1, &id_type, &id, nullptr, false);
+            bridge::execute_sql(
+                fmt::format("UPDATE {} SET deleted_at = NULL, deleted_by = NULL WHERE {} RETURNING *", table, where),
+                nkey, key.types.data(), values.data(), nullptr, false);
             total = static_cast<int64>(bridge::processed_rows());
             softdelete::remember_parents(checks, relid, SPI_tuptable, bridge::processed_rows());
         }

@@ -14,7 +14,8 @@
  *  - lifecycle.soft_delete_ddl(), an event trigger at ddl_command_end and
  *    sql_drop, refuses DDL that would leave an enabled table unprotected:
  *    dropping, renaming or retyping deleted_at, deleted_by or delete_event
- *    (also with CASCADE), dropping, renaming or disabling our triggers.  It
+ *    (also with CASCADE), and the flag column a table was enabled with;
+ *    dropping, renaming or disabling our triggers.  It
  *    gives new partitions the TRUNCATE trigger.
  */
 #include "bridge/function.hpp"
@@ -40,6 +41,7 @@ struct OwnDdl {
 constexpr const char* guard_trigger = "lifecycle_soft_delete_guard";
 constexpr const char* cascade_trigger = "lifecycle_soft_delete_cascade";
 constexpr const char* truncate_trigger = "lifecycle_soft_delete_truncate";
+constexpr const char* flag_trigger = "lifecycle_soft_delete_flag";
 
 struct Column {
     const char* name;
@@ -76,7 +78,7 @@ char trigger_state(Oid rel, const char* name) {
 void grant_trigger_functions(Oid relid) {
     Oid owner = bridge::relation_owner(relid);
     std::string role = bridge::quote_ident(pg_call([owner] { return std::string(GetUserNameFromId(owner, false)); }));
-    for (const char* fn : {"soft_delete_guard", "soft_delete_cascade"}) {
+    for (const char* fn : {"soft_delete_guard", "soft_delete_cascade", "soft_delete_flag"}) {
         bool needed = pg_call([owner, fn] {
             List* name = list_make2(makeString(pstrdup("lifecycle")), makeString(pstrdup(fn)));
             Oid f = LookupFuncName(name, 0, nullptr, true);
@@ -120,6 +122,20 @@ void create_truncate_trigger(Oid rel) {
                 fmt::format("Call lifecycle.soft_delete_disable('{}') first.", table));
 }
 
+/* The flag column a table was enabled with (none before 0.2's SQL objects). */
+std::optional<std::string> registered_flag(Oid relid) {
+    Oid registry = pg_call([] { return get_relname_relid("soft_delete_tables", bridge::extension_schema()); });
+    if (!OidIsValid(registry) || pg_call([registry] { return get_attnum(registry, "flag"); }) == InvalidAttrNumber) {
+        return std::nullopt;
+    }
+    Oid type = REGCLASSOID;
+    Datum key = ObjectIdGetDatum(relid);
+    bridge::execute_fresh("SELECT flag::pg_catalog.text FROM lifecycle.soft_delete_tables WHERE tbl OPERATOR(pg_catalog.=) $1",
+                          1, &type, &key, true, 1);
+    if (bridge::processed_rows() == 0) return std::nullopt;
+    return bridge::result_text(0, 1);
+}
+
 /* Every enabled table still has its columns and enabled triggers; new
  * partitions get the TRUNCATE trigger. */
 void check_all() {
@@ -140,7 +156,20 @@ void check_all() {
             bridge::AsRole ext(bridge::extension_owner());
             grant_trigger_functions(relid);
         }
+        std::optional<std::string> flag = registered_flag(relid);
+        if (flag) {
+            AttrNumber att = pg_call([&] { return get_attnum(relid, flag->c_str()); });
+            if (att == InvalidAttrNumber) refuse(relid, fmt::format("dropping or renaming flag column \"{}\"", *flag));
+            if (pg_call([&] { return get_atttype(relid, att); }) != BOOLOID) {
+                refuse(relid, fmt::format("changing the type of flag column \"{}\"", *flag));
+            }
+        }
         for (Oid rel : table_and_partitions(relid)) {
+            if (flag) {
+                char state = trigger_state(rel, flag_trigger);
+                if (state == '\0') refuse(relid, fmt::format("dropping or renaming trigger \"{}\"", flag_trigger));
+                if (state == TRIGGER_DISABLED) refuse(relid, fmt::format("disabling trigger \"{}\"", flag_trigger));
+            }
             for (const char* name : {guard_trigger, cascade_trigger, truncate_trigger}) {
                 if (name == truncate_trigger && !truncate_trigger_expected) continue;
                 char state = trigger_state(rel, name);
@@ -185,6 +214,20 @@ void install_triggers(Oid relid) {
     }
 }
 
+void set_flag_trigger(Oid relid, const std::optional<std::string>& flag) {
+    std::string table = bridge::qualified_relation_name(relid);
+    OwnDdl own;
+    bridge::AsRole ext(bridge::extension_owner());
+    if (trigger_state(relid, flag_trigger) != '\0') {
+        bridge::execute_sql(fmt::format("DROP TRIGGER {} ON {}", flag_trigger, table), false);
+    }
+    if (!flag) return;
+    bridge::execute_sql(fmt::format("CREATE TRIGGER {} BEFORE INSERT OR UPDATE ON {} FOR EACH ROW "
+                                    "EXECUTE FUNCTION lifecycle.soft_delete_flag({})",
+                                    flag_trigger, table, pg_call([&] { return std::string(quote_literal_cstr(flag->c_str())); })),
+                        false);
+}
+
 void reattach_after_restore(Oid relid) {
     if (own_ddl_depth > 0 || lookup(relid) != nullptr) return; /* ours, or registered already */
     std::string table = bridge::qualified_relation_name(relid);
@@ -224,6 +267,9 @@ void remove_triggers(Oid relid) {
     bridge::AsRole ext(bridge::extension_owner());
     for (const char* name : {guard_trigger, cascade_trigger}) {
         bridge::execute_sql(fmt::format("DROP TRIGGER IF EXISTS {} ON {}", name, table), false);
+    }
+    if (trigger_state(relid, flag_trigger) != '\0') {
+        bridge::execute_sql(fmt::format("DROP TRIGGER {} ON {}", flag_trigger, table), false);
     }
     for (Oid rel : table_and_partitions(relid)) {
         bridge::execute_sql(fmt::format("DROP TRIGGER IF EXISTS {} ON {}", truncate_trigger,

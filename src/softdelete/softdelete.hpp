@@ -12,6 +12,7 @@
 
 #include "bridge/pg.hpp"
 
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -117,6 +118,8 @@ bool purge_in_progress();
  * installed and removed as the extension's owner (protection.cpp). */
 void install_triggers(Oid relid);
 void remove_triggers(Oid relid);
+/* The flag trigger (soft_delete_flag) for `flag`, or none. */
+void set_flag_trigger(Oid relid, const std::optional<std::string>& flag);
 /* One of those triggers was created on relid by somebody else than our own
  * code (pg_restore of a dump without our configuration): register the table
  * again, with default settings, so that it is never left unprotected. */

@@ -14,6 +14,9 @@
  *                       tables soft-deletes the children with the same
  *                       delete_event; RESTRICT / NO ACTION with live children
  *                       raises 23503; SET NULL / SET DEFAULT leave them.
+ *  soft_delete_flag     BEFORE INSERT OR UPDATE FOR EACH ROW, on tables
+ *                       enabled with a flag: keeps it equal to
+ *                       "deleted_at IS NOT NULL".
  */
 #include "bridge/function.hpp"
 #include "bridge/security.hpp"
@@ -281,6 +284,73 @@ LocalTransactionId guard_lxid = InvalidLocalTransactionId;
 TimestampTz guard_statement = 0;
 bool guard_warned = false;
 
+/* soft_delete_flag: BEFORE INSERT OR UPDATE FOR EACH ROW on a table enabled
+ * with a flag (the trigger's argument names it).  The flag always equals
+ * "deleted_at IS NOT NULL": an UPDATE that changes the flag and not
+ * deleted_at (an application that soft-deletes or restores through its
+ * is_deleted) sets or clears deleted_at, and the cascade trigger then treats
+ * it as the application's own soft delete or restore; an INSERT with the
+ * flag set inserts a deleted row. */
+Datum flag_cpp(FunctionCallInfo fcinfo) {
+    TriggerData* td = trigger_data(fcinfo, "soft_delete_flag");
+    bool update = TRIGGER_FIRED_BY_UPDATE(td->tg_event);
+    if (!TRIGGER_FIRED_BEFORE(td->tg_event) || !TRIGGER_FIRED_FOR_ROW(td->tg_event) ||
+        !(update || TRIGGER_FIRED_BY_INSERT(td->tg_event))) {
+        throw Error(sqlstate::trigger_protocol_violated,
+                    "soft_delete_flag must be a BEFORE INSERT OR UPDATE FOR EACH ROW trigger");
+    }
+    Relation rel = td->tg_relation;
+    HeapTuple row = update ? td->tg_newtuple : td->tg_trigtuple;
+    Oid relid = RelationGetRelid(rel);
+    const TableInfo* found = lookup(relid);
+    if (found == nullptr) return PointerGetDatum(row); /* not enabled (any more) */
+    AttrNumber deleted_at = found->deleted_at;
+    if (td->tg_trigger->tgnargs != 1) {
+        throw Error(sqlstate::trigger_protocol_violated, "soft_delete_flag needs the flag column's name as its argument");
+    }
+    const char* name = td->tg_trigger->tgargs[0];
+    TupleDesc desc = RelationGetDescr(rel);
+    AttrNumber flag = pg_call([&] { return get_attnum(relid, name); });
+    if (flag <= 0 || pg_call([&] { return TupleDescAttr(desc, flag - 1)->atttypid; }) != BOOLOID) {
+        throw Error(sqlstate::wrong_object_state,
+                    fmt::format("table {} has no boolean column \"{}\" to keep in step with deleted_at",
+                                bridge::qualified_relation_name(relid), name),
+                    {}, "Call lifecycle.soft_delete_enable() again with the right flag, or with flag => NULL.");
+    }
+    struct State {
+        bool flag;
+        bool deleted;
+    };
+    auto read = [&](HeapTuple tuple) {
+        return pg_call([&] {
+            bool isnull;
+            Datum f = heap_getattr(tuple, flag, desc, &isnull);
+            State state{!isnull && DatumGetBool(f), false};
+            (void)heap_getattr(tuple, deleted_at, desc, &isnull);
+            state.deleted = !isnull;
+            return state;
+        });
+    };
+    State now = read(row);
+    bool deleted = now.deleted;
+    if (update) {
+        State before = read(td->tg_trigtuple);
+        if (now.flag != before.flag && now.deleted == before.deleted) deleted = now.flag;
+    } else if (now.flag) {
+        deleted = true;
+    }
+    if (deleted == now.deleted && now.flag == deleted) return PointerGetDatum(row);
+    return pg_call([&] {
+        int cols[2] = {flag, deleted_at};
+        Datum values[2] = {BoolGetDatum(deleted),
+                           deleted ? TimestampTzGetDatum(GetCurrentTransactionStartTimestamp()) : (Datum)0};
+        bool nulls[2] = {false, !deleted};
+        /* deleted_at only when its state changes (an application's own time is kept). */
+        int n = deleted == now.deleted ? 1 : 2;
+        return PointerGetDatum(heap_modify_tuple_by_cols(row, desc, n, cols, values, nulls));
+    });
+}
+
 Datum guard_cpp(FunctionCallInfo fcinfo) {
     TriggerData* td = trigger_data(fcinfo, "soft_delete_guard");
     if (!TRIGGER_FIRED_BEFORE(td->tg_event) || !TRIGGER_FIRED_FOR_ROW(td->tg_event) ||
@@ -453,6 +523,8 @@ int restore_depth = 0;
 using namespace pg_lifecycle;
 
 LIFECYCLE_FUNCTION(lifecycle_soft_delete_guard) { return softdelete::guard_cpp(fcinfo); }
+
+LIFECYCLE_FUNCTION(lifecycle_soft_delete_flag) { return softdelete::flag_cpp(fcinfo); }
 
 
 

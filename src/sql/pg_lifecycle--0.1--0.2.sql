@@ -218,6 +218,19 @@ CREATE EVENT TRIGGER lifecycle_count_alter_start ON ddl_command_start
     EXECUTE FUNCTION lifecycle.count_ddl();
 
 ------------------------------------------------------------------------------
+-- Adoption (issue 14): a legacy boolean flag (is_deleted) kept in step with
+-- deleted_at, named by soft_delete_enable(..., flag => 'is_deleted').
+------------------------------------------------------------------------------
+ALTER TABLE lifecycle.soft_delete_tables ADD COLUMN flag name;
+DROP FUNCTION lifecycle.soft_delete_enable(regclass, interval, boolean);
+CREATE FUNCTION lifecycle.soft_delete_enable(tbl regclass, retention interval DEFAULT NULL, hide boolean DEFAULT true,
+                                             flag name DEFAULT NULL)
+    RETURNS void AS 'MODULE_PATHNAME', 'lifecycle_soft_delete_enable' LANGUAGE C;
+CREATE FUNCTION lifecycle.soft_delete_flag() RETURNS trigger
+    AS 'MODULE_PATHNAME', 'lifecycle_soft_delete_flag' LANGUAGE C;
+REVOKE EXECUTE ON FUNCTION lifecycle.soft_delete_flag() FROM PUBLIC;
+
+------------------------------------------------------------------------------
 -- §4 Exact counts: a lattice of summaries per counted table (issue 15, part
 -- B) in place of count_<id>_bucket and count_<id>_total; the deltas' buckets
 -- become the fine ones.  Every counted table is rebuilt from its rows (under

@@ -9,7 +9,7 @@ import asyncio
 import sys
 import uuid
 
-from sqlalchemy import Column, ForeignKey, Integer, String, DateTime, BigInteger, func, select, text, update
+from sqlalchemy import Boolean, Column, ForeignKey, Integer, String, DateTime, BigInteger, func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 from sqlalchemy.orm import declarative_base, relationship, selectinload, sessionmaker
 
@@ -60,6 +60,34 @@ class Member(Base):
     delete_event = Column(BigInteger)
 
 
+class SoftDeleteMixin:
+    """The seeds' mixin: a boolean is_deleted next to deleted_at, set by the
+    model's own soft_delete()/restore() and filtered by the repositories."""
+    is_deleted = Column(Boolean, nullable=False, default=False)
+    deleted_at = Column(DateTime(timezone=True))
+    deleted_by = Column(String)
+    delete_event = Column(BigInteger)
+
+    def soft_delete(self):
+        self.is_deleted = True
+        self.deleted_at = func.now()
+
+    def restore(self):
+        self.is_deleted = False
+        self.deleted_at = None
+
+
+class Order(SoftDeleteMixin, Base):
+    __tablename__ = "orders"
+    id = Column(Integer, primary_key=True)
+
+
+class OrderLine(SoftDeleteMixin, Base):
+    __tablename__ = "order_lines"
+    id = Column(Integer, primary_key=True)
+    order_id = Column(Integer, ForeignKey("orders.id", ondelete="CASCADE"), nullable=False)
+
+
 results = []
 
 
@@ -76,6 +104,10 @@ async def main(dsn):
         await conn.execute(text("CREATE EXTENSION IF NOT EXISTS pg_lifecycle"))
         for t in ("users", "posts", "teams", "members"):
             await conn.execute(text("SELECT lifecycle.soft_delete_enable(:t)"), {"t": t})
+        # The seeds' SoftDeleteMixin filters is_deleted itself: hide => false, and the flag kept in step.
+        for t in ("orders", "order_lines"):
+            await conn.execute(text("SELECT lifecycle.soft_delete_enable(:t, hide => false, flag => 'is_deleted')"),
+                               {"t": t})
         await conn.execute(text("CREATE TABLE IF NOT EXISTS audit (id serial, user_id int, outcome text)"))
         await conn.execute(text("SELECT lifecycle.count_enable('audit', '{user_id,outcome}')"))
     Session = sessionmaker(engine, class_=AsyncSession, expire_on_commit=False)
@@ -128,6 +160,32 @@ async def main(dsn):
     async with Session() as s, s.begin():
         restored = (await s.execute(text("SELECT lifecycle.restore('users', :id)"), {"id": "2"})).scalar_one()
     check("... and restore() undoes it, the id bound as text", restored == 2, f"restored {restored}")
+
+    # 3b. The seeds' SoftDeleteMixin: is_deleted and deleted_at set through the
+    #     ORM, queries filtering is_deleted == False, restore through the ORM.
+    async with Session() as s, s.begin():
+        s.add_all([Order(id=1), Order(id=2), OrderLine(id=1, order_id=1), OrderLine(id=2, order_id=1)])
+    async with Session() as s, s.begin():
+        order = await s.get(Order, 1)
+        order.soft_delete()
+    async with Session() as s, s.begin():
+        live_lines = (await s.execute(select(func.count()).select_from(OrderLine)
+                                      .where(OrderLine.is_deleted == False))).scalar_one()  # noqa: E712
+        event = (await s.execute(select(Order.delete_event).where(Order.id == 1))).scalar_one()
+        check("SoftDeleteMixin.soft_delete(): an event, and the lines follow (is_deleted set on them)",
+              live_lines == 0 and event is not None, f"live lines {live_lines}, event {event}")
+    async with Session() as s, s.begin():
+        order = await s.get(Order, 1)
+        order.restore()
+    async with Session() as s, s.begin():
+        live_lines = (await s.execute(select(func.count()).select_from(OrderLine)
+                                      .where(OrderLine.is_deleted == False, OrderLine.deleted_at.is_(None)))).scalar_one()  # noqa: E712
+        check("SoftDeleteMixin.restore() brings the lines back too", live_lines == 2, f"live lines {live_lines}")
+    async with Session() as s, s.begin():
+        await s.delete(await s.get(Order, 2))
+    async with Session() as s, s.begin():
+        flag = (await s.execute(select(Order.is_deleted).where(Order.id == 2))).scalar_one()
+        check("session.delete() of a flagged model sets is_deleted", flag is True, flag)
 
     # 4. Refresh tokens: concurrent rotations of one token (multi-tab refresh).
     async with engine.connect() as c:

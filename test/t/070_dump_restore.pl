@@ -37,6 +37,10 @@ $old->safe_psql('app', q{
     INSERT INTO audit (id, outcome) SELECT g, CASE WHEN g % 3 = 0 THEN 'error' ELSE 'ok' END FROM generate_series(1, 300) g;
     CREATE TABLE tokens_tbl (id int PRIMARY KEY, expires_at timestamptz);
     SELECT lifecycle.expire_enable('tokens_tbl', 'expires_at', '1 hour');
+    CREATE TABLE orders (id int PRIMARY KEY, is_deleted boolean NOT NULL DEFAULT false);
+    INSERT INTO orders SELECT g FROM generate_series(1, 3) g;
+    SELECT lifecycle.soft_delete_enable('orders', flag => 'is_deleted');
+    DELETE FROM orders WHERE id = 1;
 });
 $old->safe_psql('app', q{SELECT count(*) FROM lifecycle.run_maintenance()});   # a history, folded counts
 $old->safe_psql('app', q{INSERT INTO audit (id, outcome) VALUES (301, 'error')}); # and an unfolded delta
@@ -76,6 +80,13 @@ sub check_restored {
     is($new->safe_psql($db, q{SELECT count(*) FROM posts WHERE id = 2}), '0', "$what: post 2 stays deleted");
     is($new->safe_psql($db, q{SELECT lifecycle.expire_tables.after FROM lifecycle.expire_tables}), '01:00:00',
        "$what: expiry registered as before");
+    is($new->safe_psql($db, q{SELECT flag FROM lifecycle.soft_delete_tables WHERE tbl = 'orders'::regclass}),
+       'is_deleted', "$what: the flag is registered as before");
+    $new->safe_psql($db, q{UPDATE orders SET is_deleted = true WHERE id = 2});
+    is($new->safe_psql($db, q{SET lifecycle.include_deleted = on;
+                              SELECT string_agg(id || ':' || is_deleted || ':' || (deleted_at IS NOT NULL), ',' ORDER BY id)
+                                FROM orders}),
+       '1:true:true,2:true:true,3:false:false', "$what: the flag is kept in step with deleted_at");
 }
 
 my ($ret, $out, $err);

@@ -8,7 +8,8 @@ CREATE TABLE lifecycle.soft_delete_tables (
     tbl        regclass PRIMARY KEY,
     retention  interval CHECK (retention > '0'),
     hide       boolean NOT NULL DEFAULT true,
-    enabled_at timestamptz NOT NULL DEFAULT now()
+    enabled_at timestamptz NOT NULL DEFAULT now(),
+    flag       name       -- a legacy boolean column kept in step with deleted_at (is_deleted)
 );
 COMMENT ON TABLE lifecycle.soft_delete_tables IS 'pg_lifecycle: tables whose DELETE keeps the row (lifecycle.soft_delete_enable)';
 SELECT pg_catalog.pg_extension_config_dump('lifecycle.soft_delete_tables', '');
@@ -20,7 +21,8 @@ CREATE SEQUENCE lifecycle.delete_event_seq;
 SELECT pg_catalog.pg_extension_config_dump('lifecycle.delete_event_seq', '');
 GRANT USAGE ON SEQUENCE lifecycle.delete_event_seq TO PUBLIC;
 
-CREATE FUNCTION lifecycle.soft_delete_enable(tbl regclass, retention interval DEFAULT NULL, hide boolean DEFAULT true)
+CREATE FUNCTION lifecycle.soft_delete_enable(tbl regclass, retention interval DEFAULT NULL, hide boolean DEFAULT true,
+                                             flag name DEFAULT NULL)
     RETURNS void AS 'MODULE_PATHNAME', 'lifecycle_soft_delete_enable' LANGUAGE C;
 CREATE FUNCTION lifecycle.soft_delete_disable(tbl regclass)
     RETURNS void AS 'MODULE_PATHNAME', 'lifecycle_soft_delete_disable' LANGUAGE C;
@@ -61,8 +63,14 @@ CREATE FUNCTION lifecycle.soft_delete_cascade() RETURNS trigger
 -- puts them on tables, and each acts only on a registered table.
 CREATE FUNCTION lifecycle.soft_delete_truncate() RETURNS trigger
     AS 'MODULE_PATHNAME', 'lifecycle_soft_delete_truncate' LANGUAGE C;
+--   soft_delete_flag    BEFORE INSERT OR UPDATE, on tables enabled with a flag
+--                       (its argument): keeps the flag equal to
+--                       "deleted_at IS NOT NULL"; an application that sets
+--                       only the flag soft-deletes / restores the row.
+CREATE FUNCTION lifecycle.soft_delete_flag() RETURNS trigger
+    AS 'MODULE_PATHNAME', 'lifecycle_soft_delete_flag' LANGUAGE C;
 REVOKE EXECUTE ON FUNCTION lifecycle.soft_delete_guard(), lifecycle.soft_delete_cascade(),
-                           lifecycle.soft_delete_truncate() FROM PUBLIC;
+                           lifecycle.soft_delete_truncate(), lifecycle.soft_delete_flag() FROM PUBLIC;
 -- Internal, in soft_delete_cascade's WHEN: does a foreign key reference the
 -- row's table (or an ancestor)?  When none does, no trigger event is queued.
 CREATE FUNCTION lifecycle._soft_delete_referenced(tbl oid) RETURNS boolean

@@ -1,5 +1,5 @@
--- bench/counts.sh: average server-side time of a statement, run :n times
--- (after one warm-up run), in milliseconds.
+-- bench/counts.sh: average server-side time of a statement returning one
+-- value, run :n times (after one warm-up run), in milliseconds.
 CREATE OR REPLACE FUNCTION pg_temp.avg_ms(sql text, n int) RETURNS numeric LANGUAGE plpgsql AS $$
 DECLARE t0 timestamptz; r bigint;
 BEGIN

@@ -51,7 +51,7 @@ SELECT CASE WHEN g % 5 = 0 THEN NULL ELSE 'u-' || (g % 5) END,
 
 -- Enabling initialises the summaries from the rows already there.
 SELECT lifecycle.count_enable('audit_log', '{outcome,user_id}', 'created_at', '1 hour');
-SELECT tbl, dimensions, time_column, bucket, live_column FROM lifecycle.count_tables;
+SELECT tbl, dimensions, time_column, bucket, live_column, lattice FROM lifecycle.count_tables;
 SELECT tgname, tgenabled FROM pg_trigger WHERE tgrelid = 'audit_log'::regclass AND NOT tgisinternal ORDER BY tgname;
 SELECT relname FROM pg_class WHERE relnamespace = 'lifecycle'::regnamespace AND relname ~ '^count_[0-9]+_' AND relkind = 'r'
  ORDER BY relname COLLATE "C";
@@ -147,7 +147,9 @@ SELECT cmp('audit_log', '{}', 'true') AS all_rows,
        cmp('audit_log', '{"outcome": ["error", "permission_denied"], "user_id": "u-2"}',
            $$outcome IN ('error', 'permission_denied') AND user_id = 'u-2'$$) AS failures_u2,
        cmp('audit_log', '{}', 'true', '2024-01-02 00:07', '2024-01-05 13:14') AS range;
-SELECT (SELECT count(*) FROM lifecycle.count_1_total WHERE lc_n = 0) AS zero_groups_kept;
+SELECT (SELECT count(*) FROM lifecycle.count_1_s0 WHERE lc_n = 0) + (SELECT count(*) FROM lifecycle.count_1_s1 WHERE lc_n = 0)
+     + (SELECT count(*) FROM lifecycle.count_1_s2 WHERE lc_n = 0) + (SELECT count(*) FROM lifecycle.count_1_s3 WHERE lc_n = 0)
+       AS zero_groups_kept;
 
 -- TRUNCATE: rolled back, then for real.
 BEGIN;
@@ -231,7 +233,7 @@ CREATE ROLE counts_stranger;
 GRANT SELECT ON audit_log TO counts_reader;
 SET ROLE counts_reader;
 SELECT cmp('audit_log', '{"outcome": "error"}', $$outcome = 'error'$$) AS reader;
-SELECT err('SELECT count(*) FROM lifecycle.count_1_total') AS summaries_hidden;
+SELECT err('SELECT count(*) FROM lifecycle.count_1_s0') AS summaries_hidden;
 SELECT err($$SELECT lifecycle.count_enable('typed')$$) AS enable_not_owner;
 SELECT err($$SELECT lifecycle.count_disable('audit_log')$$) AS disable_not_owner;
 SET ROLE counts_stranger;

@@ -209,24 +209,39 @@ SELECT * FROM lifecycle.count_by('fc_notime', 'k');
 -- and time (moving rows between partitions, also by MERGE), deletes,
 -- TRUNCATE of a partition, savepoints rolled back and folds, then count,
 -- count_by and count_series against count(*) / GROUP BY over random filters
--- and ranges (edges on and off the 1-hour buckets, infinity).  Prints the
--- seed (fixed, so the run is reproducible) and one pass/fail line.
-CREATE TABLE fc_rand (id serial, a text, b int, created_at timestamptz) PARTITION BY LIST (a);
+-- on any subset of the dimensions and random ranges (edges on and off the
+-- 1-hour buckets and the 1-minute fine buckets, infinity).  The table starts
+-- with 15,000 rows so that its lattice has every kind of summary: timed ones
+-- for the low-cardinality a and b ({}, {a}, {b}, {a,b}), {u} alone (150
+-- values: too many rows per (u, a, b) group is not kept) and {v, a, b} (110
+-- values); filters that none covers (u with a, or any range with u or v) are
+-- counted in the table.  Prints the seed (fixed, so the run is reproducible)
+-- and one pass/fail line.
+CREATE TABLE fc_rand (id serial, a text, b int, u text, v int, created_at timestamptz) PARTITION BY LIST (a);
 CREATE TABLE fc_rand_x PARTITION OF fc_rand FOR VALUES IN ('x');
 CREATE TABLE fc_rand_y PARTITION OF fc_rand FOR VALUES IN ('y');
 CREATE TABLE fc_rand_other PARTITION OF fc_rand DEFAULT;
 CREATE INDEX ON fc_rand (created_at);
-SELECT lifecycle.count_enable('fc_rand', '{a,b}', 'created_at', '1 hour');
 CREATE FUNCTION fc_rand_ts() RETURNS timestamptz LANGUAGE sql AS $$
     SELECT CASE WHEN random() < 0.02 THEN NULL WHEN random() < 0.02 THEN 'infinity'
                 ELSE '2024-05-01'::timestamptz + (random() * 72)::int * interval '1 hour'
-                     + CASE WHEN random() < 0.5 THEN interval '0' ELSE (random() * 3600)::int * interval '1 second' END END
+                     + CASE WHEN random() < 0.3 THEN interval '0' WHEN random() < 0.5 THEN (random() * 59)::int * interval '1 minute'
+                            ELSE (random() * 3600)::int * interval '1 second' END END
 $$;
 CREATE FUNCTION fc_rand_edge() RETURNS timestamptz LANGUAGE sql AS $$
     SELECT CASE WHEN random() < 0.15 THEN NULL
                 ELSE '2024-05-01'::timestamptz + (random() * 74 - 1)::int * interval '1 hour'
-                     + CASE WHEN random() < 0.5 THEN interval '0' ELSE (random() * 3599)::int * interval '1 second' END END
+                     + CASE WHEN random() < 0.3 THEN interval '0' WHEN random() < 0.5 THEN (random() * 59)::int * interval '1 minute'
+                            WHEN random() < 0.3 THEN (random() * 50)::int * interval '1 second'
+                            ELSE (random() * 3599)::int * interval '1 second' END END
 $$;
+SELECT setseed(0.17);
+INSERT INTO fc_rand (a, b, u, v, created_at)
+SELECT (ARRAY['x', 'y', 'z', NULL])[1 + floor(random() * 4)::int], CASE WHEN random() < 0.1 THEN NULL ELSE floor(random() * 5)::int END,
+       'u' || floor(random() * 150)::int, floor(random() * 110)::int, fc_rand_ts()
+  FROM generate_series(1, 15000);
+SELECT lifecycle.count_enable('fc_rand', '{a,b,u,v}', 'created_at', '1 hour');
+SELECT lattice FROM lifecycle.count_tables WHERE tbl = 'fc_rand'::regclass;
 DO $$
 DECLARE
     seed float8 := 0.4215;   -- fixed so that the expected output is stable; change it to explore
@@ -242,11 +257,18 @@ BEGIN
         FOR i IN 1..25 LOOP
             CASE floor(random() * 8)::int
             WHEN 0, 1 THEN
-                INSERT INTO fc_rand (a, b, created_at)
-                SELECT vals[1 + floor(random() * 4)::int], CASE WHEN random() < 0.1 THEN NULL ELSE floor(random() * 5)::int END, fc_rand_ts()
+                INSERT INTO fc_rand (a, b, u, v, created_at)
+                SELECT vals[1 + floor(random() * 4)::int], CASE WHEN random() < 0.1 THEN NULL ELSE floor(random() * 5)::int END,
+                       CASE WHEN random() < 0.05 THEN NULL ELSE 'u' || floor(random() * 150)::int END, floor(random() * 110)::int,
+                       fc_rand_ts()
                   FROM generate_series(1, 1 + floor(random() * 40)::int);
             WHEN 2 THEN
-                UPDATE fc_rand SET a = vals[1 + floor(random() * 4)::int] WHERE id % 7 = floor(random() * 7)::int AND random() < 0.3;
+                IF random() < 0.5 THEN
+                    UPDATE fc_rand SET a = vals[1 + floor(random() * 4)::int] WHERE id % 7 = floor(random() * 7)::int AND random() < 0.3;
+                ELSE
+                    UPDATE fc_rand SET u = 'u' || floor(random() * 150)::int, v = CASE WHEN random() < 0.5 THEN v ELSE floor(random() * 110)::int END
+                     WHERE id % 11 = floor(random() * 11)::int AND random() < 0.2;
+                END IF;
             WHEN 3 THEN
                 UPDATE fc_rand SET created_at = fc_rand_ts() WHERE id % 5 = floor(random() * 5)::int AND random() < 0.3;
             WHEN 4 THEN
@@ -259,13 +281,13 @@ BEGIN
                     MERGE INTO fc_rand r USING (SELECT id FROM fc_rand WHERE random() < 0.1 UNION ALL SELECT -1) s ON r.id = s.id
                       WHEN MATCHED AND random() < 0.2 THEN DELETE
                       WHEN MATCHED THEN UPDATE SET a = vals[1 + floor(random() * 4)::int], created_at = fc_rand_ts()
-                      WHEN NOT MATCHED THEN INSERT (a, b, created_at) VALUES ('y', 2, fc_rand_ts());
+                      WHEN NOT MATCHED THEN INSERT (a, b, u, v, created_at) VALUES ('y', 2, 'u7', 7, fc_rand_ts());
                 END IF;
             WHEN 6 THEN
                 IF random() < 0.3 THEN TRUNCATE fc_rand_y; ELSE UPDATE fc_rand SET a = 'y' WHERE random() < 0.05; END IF;
             ELSE
                 BEGIN
-                    INSERT INTO fc_rand (a, b, created_at) SELECT 'x', 1, fc_rand_ts() FROM generate_series(1, 10);
+                    INSERT INTO fc_rand (a, b, u, v, created_at) SELECT 'x', 1, 'u3', 3, fc_rand_ts() FROM generate_series(1, 10);
                     UPDATE fc_rand SET b = b + 1 WHERE random() < 0.2;
                     DELETE FROM fc_rand WHERE random() < 0.1;
                     RAISE EXCEPTION 'roll back to the savepoint';
@@ -286,6 +308,16 @@ BEGIN
                 f := f || jsonb_build_object('b', jsonb_build_array(1, 3));
                 cond := cond || ' AND b IN (1, 3)';
             END IF;
+            IF random() < 0.3 THEN
+                dim := 'u' || floor(random() * 150)::int;
+                f := f || jsonb_build_object('u', jsonb_build_array(dim, 'u1'));
+                cond := cond || format(' AND u IN (%L, %L)', dim, 'u1');
+            END IF;
+            IF random() < 0.3 THEN
+                i := floor(random() * 110)::int;
+                f := f || jsonb_build_object('v', i);
+                cond := cond || format(' AND v = %s', i);
+            END IF;
             s := fc_rand_edge(); u := fc_rand_edge();
             IF random() < 0.1 THEN s := 'infinity'; END IF;
             range_sql := '';
@@ -297,7 +329,7 @@ BEGIN
             checks := checks + 1;
             IF got <> want THEN failures := failures + 1; RAISE NOTICE 'count % [% %): % <> %', f, s, u, got, want; END IF;
             -- count_by, each dimension
-            FOREACH dim IN ARRAY ARRAY['a', 'b'] LOOP
+            FOREACH dim IN ARRAY ARRAY['a', 'b', 'u', 'v'] LOOP
                 EXECUTE format('SELECT count(*) FROM ((SELECT value, count FROM lifecycle.count_by(%L, %L, %L, %L, %L) '
                                'EXCEPT ALL SELECT %I::text, count(*) FROM fc_rand WHERE %s%s GROUP BY 1) UNION ALL '
                                '(SELECT %I::text, count(*) FROM fc_rand WHERE %s%s GROUP BY 1 '

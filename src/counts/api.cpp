@@ -71,55 +71,13 @@ std::vector<std::string> name_array(FunctionCallInfo fcinfo, int n, const char* 
     return out;
 }
 
-void create_counts_tables(const Config& cfg, Oid table_owner) {
-    std::string base = relation_display_name(cfg.relid);
-    std::string dims = cfg.dim_list();
-    std::string sep = dims.empty() ? "" : ", ";
-    std::string owner = bridge::quote_ident(pg_call([table_owner] { return std::string(GetUserNameFromId(table_owner, false)); }));
-    auto run = [](const std::string& sql) { bridge::execute_sql(sql, false); };
-
-    /* CREATE TABLE AS copies each dimension's type, typmod and collation, so
-     * equality on the copies is equality on the table's columns. */
-    run(fmt::format("CREATE TABLE {} WITH (autovacuum_vacuum_scale_factor = 0, autovacuum_vacuum_threshold = 1000, "
-                    "autovacuum_vacuum_insert_scale_factor = 0, autovacuum_vacuum_insert_threshold = 1000) AS "
-                    "SELECT {}{}{}true AS lc_live, 0::bigint AS lc_delta FROM {} WITH NO DATA",
-                    cfg.delta(), dims, sep, cfg.has_time() ? "NULL::pg_catalog.timestamptz AS lc_bucket, " : "", base));
-    run(fmt::format("ALTER TABLE {} ALTER lc_live SET NOT NULL, ALTER lc_delta SET NOT NULL", cfg.delta()));
-    auto literal = [](const std::string& text) {
-        return pg_call([&] {
-            char* q = quote_literal_cstr(text.c_str());
-            std::string out(q);
-            pfree(q);
-            return out;
-        });
-    };
-    run(fmt::format("COMMENT ON TABLE {} IS {}", cfg.delta(),
-                    literal(fmt::format("pg_lifecycle: count deltas of {}, folded by the worker", base))));
-    if (cfg.has_time()) {
-        run(fmt::format("CREATE TABLE {} WITH (fillfactor = 70) AS SELECT {}{}NULL::pg_catalog.timestamptz AS lc_bucket, "
-                        "true AS lc_live, 0::bigint AS lc_n FROM {} WITH NO DATA",
-                        cfg.bucket(), dims, sep, base));
-        run(fmt::format("ALTER TABLE {} ALTER lc_live SET NOT NULL, ALTER lc_n SET NOT NULL", cfg.bucket()));
-        run(fmt::format("CREATE UNIQUE INDEX ON {} ({}{}lc_bucket, lc_live) NULLS NOT DISTINCT", cfg.bucket(), dims, sep));
-        /* Covering indexes, one per dimension and one on the bucket alone, so
-         * that a ranged count is an index-only scan whatever it filters on. */
-        for (size_t i = 0; i < cfg.dims.size(); ++i) {
-            run(fmt::format("CREATE INDEX ON {} ({}, lc_bucket) INCLUDE ({}{}lc_live, lc_n)", cfg.bucket(),
-                            bridge::quote_ident(cfg.dims[i]), dims, sep));
-        }
-        run(fmt::format("CREATE INDEX ON {} (lc_bucket) INCLUDE ({}{}lc_live, lc_n)", cfg.bucket(), dims, sep));
-        run(fmt::format("ALTER TABLE {} OWNER TO {}", cfg.bucket(), owner));
-    }
-    run(fmt::format("CREATE TABLE {} WITH (fillfactor = 70) AS SELECT {}{}true AS lc_live, 0::bigint AS lc_n FROM {} "
-                    "WITH NO DATA",
-                    cfg.total(), dims, sep, base));
-    run(fmt::format("ALTER TABLE {} ALTER lc_live SET NOT NULL, ALTER lc_n SET NOT NULL", cfg.total()));
-    run(fmt::format("CREATE UNIQUE INDEX ON {} ({}{}lc_live) NULLS NOT DISTINCT", cfg.total(), dims, sep));
-    for (size_t i = 1; i < cfg.dims.size(); ++i) {
-        run(fmt::format("CREATE INDEX ON {} ({})", cfg.total(), bridge::quote_ident(cfg.dims[i])));
-    }
-    run(fmt::format("ALTER TABLE {} OWNER TO {}", cfg.delta(), owner));
-    run(fmt::format("ALTER TABLE {} OWNER TO {}", cfg.total(), owner));
+/* A text[] Datum. */
+Datum text_array(const std::vector<std::string>& items) {
+    return pg_call([&] {
+        Datum* elems = static_cast<Datum*>(palloc(sizeof(Datum) * (items.size() + 1)));
+        for (size_t i = 0; i < items.size(); ++i) elems[i] = CStringGetTextDatum(items[i].c_str());
+        return PointerGetDatum(construct_array(elems, static_cast<int>(items.size()), TEXTOID, -1, false, TYPALIGN_INT));
+    });
 }
 
 }  // namespace
@@ -226,20 +184,33 @@ LIFECYCLE_FUNCTION(lifecycle_count_enable) {
         }
     }
 
+    /* The lattice of summaries, from the dimensions' measured cardinality. */
+    index_high_dimensions(cfg, choose_lattice(cfg));
+
     OwnDdl own;
     Oid table_owner = bridge::relation_owner(relid);
     {
         static bridge::Statement insert(
+            "INSERT INTO lifecycle.count_tables (tbl, dimensions, time_column, bucket, live_column, lattice) "
+            "VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+            {REGCLASSOID, NAMEARRAYOID, NAMEOID, INTERVALOID, BOOLOID, TEXTARRAYOID});
+        static bridge::Statement insert_0_1(
             "INSERT INTO lifecycle.count_tables (tbl, dimensions, time_column, bucket, live_column) "
             "VALUES ($1, $2, $3, $4, $5) RETURNING id",
             {REGCLASSOID, NAMEARRAYOID, NAMEOID, INTERVALOID, BOOLOID});
+        if (!has_lattice_column()) {
+            /* 0.1's schema until ALTER EXTENSION UPDATE: no summaries yet. */
+            cfg.legacy = true;
+            cfg.lattice.clear();
+        }
         cfg.live_column = pg_call([relid] { return get_attnum(relid, "deleted_at"); }) > 0;
-        Datum values[5] = {ObjectIdGetDatum(relid), PG_GETARG_DATUM(1), cfg.has_time() ? PG_GETARG_DATUM(2) : (Datum)0,
-                           cfg.has_time() ? PG_GETARG_DATUM(3) : (Datum)0, BoolGetDatum(cfg.live_column)};
-        char nulls[6] = "     ";
+        Datum values[6] = {ObjectIdGetDatum(relid), PG_GETARG_DATUM(1), cfg.has_time() ? PG_GETARG_DATUM(2) : (Datum)0,
+                           cfg.has_time() ? PG_GETARG_DATUM(3) : (Datum)0, BoolGetDatum(cfg.live_column),
+                           text_array(cfg.lattice_text())};
+        char nulls[7] = "      ";
         if (!cfg.has_time()) nulls[2] = nulls[3] = 'n';
         bridge::AsRole ext(bridge::extension_owner());
-        insert.execute(values, nulls, false);
+        (cfg.legacy ? insert_0_1 : insert).execute(values, nulls, false);
         cfg.id = static_cast<int32>(*bridge::result_int64(0, 1));
         create_counts_tables(cfg, table_owner);
     }
@@ -289,9 +260,7 @@ LIFECYCLE_FUNCTION(lifecycle_count_disable) {
     static bridge::Statement remove("DELETE FROM lifecycle.count_tables WHERE id = $1", {INT4OID});
     Datum key = Int32GetDatum(cfg->id);
     bridge::AsRole ext(bridge::extension_owner());
-    bridge::execute_sql(cfg->has_time() ? fmt::format("DROP TABLE IF EXISTS {}, {}, {}", cfg->delta(), cfg->bucket(), cfg->total())
-                                         : fmt::format("DROP TABLE IF EXISTS {}, {}", cfg->delta(), cfg->total()),
-                        false);
+    drop_count_tables(*cfg);
     remove.execute(&key, nullptr, false);
     registry_changed();
     PG_RETURN_VOID();
@@ -387,8 +356,8 @@ std::string filter_sql(const Config& cfg, const Filter& filter, Oid relid, int f
  * buckets (count_series)".  It yields partial groups (key as text, count)
  * from each source — summaries, visible deltas, rows at the partial edges of
  * the range, or the table itself under row-level security — that the caller
- * adds up.  A lattice of summaries (issue 15, part B) plugs in here by
- * choosing the cheapest summary for the filter and grouping.
+ * adds up.  Which summary of the lattice answers is chosen here
+ * (pick_summary): the smallest that covers the filter and grouping.
  * ------------------------------------------------------------------------ */
 
 /* What a count reads. */
@@ -467,37 +436,88 @@ void scan_table(const CountRequest& rq, const Grouping& g, std::optional<Timesta
     run_groups(sql, t, v, out);
 }
 
-/* The summary rows (whole buckets in [lo, hi) when bounded, lc_bucket being
- * a bucket's start) plus the visible deltas, as the counts' owner. */
-void read_summaries(const CountRequest& rq, const Grouping& g, bool bounded, std::optional<TimestampTz> lo,
-                    std::optional<TimestampTz> hi, Groups& out) {
-    bool by_bucket = bounded || g.kind == Grouping::Bucket;
+/* The summary that answers a request: the smallest of the lattice whose
+ * dimensions cover the filter's (and the grouped one), a timed one when the
+ * request needs buckets; nullptr when none does (the table then counts). */
+const Config::Summary* pick_summary(const CountRequest& rq, const Grouping& g) {
+    std::vector<size_t> needed;
+    for (const auto& c : rq.filter.conditions) needed.push_back(c.dimension);
+    if (g.kind == Grouping::Dimension) needed.push_back(g.dim);
+    bool timed = rq.ranged() || g.kind == Grouping::Bucket;
+    const Config::Summary* best = nullptr;
+    auto rank = [](const Config::Summary& s) { return (s.timed ? 0 : 1000) + s.dims.size(); };
+    for (const auto& s : rq.cfg.lattice) {
+        if (timed && !s.timed) continue;
+        bool covers = std::all_of(needed.begin(), needed.end(), [&](size_t d) {
+            return std::find(s.dims.begin(), s.dims.end(), d) != s.dims.end();
+        });
+        if (covers && (best == nullptr || rank(s) < rank(*best))) best = &s;
+    }
+    return best;
+}
+
+/* A range of one level of a summary: [lo, hi) of lc_bucket (nullopt: open). */
+struct Piece {
+    int level;
+    std::optional<TimestampTz> lo, hi;
+};
+
+/* The rows of summary s for these pieces (all of level 0 when there are
+ * none and the request is not by buckets, all of level 1 when it is), plus
+ * the visible deltas, in [delta_lo, delta_hi) when bounded — as the counts'
+ * owner. */
+void read_summaries(const CountRequest& rq, const Grouping& g, const Config::Summary& s, const std::vector<Piece>& pieces,
+                    bool bounded, std::optional<TimestampTz> delta_lo, std::optional<TimestampTz> delta_hi,
+                    Groups& out) {
     std::vector<Oid> t = rq.types;
     std::vector<Datum> v = rq.values;
     std::string key = group_key(rq, g, true, t, v);
     std::string cond = rq.where;
-    if (lo) {
-        t.push_back(TIMESTAMPTZOID);
-        v.push_back(TimestampTzGetDatum(*lo));
-        cond += fmt::format(" AND lc_bucket >= ${}", t.size());
-    }
-    if (hi) {
-        t.push_back(TIMESTAMPTZOID);
-        v.push_back(TimestampTzGetDatum(*hi));
-        cond += fmt::format(" AND lc_bucket < ${}", t.size());
-    }
     if (rq.soft) cond += " AND lc_live";
-    std::string sql = fmt::format(
-        "SELECT {0}, pg_catalog.sum(lc_n)::bigint FROM {1} WHERE {2} GROUP BY 1 UNION ALL "
-        "SELECT {0}, pg_catalog.sum(lc_delta)::bigint FROM {3} WHERE {2} GROUP BY 1",
-        key, by_bucket ? rq.cfg.bucket() : rq.cfg.total(), cond, rq.cfg.delta());
+    auto bound = [&](std::optional<TimestampTz> lo, std::optional<TimestampTz> hi) {
+        std::string c;
+        if (lo) {
+            t.push_back(TIMESTAMPTZOID);
+            v.push_back(TimestampTzGetDatum(*lo));
+            c += fmt::format(" AND lc_bucket >= ${}", t.size());
+        }
+        if (hi) {
+            t.push_back(TIMESTAMPTZOID);
+            v.push_back(TimestampTzGetDatum(*hi));
+            c += fmt::format(" AND lc_bucket < ${}", t.size());
+        }
+        return c;
+    };
+    std::string sql;
+    std::string table = rq.cfg.summary(s.no);
+    auto branch = [&](int level, const std::string& range) {
+        if (!sql.empty()) sql += " UNION ALL ";
+        sql += fmt::format("SELECT {}, pg_catalog.sum(lc_n)::bigint FROM {} WHERE lc_level = {} AND {}{} GROUP BY 1", key,
+                           table, level, cond, range);
+    };
+    if (!bounded) {
+        branch(g.kind == Grouping::Bucket ? 1 : 0, "");
+    } else {
+        for (const auto& p : pieces) branch(p.level, bound(p.lo, p.hi));
+    }
+    std::string delta_range = bounded ? bound(delta_lo, delta_hi) : std::string();
+    sql += fmt::format(" UNION ALL SELECT {}, pg_catalog.sum(lc_delta)::bigint FROM {} WHERE {}{} GROUP BY 1", key,
+                       rq.cfg.delta(), cond, delta_range);
     bridge::AsRole as_owner(counts_owner(rq.cfg), SECURITY_RESTRICTED_OPERATION);
     run_groups(sql, t, v, out);
 }
 
-/* The partial groups of a count: summaries for the whole buckets of the
- * range, the table for its partial edges (and for everything when RLS
- * applies).  Rows at +/-infinity have "buckets" of their own (count_bucket
+/* The first bucket boundary (of width `stride`) at or after ts. */
+TimestampTz ceil_bucket(TimestampTz ts, int64 stride) {
+    TimestampTz start = bucket_start(ts, stride);
+    return start == ts ? ts : start + stride;
+}
+
+/* The partial groups of a count: the chosen summary — its buckets for the
+ * whole buckets of the range, its fine buckets for the rest of the range but
+ * the parts of a fine bucket at either edge — the table for those parts
+ * (and for everything when RLS applies, or when no summary covers the
+ * filter).  Rows at +/-infinity have "buckets" of their own (count_bucket
  * leaves infinite values as they are), so open ends include them. */
 Groups count_groups(const CountRequest& rq, const Grouping& g) {
     Groups out;
@@ -505,47 +525,51 @@ Groups count_groups(const CountRequest& rq, const Grouping& g) {
     /* Row-level security: the summaries cannot tell which rows the caller may
      * see, so count what count(*) would, exactly (and at its cost). */
     int rls = pg_call([relid = rq.relid] { return check_enable_rls(relid, InvalidOid, false); });
-    if (rls == RLS_ENABLED) {
+    const Config::Summary* s = rls == RLS_ENABLED ? nullptr : pick_summary(rq, g);
+    if (s == nullptr) {
         scan_table(rq, g, rq.since, rq.until, out);
         return out;
     }
     if (!rq.ranged()) {
-        read_summaries(rq, g, false, std::nullopt, std::nullopt, out);
+        read_summaries(rq, g, *s, {}, false, std::nullopt, std::nullopt, out);
         return out;
     }
-    int64 stride = rq.cfg.bucket_usecs;
-    std::optional<TimestampTz> lo, hi;                           /* whole buckets from the summaries */
-    std::optional<std::pair<TimestampTz, TimestampTz>> lo_edge, hi_edge;  /* rows counted in the table */
-    bool summaries = true;
+    int64 coarse = rq.cfg.bucket_usecs;
+    int64 fine = rq.cfg.fine_usecs();
+    /* [lo_f, lo_c) fine buckets, [lo_c, hi_c) buckets, [hi_c, hi_f) fine
+     * buckets; [since, lo_f) and [hi_f, until) in the table. */
+    std::optional<TimestampTz> lo_c, lo_f, hi_c, hi_f;
     if (rq.since) {
         TimestampTz since = *rq.since;
         if (since == DT_NOEND) {
-            summaries = false;  /* only rows at infinity: the time column's index finds them */
-        } else if (since == DT_NOBEGIN) {
-            lo = since;
-        } else {
-            TimestampTz first = bucket_start(since, stride) == since ? since : bucket_start(since, stride) + stride;
-            lo = first;
-            if (since < first) lo_edge = {since, first};
+            /* only rows at infinity: the time column's index finds them */
+            scan_table(rq, g, rq.since, rq.until, out);
+            return out;
         }
+        lo_c = since == DT_NOBEGIN ? since : ceil_bucket(since, coarse);
+        lo_f = since == DT_NOBEGIN ? since : ceil_bucket(since, fine);
     }
-    if (rq.until && summaries) {
+    if (rq.until) {
         TimestampTz until = *rq.until;  /* not -infinity: since >= until returned above */
-        if (until == DT_NOEND) {
-            hi = until;  /* every finite bucket, not the rows at infinity */
-        } else {
-            TimestampTz end = bucket_start(until, stride);
-            hi = end;
-            if (end < until) hi_edge = {end, until};
-        }
+        hi_c = until == DT_NOEND ? until : bucket_start(until, coarse);
+        hi_f = until == DT_NOEND ? until : bucket_start(until, fine);
     }
-    if (!summaries || (lo && hi && *lo >= *hi)) {
+    if (lo_f && hi_f && *lo_f >= *hi_f) {
+        /* inside one fine bucket */
         scan_table(rq, g, rq.since, rq.until, out);
         return out;
     }
-    read_summaries(rq, g, true, lo, hi, out);
-    if (lo_edge) scan_table(rq, g, lo_edge->first, lo_edge->second, out);
-    if (hi_edge) scan_table(rq, g, hi_edge->first, hi_edge->second, out);
+    std::vector<Piece> pieces;
+    if (!(lo_c && hi_c && *lo_c >= *hi_c)) {
+        pieces.push_back({1, lo_c, hi_c});
+        if (lo_f && *lo_f < *lo_c) pieces.push_back({2, lo_f, lo_c});
+        if (hi_f && *hi_c < *hi_f) pieces.push_back({2, hi_c, hi_f});
+    } else {
+        pieces.push_back({rq.cfg.has_fine() ? 2 : 1, lo_f, hi_f});
+    }
+    read_summaries(rq, g, *s, pieces, true, lo_f, hi_f, out);
+    if (rq.since && *rq.since < *lo_f) scan_table(rq, g, rq.since, lo_f, out);
+    if (rq.until && *hi_f < *rq.until) scan_table(rq, g, hi_f, rq.until, out);
     return out;
 }
 
@@ -865,22 +889,24 @@ void reattach_after_restore(Oid rel, const std::string& trigger_name, const std:
     if (cfg.has_time()) cfg.bucket_usecs = bucket_usecs_of(cfg.bucket_text);
     cfg.live_column = pg_call([rel] { return get_attnum(rel, "deleted_at"); }) > 0;
 
+    index_high_dimensions(cfg, choose_lattice(cfg));
     OwnDdl own;
     {
         static bridge::Statement insert(
-            "INSERT INTO lifecycle.count_tables (id, tbl, dimensions, time_column, bucket, live_column) "
-            "VALUES ($1, $2, $3::pg_catalog.name[], $4, $5::pg_catalog.interval, $6)",
-            {INT4OID, REGCLASSOID, TEXTARRAYOID, NAMEOID, TEXTOID, BOOLOID});
+            "INSERT INTO lifecycle.count_tables (id, tbl, dimensions, time_column, bucket, live_column, lattice) "
+            "VALUES ($1, $2, $3::pg_catalog.name[], $4, $5::pg_catalog.interval, $6, $7)",
+            {INT4OID, REGCLASSOID, TEXTARRAYOID, NAMEOID, TEXTOID, BOOLOID, TEXTARRAYOID});
         Datum dims = pg_call([&cfg] {
             Datum* elems = static_cast<Datum*>(palloc(sizeof(Datum) * (cfg.dims.size() + 1)));
             for (size_t i = 0; i < cfg.dims.size(); ++i) elems[i] = CStringGetTextDatum(cfg.dims[i].c_str());
             return PointerGetDatum(
                 construct_array(elems, static_cast<int>(cfg.dims.size()), TEXTOID, -1, false, TYPALIGN_INT));
         });
-        Datum values[6] = {Int32GetDatum(id), ObjectIdGetDatum(rel), dims,
+        Datum values[7] = {Int32GetDatum(id), ObjectIdGetDatum(rel), dims,
                            cfg.has_time() ? pg_call([&] { return DirectFunctionCall1(namein, CStringGetDatum(cfg.time_column.c_str())); }) : (Datum)0,
-                           cfg.has_time() ? bridge::text_datum(cfg.bucket_text) : (Datum)0, BoolGetDatum(cfg.live_column)};
-        char nulls[7] = "      ";
+                           cfg.has_time() ? bridge::text_datum(cfg.bucket_text) : (Datum)0, BoolGetDatum(cfg.live_column),
+                           text_array(cfg.lattice_text())};
+        char nulls[8] = "       ";
         if (!cfg.has_time()) nulls[3] = nulls[4] = 'n';
         bridge::AsRole ext(bridge::extension_owner());
         try {
@@ -913,3 +939,39 @@ void reattach_after_restore(Oid rel, const std::string& trigger_name, const std:
 }
 
 }  // namespace pg_lifecycle::counts
+
+/* lifecycle._count_relayout() RETURNS void — run once by the update script
+ * from 0.1: each counted table gets its lattice of summaries (chosen from its
+ * dimensions' measured cardinality) in place of count_N_bucket and
+ * count_N_total, filled from its rows under a SHARE lock; its deltas, whose
+ * buckets were the coarse ones, are replaced by the rebuild. */
+LIFECYCLE_FUNCTION(lifecycle_count_relayout) {
+    bridge::SpiConnection spi;
+    /* The new tables belong to the counted tables, not to the extension
+     * (like the ones count_enable creates): no membership is recorded. */
+    struct NotAMember {
+        bool saved = creating_extension;
+        NotAMember() { creating_extension = false; }
+        ~NotAMember() { creating_extension = saved; }
+    } not_a_member;
+    OwnDdl own;
+    for (Config cfg : load_all_configs()) {
+        if (pg_call([&] { return get_rel_relkind(cfg.relid); }) == '\0') continue;
+        lock_against_writers(cfg);
+        index_high_dimensions(cfg, choose_lattice(cfg));
+        {
+            bridge::AsRole ext(bridge::extension_owner());
+            bridge::execute_sql(fmt::format("DROP TABLE IF EXISTS lifecycle.{}, lifecycle.{}", cfg.table_name("bucket"),
+                                            cfg.table_name("total")),
+                                false);
+            static bridge::Statement update("UPDATE lifecycle.count_tables SET lattice = $2 WHERE id = $1",
+                                            {INT4OID, TEXTARRAYOID});
+            Datum values[2] = {Int32GetDatum(cfg.id), text_array(cfg.lattice_text())};
+            update.execute(values, nullptr, false);
+            create_counts_tables(cfg, bridge::relation_owner(cfg.relid), false);
+        }
+        registry_changed();
+        rebuild(cfg);
+    }
+    PG_RETURN_VOID();
+}

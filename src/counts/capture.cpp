@@ -269,7 +269,7 @@ bool capture_small(const Config& cfg, TriggerData* td) {
     if (!source_columns(cfg, desc, src)) return false;
     Oid delta = lifecycle_relation(cfg.table_name("delta"));
     if (delta == InvalidOid) return false;
-    int64 stride = cfg.has_time() ? bucket_usecs_of(cfg.bucket_text) : 1;
+    int64 stride = cfg.has_time() ? DatumGetInt64(bucket_interval(cfg)) : 1;  /* the deltas' (fine) buckets */
     DeltaKey keys[2 * fast_path_max_rows];
     int nkeys = 0;
     pg_call([&] {
@@ -622,11 +622,7 @@ LIFECYCLE_FUNCTION(lifecycle_count_truncate) {
     if (rel == cfg->relid) {
         /* Like TRUNCATE itself (not MVCC-safe): older snapshots see empty
          * count tables just as they see an empty table. */
-        bridge::AsRole owner(counts_owner(*cfg), SECURITY_RESTRICTED_OPERATION);
-        bridge::execute_sql(cfg->has_time()
-                                ? fmt::format("TRUNCATE {}, {}, {}", cfg->delta(), cfg->bucket(), cfg->total())
-                                : fmt::format("TRUNCATE {}, {}", cfg->delta(), cfg->total()),
-                            false);
+        truncate_counts(*cfg);
     } else {
         scan_into_delta(*cfg, rel, -1);
     }

@@ -4,20 +4,21 @@
  * For each table enabled with lifecycle.count_enable (a row of
  * lifecycle.count_tables with id N) the extension keeps, in schema lifecycle:
  *
- *   count_N_delta    (dims..., lc_bucket, lc_live, lc_delta)  append-only, no index
- *   count_N_bucket   (dims..., lc_bucket, lc_live, lc_n)      per time bucket (only with a time column)
- *   count_N_total    (dims..., lc_live, lc_n)                 all time
+ *   count_N_delta    (dims..., lc_bucket, lc_live, lc_delta)  append-only, no index;
+ *                    lc_bucket is the *fine* bucket (see Config::fine_usecs)
+ *   count_N_s<k>     (some dims..., lc_level, lc_bucket, lc_live, lc_n)
+ *                    one summary per grouping set of the lattice (summaries()):
+ *                    level 0 all time, 1 per bucket, 2 per fine bucket
  *
  * Statement-level AFTER triggers with transition tables on the table (and on
- * each of its partitions) append one row per (dims, bucket, live) group of a
- * statement to count_N_delta; nobody updates a shared row.  A count is the
- * sum of the visible summary rows plus the visible delta rows matching the
- * filter, so MVCC makes it exactly what count(*) sees in the same snapshot.
- * The count_fold task moves delta rows into the summaries, atomically.
- * count, count_by (facets) and count_series (timelines) all read through one
- * function, count_groups in api.cpp: summaries for the whole buckets of the
- * range, grouped by nothing / a dimension / buckets of a step, plus visible
- * deltas, plus the rows of the range's partial edges counted in the table.
+ * each of its partitions) append one row per (dims, fine bucket, live) group
+ * of a statement to count_N_delta; nobody updates a shared row.  A count is
+ * the sum of the visible rows of one summary plus the visible delta rows
+ * matching the filter, so MVCC makes it exactly what count(*) sees in the
+ * same snapshot.  The count_fold task moves delta rows into every summary in
+ * one statement, atomically.  count, count_by (facets) and count_series
+ * (timelines) all read through one function, count_groups in api.cpp, which
+ * picks the smallest summary covering the filter (see src/counts/README.md).
  * lc_live is "deleted_at IS NULL" for a table with a deleted_at column (soft
  * delete), true otherwise.
  *
@@ -46,18 +47,46 @@ struct Config {
     std::string bucket_text;       /* the bucket interval as text (trigger argument) */
     bool live_column = false;      /* the table had a deleted_at column when last looked at */
 
+    /* One grouping set of the lattice: count_N_s<no>, keyed by these
+     * dimensions (indexes into dims); `timed` summaries have levels 1
+     * (buckets) and 2 (fine buckets) besides level 0 (all time). */
+    struct Summary {
+        int no = 0;
+        std::vector<size_t> dims;
+        bool timed = false;
+    };
+    /* The lattice, chosen by choose_lattice at count_enable and kept in
+     * lifecycle.count_tables.lattice ("t 1 2": timed, dimensions 1 and 2;
+     * "u 3": all time only, dimension 3). */
+    std::vector<Summary> lattice;
+    /* Read from the schema of 0.1 (no lattice column): this library runs
+     * there until ALTER EXTENSION UPDATE, which rebuilds the summaries.  Till
+     * then there are no summaries to read (the table counts), deltas are by
+     * bucket as in 0.1 and are not folded. */
+    bool legacy = false;
+
     bool has_time() const { return !time_column.empty(); }
+    /* The width of the delta rows' buckets and of level 2: the bucket / 60
+     * when the bucket is a whole number of minutes ('1 hour' -> 1 minute),
+     * else the bucket itself (then there is no level 2). */
+    int64 fine_usecs() const;
+    bool has_fine() const { return has_time() && fine_usecs() != bucket_usecs; }
+    /* The lattice as stored in lifecycle.count_tables.lattice, and back. */
+    std::vector<std::string> lattice_text() const;
+    void set_lattice(const std::vector<std::string>& text);
     /* "lifecycle".count_N_delta etc. (quoted, qualified) */
     std::string delta() const;
-    std::string bucket() const;
-    std::string total() const;
+    std::string summary(int no) const;
+    /* Every count table: the delta table, then the summaries. */
+    std::vector<std::string> count_tables() const;
     std::string table_name(const char* kind) const;  /* unqualified: count_N_<kind> */
     /* Quoted dimension list "a", "b" (empty when none). */
     std::string dim_list(const char* prefix = "") const;
+    std::string dim_list(const Summary& s) const;
 };
 
 /* Names of the internal columns; a dimension may not use them. */
-inline constexpr const char* reserved_columns[] = {"lc_bucket", "lc_live", "lc_delta", "lc_n"};
+inline constexpr const char* reserved_columns[] = {"lc_bucket", "lc_live", "lc_delta", "lc_n", "lc_level"};
 
 /* Set while count_enable/count_disable/the DDL handlers run DDL of their own,
  * so that the event triggers leave it alone. */
@@ -87,17 +116,39 @@ void registry_changed();
 std::optional<Config> load_config(Oid relid);
 std::optional<Config> load_config_by_id(int32 id);
 std::vector<Config> load_all_configs();
+/* Whether lifecycle.count_tables has the lattice column (0.2). */
+bool has_lattice_column();
 
 /* Plans prepared once per backend, keyed by their SQL text (SPI_keepplan; the
  * plan cache revalidates them after DDL). */
 using bridge::cached_plan;
 
+/* Creates the count tables of cfg (delta and summaries), owned by table_owner. */
+void create_counts_tables(const Config& cfg, Oid table_owner, bool with_delta = true);
+/* Measures the cardinality of cfg's dimensions (ANALYZE of their columns)
+ * and chooses the lattice of summaries (cfg.lattice) from it; returns the
+ * high-cardinality dimensions (indexes into cfg.dims). */
+std::vector<size_t> choose_lattice(Config& cfg);
+/* Makes sure an index of the counted table starts with each of these
+ * dimensions (creating one on (dimension, time column), with a NOTICE):
+ * filters on them that no summary covers are counted through it. */
+void index_high_dimensions(const Config& cfg, const std::vector<size_t>& high);
+/* A SELECT of the rows of summary s — (its dims, lc_level, lc_bucket,
+ * lc_live, lc_n) — from `source`, a FROM item with the columns dims...,
+ * lc_fb (fine bucket, when timed), lc_live and lc_c (a count to add up). */
+std::string summary_rows_sql(const Config& cfg, const Config::Summary& s, const std::string& source);
+/* DROP TABLE IF EXISTS of every count table of cfg. */
+void drop_count_tables(const Config& cfg);
+/* TRUNCATE of every count table of cfg (as their owner). */
+void truncate_counts(const Config& cfg);
+
 /* "deleted_at IS NULL" when the relation has a deleted_at column, else "true". */
 std::string live_expression(Oid relid);
-/* The bucket expression over the time column (parameter $n, bigint, is the
- * bucket width in microseconds): lifecycle.count_bucket, i.e. bucket_start(). */
+/* The delta rows' (fine) bucket expression over the time column (parameter
+ * $n, bigint, is its width in microseconds): lifecycle.count_bucket, i.e.
+ * bucket_start(). */
 std::string bucket_expression(const Config& cfg, int param);
-/* The bucket width (microseconds) as an int8 Datum. */
+/* The delta rows' (fine) bucket width (microseconds) as an int8 Datum. */
 Datum bucket_interval(const Config& cfg);
 int64 bucket_usecs_of(const std::string& interval_text);
 

@@ -44,9 +44,7 @@ std::vector<Oid> oid_column() {
 void drop_counts_of(const Config& cfg) {
     OwnDdl own;
     bridge::AsRole ext(bridge::extension_owner());
-    bridge::execute_sql(cfg.has_time() ? fmt::format("DROP TABLE IF EXISTS {}, {}, {}", cfg.delta(), cfg.bucket(), cfg.total())
-                                        : fmt::format("DROP TABLE IF EXISTS {}, {}", cfg.delta(), cfg.total()),
-                        false);
+    drop_count_tables(cfg);
     static bridge::Statement remove("DELETE FROM lifecycle.count_tables WHERE id = $1", {INT4OID});
     Datum key = Int32GetDatum(cfg.id);
     remove.execute(&key, nullptr, false);
@@ -118,10 +116,9 @@ void sync_owner(const Config& cfg) {
     std::string role = bridge::quote_ident(pg_call([owner] { return std::string(GetUserNameFromId(owner, false)); }));
     OwnDdl own;
     bridge::AsRole ext(bridge::extension_owner());
-    for (const auto& t : {cfg.delta(), cfg.total()}) {
+    for (const auto& t : cfg.count_tables()) {
         bridge::execute_sql(fmt::format("ALTER TABLE {} OWNER TO {}", t, role), false);
     }
-    if (cfg.has_time()) bridge::execute_sql(fmt::format("ALTER TABLE {} OWNER TO {}", cfg.bucket(), role), false);
 }
 
 bool scalar_true(const std::string& sql, bool fresh) {
@@ -159,7 +156,7 @@ void follow_live_column(const Config& cfg) {
         } else {
             stale = scalar_true(fmt::format("SELECT EXISTS (SELECT 1 FROM {} WHERE NOT lc_live) OR "
                                             "EXISTS (SELECT 1 FROM {} WHERE NOT lc_live)",
-                                            cfg.delta(), cfg.total()),
+                                            cfg.delta(), cfg.lattice.empty() ? cfg.delta() : cfg.summary(0)),
                                 false);
         }
     }

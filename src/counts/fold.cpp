@@ -1,8 +1,9 @@
 /*
  * fold.cpp — the "count_fold" maintenance task: one unit per counted table;
  * each batch moves up to fold_batch delta rows into the summaries in one
- * statement (delete the deltas, add their sums to count_N_bucket and
- * count_N_total), so a reader sees either all of a batch's effect or none,
+ * statement (delete the deltas, add their sums to every summary of the
+ * lattice, count_N_s<k>, at each of its levels), so a reader sees either all
+ * of a batch's effect or none,
  * and a crash mid-batch rolls it back.  Batches of one table never run at the
  * same time (a transaction-level advisory lock; a second folder skips the
  * table).  Runs as the count tables' owner in a security-restricted context.
@@ -35,32 +36,31 @@ std::string numbers(int n) {
     return out;
 }
 
+/* One statement: delete a batch of deltas, add their sums to every summary
+ * (each at its levels), and return how many deltas moved and, per summary,
+ * the rows that reached zero (as a tid[] text). */
 std::string fold_sql(const Config& cfg) {
     std::string dims = cfg.dim_list();
     std::string sep = dims.empty() ? "" : ", ";
-    int nd = static_cast<int>(cfg.dims.size());
-    std::string moved = fmt::format(
+    std::string sql = fmt::format(
         "WITH moved AS (DELETE FROM {0} WHERE ctid = ANY (ARRAY(SELECT ctid FROM {0} LIMIT $1 FOR UPDATE SKIP LOCKED)) "
         "RETURNING {1}{2}{3}lc_live, lc_delta), ",
-        cfg.delta(), dims, sep, cfg.has_time() ? "lc_bucket, " : "");
-    std::string total_keys = fmt::format("{}{}lc_live", dims, sep);
-    if (!cfg.has_time()) {
-        return moved + fmt::format(
-            "agg AS (SELECT {0}, pg_catalog.sum(lc_delta)::bigint AS lc_n FROM moved GROUP BY {1}), "
-            "t AS (INSERT INTO {2} AS s ({0}, lc_n) SELECT {0}, lc_n FROM agg WHERE lc_n <> 0 "
-            "ON CONFLICT ({0}) DO UPDATE SET lc_n = s.lc_n + EXCLUDED.lc_n) "
-            "SELECT (SELECT pg_catalog.count(*) FROM moved), (SELECT pg_catalog.count(*) FROM agg WHERE lc_n < 0)",
-            total_keys, numbers(nd + 1), cfg.total());
+        cfg.delta(), dims, sep, cfg.has_time() ? "lc_bucket AS lc_fb, " : "");
+    sql += fmt::format("agg AS MATERIALIZED (SELECT {0}{1}{2}lc_live, pg_catalog.sum(lc_delta)::bigint AS lc_c FROM moved "
+                       "GROUP BY {3})",
+                       dims, sep, cfg.has_time() ? "lc_fb, " : "",
+                       numbers(static_cast<int>(cfg.dims.size()) + (cfg.has_time() ? 2 : 1)));
+    std::string result = "SELECT (SELECT pg_catalog.count(*) FROM moved)";
+    for (const auto& s : cfg.lattice) {
+        std::string sd = cfg.dim_list(s);
+        std::string keys = fmt::format("{}{}lc_level, lc_bucket, lc_live", sd, sd.empty() ? "" : ", ");
+        sql += fmt::format(
+            ", s{0} AS (INSERT INTO {1} AS s ({2}, lc_n) SELECT * FROM ({3}) r WHERE lc_n <> 0 "
+            "ON CONFLICT ({2}) DO UPDATE SET lc_n = s.lc_n + EXCLUDED.lc_n RETURNING s.ctid AS lc_tid, s.lc_n)",
+            s.no, cfg.summary(s.no), keys, summary_rows_sql(cfg, s, "agg"));
+        result += fmt::format(", (SELECT pg_catalog.array_agg(lc_tid)::text FROM s{} WHERE lc_n = 0)", s.no);
     }
-    std::string bucket_keys = fmt::format("{}{}lc_bucket, lc_live", dims, sep);
-    return moved + fmt::format(
-        "agg AS (SELECT {0}, pg_catalog.sum(lc_delta)::bigint AS lc_n FROM moved GROUP BY {1}), "
-        "b AS (INSERT INTO {2} AS s ({0}, lc_n) SELECT {0}, lc_n FROM agg WHERE lc_n <> 0 "
-        "ON CONFLICT ({0}) DO UPDATE SET lc_n = s.lc_n + EXCLUDED.lc_n), "
-        "t AS (INSERT INTO {3} AS s ({4}, lc_n) SELECT {4}, pg_catalog.sum(lc_n)::bigint FROM agg GROUP BY {5} "
-        "HAVING pg_catalog.sum(lc_n) <> 0 ON CONFLICT ({4}) DO UPDATE SET lc_n = s.lc_n + EXCLUDED.lc_n) "
-        "SELECT (SELECT pg_catalog.count(*) FROM moved), (SELECT pg_catalog.count(*) FROM agg WHERE lc_n < 0)",
-        bucket_keys, numbers(nd + 2), cfg.bucket(), cfg.total(), total_keys, numbers(nd + 1));
+    return sql + " " + result;
 }
 
 class CountFold final : public worker::Task {
@@ -81,23 +81,32 @@ public:
     worker::BatchResult run_batch(const worker::Unit& unit) const override {
         auto cfg = load_config(unit.target);
         if (!cfg) return {0, false}; /* disabled since the pass began */
+        if (cfg->legacy) return {0, false}; /* 0.1's schema: ALTER EXTENSION UPDATE rebuilds */
         if (!try_fold_lock(cfg->id)) return {0, false}; /* someone else is folding it */
 
         worker::set_batch_settings();
         std::string sql = fold_sql(*cfg);
         Oid types[1] = {INT4OID};
         Datum values[1] = {Int32GetDatum(fold_batch)};
-        int64 moved = 0, negative = 0;
+        int64 moved = 0;
         {
             bridge::AsRole owner(counts_owner(*cfg), SECURITY_RESTRICTED_OPERATION);
             SPIPlanPtr plan = cached_plan(sql, 1, types);
             bridge::execute_plan(plan, values, nullptr, false, 0);
             moved = bridge::result_int64(0, 1).value_or(0);
-            negative = bridge::result_int64(0, 2).value_or(0);
-            if (negative > 0) {
-                /* Groups that reached zero (rows deleted) are dropped. */
-                if (cfg->has_time()) bridge::execute_sql(fmt::format("DELETE FROM {} WHERE lc_n = 0", cfg->bucket()), false);
-                bridge::execute_sql(fmt::format("DELETE FROM {} WHERE lc_n = 0", cfg->total()), false);
+            std::vector<std::pair<int, std::string>> zeros;
+            for (const auto& s : cfg->lattice) {
+                if (auto tids = bridge::result_text(0, s.no + 2)) zeros.emplace_back(s.no, *tids);
+            }
+            /* Groups that reached zero (rows deleted) are dropped: the rows
+             * this batch wrote, found by the tids it returned (nobody else
+             * writes the summaries while we hold the fold lock). */
+            for (const auto& [no, tids] : zeros) {
+                Oid t[1] = {TEXTOID};
+                Datum v[1] = {bridge::text_datum(tids)};
+                bridge::execute_sql(fmt::format("DELETE FROM {} WHERE ctid = ANY ($1::pg_catalog.tid[]) AND lc_n = 0",
+                                                cfg->summary(no)),
+                                    1, t, v, nullptr, false, 0);
             }
         }
         return {moved, moved >= fold_batch};

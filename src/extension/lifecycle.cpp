@@ -189,7 +189,7 @@ LIFECYCLE_FUNCTION(lifecycle_on_drop_extension) {
     bridge::execute_sql(
         "SELECT pg_catalog.quote_ident(c.relname) FROM pg_catalog.pg_class c "
         "WHERE c.relnamespace OPERATOR(pg_catalog.=) $1 AND c.relkind OPERATOR(pg_catalog.=) 'r' "
-        "AND c.relname OPERATOR(pg_catalog.~) '^count_[0-9]+_(delta|bucket|total)$' "
+        "AND c.relname OPERATOR(pg_catalog.~) '^count_[0-9]+_(delta|bucket|total|s[0-9]+)$' "
         "AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d WHERE d.classid OPERATOR(pg_catalog.=) "
         "'pg_catalog.pg_class'::pg_catalog.regclass AND d.objid OPERATOR(pg_catalog.=) c.oid "
         "AND d.deptype OPERATOR(pg_catalog.=) 'e')",

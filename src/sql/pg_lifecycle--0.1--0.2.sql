@@ -231,6 +231,18 @@ CREATE FUNCTION lifecycle.soft_delete_flag() RETURNS trigger
 REVOKE EXECUTE ON FUNCTION lifecycle.soft_delete_flag() FROM PUBLIC;
 
 ------------------------------------------------------------------------------
+-- §4 Exact counts: a lattice of summaries per counted table (issue 15, part
+-- B) in place of count_<id>_bucket and count_<id>_total; the deltas' buckets
+-- become the fine ones.  Every counted table is rebuilt from its rows (under
+-- a SHARE lock: its writers wait meanwhile).
+------------------------------------------------------------------------------
+ALTER TABLE lifecycle.count_tables ADD COLUMN lattice text[] NOT NULL DEFAULT '{}';
+CREATE FUNCTION lifecycle._count_relayout() RETURNS void
+    AS 'MODULE_PATHNAME', 'lifecycle_count_relayout' LANGUAGE C VOLATILE;
+SELECT lifecycle._count_relayout();
+DROP FUNCTION lifecycle._count_relayout();
+
+------------------------------------------------------------------------------
 -- Keep last: tables enabled under 0.1 get the triggers of 0.2 — the TRUNCATE
 -- trigger, and the cascade trigger that also handles an application's own
 -- soft delete and restore by UPDATE (dropped here, re-created by

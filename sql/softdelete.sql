@@ -503,6 +503,26 @@ SELECT err($$SELECT lifecycle.restore('bound_ids', 99999999999::bigint)$$) AS ou
 SELECT err($$SELECT lifecycle.restore('bound_uuids', '42')$$) AS not_a_uuid;
 DROP TABLE bound_ids, bound_uuids;
 
+-- Purge keeps a deleted row that a live row of a soft-delete table still
+-- references, also through a SET NULL key: the live row's link is never lost.
+-- (Found by the model-based test, test/t/041_softdelete_model.pl.)
+CREATE TABLE pn_parents (id int PRIMARY KEY);
+CREATE TABLE pn_children (id int PRIMARY KEY, parent_id int REFERENCES pn_parents ON DELETE SET NULL);
+INSERT INTO pn_parents VALUES (1), (2);
+INSERT INTO pn_children VALUES (10, 1), (20, 2);
+SELECT lifecycle.soft_delete_enable('pn_parents'), lifecycle.soft_delete_enable('pn_children');
+DELETE FROM pn_parents;                           -- SET NULL: the children stay, linked
+DELETE FROM pn_children WHERE id = 20;            -- 20 deleted too; 10 stays live
+SET lifecycle.include_deleted = on;
+UPDATE pn_parents SET deleted_at = now() - interval '1 day';
+RESET lifecycle.include_deleted;
+SELECT lifecycle.purge('pn_parents', '1 hour') AS purged;     -- parent 2 only
+SET lifecycle.include_deleted = on;
+SELECT id FROM pn_parents ORDER BY id;
+SELECT id, parent_id, deleted_at IS NOT NULL AS deleted FROM pn_children ORDER BY id;
+RESET lifecycle.include_deleted;
+DROP TABLE pn_children, pn_parents;
+
 DROP TABLE accounts, orgs, teams, members, invoices, notes, audit, folders, ring_a, ring_b, events,
            no_pk, bad_col, boards, cards, zones, sites, shops, items CASCADE;
 REVOKE ALL ON SCHEMA public FROM sd_app;

@@ -48,9 +48,8 @@ std::string join_condition(const ForeignKey& fk) {
     return out;
 }
 
-bool blocks_purge(const ForeignKey& fk) {
-    return fk.on_delete == FKCONSTR_ACTION_CASCADE || fk.on_delete == FKCONSTR_ACTION_RESTRICT ||
-           fk.on_delete == FKCONSTR_ACTION_NOACTION;
+bool restricts(const ForeignKey& fk) {
+    return fk.on_delete == FKCONSTR_ACTION_RESTRICT || fk.on_delete == FKCONSTR_ACTION_NOACTION;
 }
 
 /* A purge error that concerns some rows only (a live row further down a
@@ -73,30 +72,32 @@ bool purge_in_progress() { return purge_depth > 0; }
 
 /* Hard-deletes up to `batch` rows of `table` soft-deleted longer ago than
  * older_than.  A row that live rows of a protected table still reference
- * (through any foreign key that would cascade into them or forbid the
- * delete), or live rows of an unprotected table through a RESTRICT / NO
- * ACTION key, stays: only rows somebody deleted are removed.  Children
- * first: soft-deleted rows of protected tables whose RESTRICT / NO ACTION key
- * references a purged row go with it (CASCADE and SET NULL are done by the
- * foreign key itself, whose cascade may only remove soft-deleted rows). */
+ * (through any foreign key: one that would cascade into them or forbid the
+ * delete, and one that would set their link to NULL or its default, since a
+ * live row's link is never lost), or rows of an unprotected table through a
+ * RESTRICT / NO ACTION key, stays: only rows somebody deleted are removed.
+ * Children first: soft-deleted rows of protected tables whose RESTRICT / NO
+ * ACTION key references a purged row go with it (CASCADE and SET NULL are
+ * done by the foreign key itself, whose cascade may only remove soft-deleted
+ * rows). */
 int64 purge_batch(Oid table, Interval* older_than, int batch) {
     std::string name = bridge::qualified_relation_name(table);
     std::vector<Oid> scope_tables{table};
     std::string keep_referenced;
     std::vector<std::pair<std::string, std::string>> children;  /* (child name, join condition) */
     for (const ForeignKey& fk : incoming_fks(table)) {
-        if (!blocks_purge(fk)) continue;
         bool protected_child = lookup(fk.referencing) != nullptr;
+        if (!protected_child && !restricts(fk)) continue;
         std::string child = bridge::qualified_relation_name(fk.referencing);
         std::string join = join_condition(fk);
         if (protected_child) {
             keep_referenced += fmt::format(" AND NOT EXISTS (SELECT 1 FROM {} c WHERE {} AND c.deleted_at IS NULL)",
                                            child, join);
-            if (fk.on_delete != FKCONSTR_ACTION_CASCADE) {
+            if (restricts(fk)) {
                 children.emplace_back(child, join);
                 scope_tables.push_back(fk.referencing);
             }
-        } else if (fk.on_delete != FKCONSTR_ACTION_CASCADE) {
+        } else {
             keep_referenced += fmt::format(" AND NOT EXISTS (SELECT 1 FROM {} c WHERE {})", child, join);
         }
     }

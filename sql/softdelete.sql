@@ -523,6 +523,32 @@ SELECT id, parent_id, deleted_at IS NOT NULL AS deleted FROM pn_children ORDER B
 RESET lifecycle.include_deleted;
 DROP TABLE pn_children, pn_parents;
 
+-- An application's own restore checks the parents once its event's rows are
+-- back, as restore() does: a user's comment on the user's own post comes back
+-- with both (it was refused when the comment came back before the post).  A
+-- parent really still deleted is refused.  (Found by the model-based test.)
+CREATE TABLE ar_users (id int PRIMARY KEY);
+CREATE TABLE ar_comments (id int PRIMARY KEY, user_id int REFERENCES ar_users ON DELETE CASCADE, post_id int);
+CREATE TABLE ar_posts (id int PRIMARY KEY, user_id int REFERENCES ar_users ON DELETE CASCADE);
+ALTER TABLE ar_comments ADD FOREIGN KEY (post_id) REFERENCES ar_posts ON DELETE CASCADE;
+INSERT INTO ar_users VALUES (1);
+INSERT INTO ar_posts VALUES (10, 1);
+INSERT INTO ar_comments VALUES (100, 1, 10);
+SELECT lifecycle.soft_delete_enable('ar_users'), lifecycle.soft_delete_enable('ar_posts'),
+       lifecycle.soft_delete_enable('ar_comments');
+DELETE FROM ar_users WHERE id = 1;                      -- the post and the comment go with it
+SET lifecycle.include_deleted = on;
+\set QUIET off
+UPDATE ar_users SET deleted_at = NULL WHERE id = 1;
+\set QUIET on
+SELECT (SELECT deleted_at IS NULL FROM ar_users) AS user_back, (SELECT deleted_at IS NULL FROM ar_posts) AS post_back,
+       (SELECT deleted_at IS NULL FROM ar_comments) AS comment_back;
+DELETE FROM ar_posts WHERE id = 10;                     -- the comment goes with the post
+DELETE FROM ar_users WHERE id = 1;                      -- another event: the user only
+SELECT err($$UPDATE ar_posts SET deleted_at = NULL WHERE id = 10$$) AS user_still_deleted;
+RESET lifecycle.include_deleted;
+DROP TABLE ar_comments, ar_posts, ar_users;
+
 DROP TABLE accounts, orgs, teams, members, invoices, notes, audit, folders, ring_a, ring_b, events,
            no_pk, bad_col, boards, cards, zones, sites, shops, items CASCADE;
 REVOKE ALL ON SCHEMA public FROM sd_app;

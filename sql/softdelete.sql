@@ -523,6 +523,26 @@ SELECT id, parent_id, deleted_at IS NOT NULL AS deleted FROM pn_children ORDER B
 RESET lifecycle.include_deleted;
 DROP TABLE pn_children, pn_parents;
 
+-- Purge removes a row and its soft-deleted RESTRICT children in one statement:
+-- a child's own SET NULL action on the row used to update it first, so the row
+-- was not found any more (purge returned 0 and kept it, without its child).
+-- (Found by the model-based test.)
+CREATE TABLE ps_parents (id int PRIMARY KEY, child_id int);
+CREATE TABLE ps_children (id int PRIMARY KEY, parent_id int REFERENCES ps_parents ON DELETE RESTRICT);
+ALTER TABLE ps_parents ADD FOREIGN KEY (child_id) REFERENCES ps_children ON DELETE SET NULL;
+INSERT INTO ps_parents VALUES (1, NULL);
+INSERT INTO ps_children VALUES (10, 1);
+UPDATE ps_parents SET child_id = 10;
+SELECT lifecycle.soft_delete_enable('ps_parents'), lifecycle.soft_delete_enable('ps_children');
+DELETE FROM ps_children;
+DELETE FROM ps_parents;
+SET lifecycle.include_deleted = on;
+UPDATE ps_parents SET deleted_at = now() - interval '1 day';
+SELECT lifecycle.purge('ps_parents', '1 hour') AS purged;
+SELECT (SELECT count(*) FROM ps_parents) AS parents_left, (SELECT count(*) FROM ps_children) AS children_left;
+RESET lifecycle.include_deleted;
+DROP TABLE ps_children, ps_parents;
+
 -- An application's own restore checks the parents once its event's rows are
 -- back, as restore() does: a user's comment on the user's own post comes back
 -- with both (it was refused when the comment came back before the post).  A

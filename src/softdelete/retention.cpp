@@ -76,10 +76,12 @@ bool purge_in_progress() { return purge_depth > 0; }
  * delete, and one that would set their link to NULL or its default, since a
  * live row's link is never lost), or rows of an unprotected table through a
  * RESTRICT / NO ACTION key, stays: only rows somebody deleted are removed.
- * Children first: soft-deleted rows of protected tables whose RESTRICT / NO
- * ACTION key references a purged row go with it (CASCADE and SET NULL are
- * done by the foreign key itself, whose cascade may only remove soft-deleted
- * rows). */
+ * Soft-deleted rows of protected tables whose RESTRICT / NO ACTION key
+ * references a purged row go with it, in the same statement (a writable CTE
+ * each), so that the foreign keys' checks and actions run once all of them
+ * are gone: an action of a removed child cannot update a purged row before
+ * it is removed (its ctid would be stale).  CASCADE and SET NULL are done by
+ * the foreign key itself, whose cascade may only remove soft-deleted rows. */
 int64 purge_batch(Oid table, Interval* older_than, int batch) {
     std::string name = bridge::qualified_relation_name(table);
     std::vector<Oid> scope_tables{table};
@@ -106,7 +108,13 @@ int64 purge_batch(Oid table, Interval* older_than, int batch) {
         "WHERE p.deleted_at OPERATOR(pg_catalog.<) (pg_catalog.now() OPERATOR(pg_catalog.-) $1){} "
         "LIMIT $2 FOR UPDATE OF p SKIP LOCKED) x",
         name, keep_referenced);
-    std::string parents_sql = fmt::format(
+    std::string purge_sql;
+    for (size_t i = 0; i < children.size(); ++i) {
+        purge_sql += fmt::format("{}c{} AS (DELETE FROM {} c USING ONLY {} p WHERE p.ctid OPERATOR(pg_catalog.=) ANY ($1) "
+                                 "AND {} AND c.deleted_at IS NOT NULL) ",
+                                 i ? ", " : "WITH ", i, children[i].first, name, children[i].second);
+    }
+    purge_sql += fmt::format(
         "DELETE FROM ONLY {} WHERE ctid OPERATOR(pg_catalog.=) ANY ($1) AND deleted_at IS NOT NULL", name);
 
     PurgeScope scope(scope_tables);
@@ -126,13 +134,7 @@ int64 purge_batch(Oid table, Interval* older_than, int batch) {
             Datum ctids = pg_call([&found] { return datumCopy(*found, false, -1); });
             auto delete_rows = [&](Datum which) {
                 Oid tid_array = TIDARRAYOID;
-                for (const auto& [child, join] : children) {
-                    bridge::execute_sql(fmt::format("DELETE FROM {} c USING ONLY {} p WHERE p.ctid OPERATOR(pg_catalog.=) "
-                                                    "ANY ($1) AND {} AND c.deleted_at IS NOT NULL",
-                                                    child, name, join),
-                                        1, &tid_array, &which, nullptr, false);
-                }
-                bridge::execute_sql(parents_sql, 1, &tid_array, &which, nullptr, false);
+                bridge::execute_sql(purge_sql, 1, &tid_array, &which, nullptr, false);
                 return static_cast<int64>(bridge::processed_rows());
             };
             bool done = bridge::in_subtransaction([&] { rows = delete_rows(ctids); },

@@ -62,6 +62,30 @@ bool is_row_error(int code) {
            category == ERRCODE_TO_CATEGORY(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE);
 }
 
+/* The latest version of the row of `table` at `tid`, as this transaction sees
+ * it now: a foreign-key action (SET NULL, SET DEFAULT) of a row purged before
+ * it may have updated it since its ctid was read. */
+Datum latest_version(Oid table, Datum tid_array) {
+    return pg_call([&] {
+        Datum* elems;
+        bool* nulls;
+        int n;
+        deconstruct_array(DatumGetArrayTypeP(tid_array), TIDOID, sizeof(ItemPointerData), false, TYPALIGN_SHORT, &elems,
+                          &nulls, &n);
+        auto* tid = static_cast<ItemPointer>(palloc(sizeof(ItemPointerData)));
+        ItemPointerCopy(reinterpret_cast<ItemPointer>(DatumGetPointer(elems[0])), tid);
+        Relation rel = table_open(table, AccessShareLock);
+        Snapshot snapshot = RegisterSnapshot(GetLatestSnapshot());
+        TableScanDesc scan = table_beginscan_tid(rel, snapshot);
+        table_tuple_get_latest_tid(scan, tid);
+        table_endscan(scan);
+        UnregisterSnapshot(snapshot);
+        table_close(rel, AccessShareLock);
+        Datum one = PointerGetDatum(tid);
+        return PointerGetDatum(construct_array(&one, 1, TIDOID, sizeof(ItemPointerData), false, TYPALIGN_SHORT));
+    });
+}
+
 }  // namespace
 
 bool purging(Oid relid) {
@@ -156,7 +180,7 @@ int64 purge_batch(Oid table, Interval* older_than, int batch) {
                     }
                 });
                 for (Datum one : each) {
-                    (void)bridge::in_subtransaction([&] { rows += delete_rows(one); },
+                    (void)bridge::in_subtransaction([&] { rows += delete_rows(latest_version(table, one)); },
                                                     [](const bridge::PgError& e) { return is_row_error(e.sqlerrcode()); });
                 }
             }

@@ -588,6 +588,25 @@ SELECT err($$UPDATE ar_posts SET deleted_at = NULL WHERE id = 10$$) AS user_stil
 RESET lifecycle.include_deleted;
 DROP TABLE ar_comments, ar_posts, ar_users;
 
+-- An application's own restore of a row deleted before soft delete was
+-- enabled (no event) checks its parent too, as restore() does (the trigger
+-- did not fire for it).  (Found by the model-based test.)
+CREATE TABLE ae_parents (id int PRIMARY KEY, deleted_at timestamptz);
+CREATE TABLE ae_children (id int PRIMARY KEY, parent_id int REFERENCES ae_parents, deleted_at timestamptz);
+INSERT INTO ae_parents VALUES (1, now() - interval '1 day');
+INSERT INTO ae_children VALUES (10, 1, now() - interval '1 day'), (11, 1, now() - interval '1 day');
+SELECT lifecycle.soft_delete_enable('ae_parents'), lifecycle.soft_delete_enable('ae_children');
+SET lifecycle.include_deleted = on;
+SELECT err($$SELECT lifecycle.restore('ae_children', 10)$$) AS by_restore;
+SELECT err($$UPDATE ae_children SET deleted_at = NULL WHERE id = 11$$) AS by_update;
+UPDATE ae_parents SET deleted_at = NULL WHERE id = 1;
+\set QUIET off
+UPDATE ae_children SET deleted_at = NULL WHERE id = 11;      -- the parent is back: fine
+\set QUIET on
+SELECT id, deleted_at IS NULL AS live, delete_event FROM ae_children ORDER BY id;
+RESET lifecycle.include_deleted;
+DROP TABLE ae_children, ae_parents;
+
 DROP TABLE accounts, orgs, teams, members, invoices, notes, audit, folders, ring_a, ring_b, events,
            no_pk, bad_col, boards, cards, zones, sites, shops, items CASCADE;
 REVOKE ALL ON SCHEMA public FROM sd_app;

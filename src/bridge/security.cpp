@@ -189,4 +189,19 @@ bool acting_as_outer_user() {
     return user == GetOuterUserId();
 }
 
+void with_setting(const char* name, const char* value, const std::function<void()>& body) {
+    int nest = pg_call([name, value] {
+        int n = NewGUCNestLevel();
+        (void)set_config_option(name, value, PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
+        return n;
+    });
+    try {
+        body();
+    } catch (...) {
+        AtEOXact_GUC(false, nest);
+        throw;
+    }
+    AtEOXact_GUC(false, nest);
+}
+
 }  // namespace pg_lifecycle::bridge

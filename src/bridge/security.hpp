@@ -21,6 +21,8 @@
 
 #include "bridge/guard.hpp"
 
+#include <functional>
+
 namespace pg_lifecycle::bridge {
 
 /* The search path of every statement the extension runs. */
@@ -100,5 +102,10 @@ std::string equality_operator(Oid type);
  * check or action, a security-restricted operation (the worker, maintenance,
  * index expressions) or a background worker. */
 bool acting_as_outer_user();
+
+/* Runs body with the user setting `name` = `value` for this session, in a
+ * GUC nest level whose changes (this one, and whatever body's statements set)
+ * are rolled back afterwards, also when body raises. */
+void with_setting(const char* name, const char* value, const std::function<void()>& body);
 
 }  // namespace pg_lifecycle::bridge

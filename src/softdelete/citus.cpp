@@ -189,19 +189,7 @@ void with_triggers_allowed(const std::function<void()>& body) {
         body();
         return;
     }
-    int nest = pg_call([] {
-        int n = NewGUCNestLevel();
-        (void)set_config_option("citus.enable_unsafe_triggers", "on", PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE,
-                                true, 0, false);
-        return n;
-    });
-    try {
-        body();
-    } catch (...) {
-        AtEOXact_GUC(false, nest);
-        throw;
-    }
-    AtEOXact_GUC(false, nest);
+    bridge::with_setting("citus.enable_unsafe_triggers", "on", body);
 }
 
 Node* show_deleted_qual(int rti, AttrNumber deleted_at) {

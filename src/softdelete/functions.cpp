@@ -43,19 +43,7 @@ const TableInfo& require_enabled(Oid relid) {
  * changes (ours, and whatever the table's triggers set) are rolled back
  * afterwards. */
 void with_deleted_rows_visible(const std::function<void()>& body) {
-    int nest = pg_call([] {
-        int n = NewGUCNestLevel();
-        (void)set_config_option("lifecycle.include_deleted", "on", PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE,
-                                true, 0, false);
-        return n;
-    });
-    try {
-        body();
-    } catch (...) {
-        AtEOXact_GUC(false, nest);
-        throw;
-    }
-    AtEOXact_GUC(false, nest);
+    bridge::with_setting("lifecycle.include_deleted", "on", body);
 }
 
 std::vector<std::string> primary_key_columns(Oid relid) {

@@ -4,6 +4,9 @@
 #                this machine has no package of it — test/versions.sh)
 #   make demo    install what is missing, build, install, walk through the features
 #   make bench   benchmarks against the baselines in SPEC.md (not part of make test)
+#   make test-model-long   the soft delete model test (test/t/041_softdelete_model.pl)
+#                at length: SD_MODEL_ROUNDS (default 300) random schemas of
+#                SD_MODEL_STEPS (60) steps, SD_MODEL_SEED to repeat a run
 
 EXTENSION   = pg_lifecycle
 MODULE_big  = pg_lifecycle
@@ -59,7 +62,7 @@ pg_lifecycle--%.sql: FORCE
 	cat $(sort $(wildcard src/sql/$*/*.sql)) > $@
 FORCE:
 
-.PHONY: test demo bench deps FORCE
+.PHONY: test test-model-long demo bench deps FORCE
 deps:
 	bash test/deps.sh
 test:
@@ -68,6 +71,9 @@ ifeq ($(PG),)
 else
 	bash test/versions.sh $(PG)
 endif
+test-model-long:
+	SUITES=tap TAP_TESTS=041_softdelete_model.pl SD_MODEL_ROUNDS=$${SD_MODEL_ROUNDS:-300} \
+	SD_MODEL_STEPS=$${SD_MODEL_STEPS:-60} bash $(if $(PG),test/versions.sh $(PG),test/run.sh)
 demo:
 	bash test/demo.sh
 bench:

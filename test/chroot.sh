@@ -106,7 +106,8 @@ mount -o remount,bind,ro "$R/build/src" || true
 # Pass test/run.sh's settings through a clean environment.
 envs=(PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LANG=C.UTF-8
       PG_CONFIG=/usr/lib/postgresql/$PG/bin/pg_config)
-for v in SUITES REGRESS_TESTS ISOLATION_TESTS TAP_TESTS KEEP_TEST_OUTPUT REGRESS_PORT ISOLATION_PORT; do
+for v in SUITES REGRESS_TESTS ISOLATION_TESTS TAP_TESTS KEEP_TEST_OUTPUT REGRESS_PORT ISOLATION_PORT \
+         SD_MODEL_SEED SD_MODEL_ROUNDS SD_MODEL_STEPS; do
     [ -n "${!v:-}" ] && envs+=("$v=${!v}")
 done
 rc=0

@@ -7,7 +7,9 @@
 # For development: SUITES="lint regress isolation tap clients unit" picks suites;
 # REGRESS_TESTS, ISOLATION_TESTS and TAP_TESTS (space-separated names) pick
 # tests; SKIP_BUILD=1 skips the package check, build and install;
-# KEEP_TEST_OUTPUT=1 keeps the work directory.
+# KEEP_TEST_OUTPUT=1 keeps the work directory; SD_MODEL_SEED, SD_MODEL_ROUNDS
+# and SD_MODEL_STEPS set the soft delete model test's run (041_softdelete_model.pl;
+# make test-model-long runs it at length).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD

@@ -100,13 +100,14 @@ bool truncate_function_exists() {
 
 /* The cascade trigger: in 0.1 it fired for soft deletes only; from 0.2 also
  * for an application's own soft delete by UPDATE (no event: it gets one) and
- * its own restore by UPDATE (delete_event left as it was). */
+ * its own restore by UPDATE (delete_event left as it was, or a row deleted
+ * without an event, before enabling: its parents are checked). */
 constexpr const char* cascade_when_01 =
     "OLD.deleted_at IS NULL AND NEW.deleted_at IS NOT NULL AND lifecycle._soft_delete_referenced(OLD.tableoid)";
 constexpr const char* cascade_when_02 =
     "(OLD.deleted_at IS NULL AND NEW.deleted_at IS NOT NULL AND (NEW.delete_event IS NULL "
     "OR lifecycle._soft_delete_referenced(OLD.tableoid))) OR (OLD.deleted_at IS NOT NULL AND NEW.deleted_at IS NULL "
-    "AND OLD.delete_event IS NOT NULL AND NEW.delete_event IS NOT NULL)";
+    "AND (OLD.delete_event IS NULL OR NEW.delete_event IS NOT NULL))";
 
 void create_truncate_trigger(Oid rel) {
     bridge::execute_sql(fmt::format("CREATE TRIGGER {} BEFORE TRUNCATE ON {} FOR EACH STATEMENT "

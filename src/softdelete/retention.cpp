@@ -48,9 +48,8 @@ std::string join_condition(const ForeignKey& fk) {
     return out;
 }
 
-bool blocks_purge(const ForeignKey& fk) {
-    return fk.on_delete == FKCONSTR_ACTION_CASCADE || fk.on_delete == FKCONSTR_ACTION_RESTRICT ||
-           fk.on_delete == FKCONSTR_ACTION_NOACTION;
+bool restricts(const ForeignKey& fk) {
+    return fk.on_delete == FKCONSTR_ACTION_RESTRICT || fk.on_delete == FKCONSTR_ACTION_NOACTION;
 }
 
 /* A purge error that concerns some rows only (a live row further down a
@@ -63,6 +62,30 @@ bool is_row_error(int code) {
            category == ERRCODE_TO_CATEGORY(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE);
 }
 
+/* The latest version of the row of `table` at `tid`, as this transaction sees
+ * it now: a foreign-key action (SET NULL, SET DEFAULT) of a row purged before
+ * it may have updated it since its ctid was read. */
+Datum latest_version(Oid table, Datum tid_array) {
+    return pg_call([&] {
+        Datum* elems;
+        bool* nulls;
+        int n;
+        deconstruct_array(DatumGetArrayTypeP(tid_array), TIDOID, sizeof(ItemPointerData), false, TYPALIGN_SHORT, &elems,
+                          &nulls, &n);
+        auto* tid = static_cast<ItemPointer>(palloc(sizeof(ItemPointerData)));
+        ItemPointerCopy(reinterpret_cast<ItemPointer>(DatumGetPointer(elems[0])), tid);
+        Relation rel = table_open(table, AccessShareLock);
+        Snapshot snapshot = RegisterSnapshot(GetLatestSnapshot());
+        TableScanDesc scan = table_beginscan_tid(rel, snapshot);
+        table_tuple_get_latest_tid(scan, tid);
+        table_endscan(scan);
+        UnregisterSnapshot(snapshot);
+        table_close(rel, AccessShareLock);
+        Datum one = PointerGetDatum(tid);
+        return PointerGetDatum(construct_array(&one, 1, TIDOID, sizeof(ItemPointerData), false, TYPALIGN_SHORT));
+    });
+}
+
 }  // namespace
 
 bool purging(Oid relid) {
@@ -73,30 +96,34 @@ bool purge_in_progress() { return purge_depth > 0; }
 
 /* Hard-deletes up to `batch` rows of `table` soft-deleted longer ago than
  * older_than.  A row that live rows of a protected table still reference
- * (through any foreign key that would cascade into them or forbid the
- * delete), or live rows of an unprotected table through a RESTRICT / NO
- * ACTION key, stays: only rows somebody deleted are removed.  Children
- * first: soft-deleted rows of protected tables whose RESTRICT / NO ACTION key
- * references a purged row go with it (CASCADE and SET NULL are done by the
- * foreign key itself, whose cascade may only remove soft-deleted rows). */
+ * (through any foreign key: one that would cascade into them or forbid the
+ * delete, and one that would set their link to NULL or its default, since a
+ * live row's link is never lost), or rows of an unprotected table through a
+ * RESTRICT / NO ACTION key, stays: only rows somebody deleted are removed.
+ * Soft-deleted rows of protected tables whose RESTRICT / NO ACTION key
+ * references a purged row go with it, in the same statement (a writable CTE
+ * each), so that the foreign keys' checks and actions run once all of them
+ * are gone: an action of a removed child cannot update a purged row before
+ * it is removed (its ctid would be stale).  CASCADE and SET NULL are done by
+ * the foreign key itself, whose cascade may only remove soft-deleted rows. */
 int64 purge_batch(Oid table, Interval* older_than, int batch) {
     std::string name = bridge::qualified_relation_name(table);
     std::vector<Oid> scope_tables{table};
     std::string keep_referenced;
     std::vector<std::pair<std::string, std::string>> children;  /* (child name, join condition) */
     for (const ForeignKey& fk : incoming_fks(table)) {
-        if (!blocks_purge(fk)) continue;
         bool protected_child = lookup(fk.referencing) != nullptr;
+        if (!protected_child && !restricts(fk)) continue;
         std::string child = bridge::qualified_relation_name(fk.referencing);
         std::string join = join_condition(fk);
         if (protected_child) {
             keep_referenced += fmt::format(" AND NOT EXISTS (SELECT 1 FROM {} c WHERE {} AND c.deleted_at IS NULL)",
                                            child, join);
-            if (fk.on_delete != FKCONSTR_ACTION_CASCADE) {
+            if (restricts(fk)) {
                 children.emplace_back(child, join);
                 scope_tables.push_back(fk.referencing);
             }
-        } else if (fk.on_delete != FKCONSTR_ACTION_CASCADE) {
+        } else {
             keep_referenced += fmt::format(" AND NOT EXISTS (SELECT 1 FROM {} c WHERE {})", child, join);
         }
     }
@@ -105,7 +132,13 @@ int64 purge_batch(Oid table, Interval* older_than, int batch) {
         "WHERE p.deleted_at OPERATOR(pg_catalog.<) (pg_catalog.now() OPERATOR(pg_catalog.-) $1){} "
         "LIMIT $2 FOR UPDATE OF p SKIP LOCKED) x",
         name, keep_referenced);
-    std::string parents_sql = fmt::format(
+    std::string purge_sql;
+    for (size_t i = 0; i < children.size(); ++i) {
+        purge_sql += fmt::format("{}c{} AS (DELETE FROM {} c USING ONLY {} p WHERE p.ctid OPERATOR(pg_catalog.=) ANY ($1) "
+                                 "AND {} AND c.deleted_at IS NOT NULL) ",
+                                 i ? ", " : "WITH ", i, children[i].first, name, children[i].second);
+    }
+    purge_sql += fmt::format(
         "DELETE FROM ONLY {} WHERE ctid OPERATOR(pg_catalog.=) ANY ($1) AND deleted_at IS NOT NULL", name);
 
     PurgeScope scope(scope_tables);
@@ -125,13 +158,7 @@ int64 purge_batch(Oid table, Interval* older_than, int batch) {
             Datum ctids = pg_call([&found] { return datumCopy(*found, false, -1); });
             auto delete_rows = [&](Datum which) {
                 Oid tid_array = TIDARRAYOID;
-                for (const auto& [child, join] : children) {
-                    bridge::execute_sql(fmt::format("DELETE FROM {} c USING ONLY {} p WHERE p.ctid OPERATOR(pg_catalog.=) "
-                                                    "ANY ($1) AND {} AND c.deleted_at IS NOT NULL",
-                                                    child, name, join),
-                                        1, &tid_array, &which, nullptr, false);
-                }
-                bridge::execute_sql(parents_sql, 1, &tid_array, &which, nullptr, false);
+                bridge::execute_sql(purge_sql, 1, &tid_array, &which, nullptr, false);
                 return static_cast<int64>(bridge::processed_rows());
             };
             bool done = bridge::in_subtransaction([&] { rows = delete_rows(ctids); },
@@ -153,7 +180,7 @@ int64 purge_batch(Oid table, Interval* older_than, int batch) {
                     }
                 });
                 for (Datum one : each) {
-                    (void)bridge::in_subtransaction([&] { rows += delete_rows(one); },
+                    (void)bridge::in_subtransaction([&] { rows += delete_rows(latest_version(table, one)); },
                                                     [](const bridge::PgError& e) { return is_row_error(e.sqlerrcode()); });
                 }
             }

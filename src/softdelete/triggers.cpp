@@ -68,6 +68,23 @@ RowKey row_key(Relation rel, HeapTuple tuple, const std::vector<std::string>& co
     return key;
 }
 
+/* The key's values copied into the transaction's memory: they outlive the
+ * trigger's tuple. */
+RowKey kept_key(const RowKey& key) {
+    RowKey kept = key;
+    pg_call([&kept] {
+        MemoryContext old = MemoryContextSwitchTo(TopTransactionContext);
+        for (size_t i = 0; i < kept.values.size(); ++i) {
+            int16 len;
+            bool byval;
+            get_typlenbyval(kept.types[i], &len, &byval);
+            kept.values[i] = datumCopy(kept.values[i], byval, len);
+        }
+        MemoryContextSwitchTo(old);
+    });
+    return kept;
+}
+
 /* "$1 OPERATOR(s.=) col1 AND ..." with the key's own operators: parameters
  * hold the referenced row's values. */
 std::string where_key(const ForeignKey& fk, int first_param) {
@@ -204,19 +221,7 @@ void cascade_row(Relation rel, HeapTuple row, Datum deleted_at, Datum deleted_by
                 registered = true;
             }
             std::string parent_text = pg_call([&] { return std::string(RelationGetRelationName(rel)); });
-            RowKey kept = key;
-            pg_call([&kept] {
-                /* The values outlive the trigger's tuple: copies in the transaction's memory. */
-                MemoryContext old = MemoryContextSwitchTo(TopTransactionContext);
-                for (size_t i = 0; i < kept.values.size(); ++i) {
-                    int16 len;
-                    bool byval;
-                    get_typlenbyval(kept.types[i], &len, &byval);
-                    kept.values[i] = datumCopy(kept.values[i], byval, len);
-                }
-                MemoryContextSwitchTo(old);
-            });
-            deferred_checks.push_back(DeferredCheck{GetCurrentSubTransactionId(), fk, std::move(kept), parent_text});
+            deferred_checks.push_back(DeferredCheck{GetCurrentSubTransactionId(), fk, kept_key(key), parent_text});
         } else {
             /* RESTRICT / NO ACTION: live children forbid the delete. */
             std::string sql = fmt::format("SELECT 1 FROM {} WHERE {}{} LIMIT 1", child_name,
@@ -462,19 +467,11 @@ void legacy_delete(Relation rel, HeapTuple row) {
     cascade_row(rel, row, deleted_at, deleted_by, by_null, event, false);
 }
 
-/* An application's own restore (UPDATE ... SET deleted_at = NULL of a row it
- * can see, delete_event left as it was): the row drops its actor and event,
- * the rows the same event took along the foreign keys come back too, and a
- * row whose parent is still deleted may not (23503), as with restore(). */
-void legacy_restore(Relation rel, HeapTuple old_row, HeapTuple row) {
-    if (restore_depth > 0) return;
+/* The row (live again) drops its actor and event, and the rows its event
+ * took along the foreign keys into soft-delete tables come back (their own
+ * triggers bring back theirs).  Called connected to SPI. */
+void restore_event_rows(Relation rel, HeapTuple row, Datum event) {
     Oid relid = RelationGetRelid(rel);
-    const TableInfo* self = lookup(relid);
-    if (self == nullptr) return;
-    bool isnull;
-    Datum event = pg_call([&] { return heap_getattr(old_row, self->delete_event, RelationGetDescr(rel), &isnull); });
-    if (isnull) return;
-    bridge::SpiConnection spi;
     {
         /* The row is live again: no actor, no event (NULL = live). */
         Oid types[1] = {TIDOID};
@@ -506,11 +503,61 @@ void legacy_restore(Relation rel, HeapTuple old_row, HeapTuple row) {
         bridge::AsRole as_owner(bridge::relation_owner(fk.referencing), SECURITY_NOFORCE_RLS);
         bridge::execute_plan(plan, values.data(), nullptr, false, 0);
     }
+}
+
+/* The parent checks of an application's restore, made once the outermost
+ * call (the trigger of a row the application's UPDATE restored) has brought
+ * back every row of its event: a restored row may reference a row that the
+ * event brings back later in the same call, through another foreign key, as
+ * restore() allows (it checks at the end too). */
+struct ParentCheck {
+    ForeignKey fk;
+    RowKey key;
+};
+int legacy_restore_depth = 0;
+std::vector<ParentCheck> legacy_restore_checks;
+
+class LegacyRestoreScope {
+public:
+    LegacyRestoreScope() { ++legacy_restore_depth; }
+    ~LegacyRestoreScope() {
+        if (--legacy_restore_depth == 0) legacy_restore_checks.clear();
+    }
+    LegacyRestoreScope(const LegacyRestoreScope&) = delete;
+    LegacyRestoreScope& operator=(const LegacyRestoreScope&) = delete;
+    bool outermost() const { return legacy_restore_depth == 1; }
+};
+
+/* An application's own restore (UPDATE ... SET deleted_at = NULL of a row it
+ * can see, delete_event left as it was): the row drops its actor and event,
+ * the rows the same event took along the foreign keys come back too, and a
+ * row whose parent is still deleted once they are back may not (23503), as
+ * with restore().  A row deleted without an event (before soft delete was
+ * enabled) comes back on its own, its parents checked the same way. */
+void legacy_restore(Relation rel, HeapTuple old_row, HeapTuple row) {
+    if (restore_depth > 0) return;
+    Oid relid = RelationGetRelid(rel);
+    const TableInfo* self = lookup(relid);
+    if (self == nullptr) return;
+    bool no_event;
+    Datum event = pg_call([&] { return heap_getattr(old_row, self->delete_event, RelationGetDescr(rel), &no_event); });
+    LegacyRestoreScope scope;
+    bridge::SpiConnection spi;
+    /* This row's parents first (the first refused is named), then those of
+     * the rows its event brings back. */
     for (const ForeignKey& fk : outgoing_fks(relid)) {
         if (lookup(fk.referenced) == nullptr) continue;
         RowKey key = row_key(rel, row, fk.referencing_cols);
         if (key.has_null) continue;
-        check_parent_not_deleted(fk, key.types, key.values, fmt::format("Foreign key \"{}\", key {}.", fk.name, key.text));
+        legacy_restore_checks.push_back(ParentCheck{fk, kept_key(key)});
+    }
+    if (!no_event) restore_event_rows(rel, row, event);
+    if (!scope.outermost()) return;
+    std::vector<ParentCheck> checks = std::move(legacy_restore_checks);
+    legacy_restore_checks.clear();
+    for (const ParentCheck& c : checks) {
+        check_parent_not_deleted(c.fk, c.key.types, c.key.values,
+                                 fmt::format("Foreign key \"{}\", key {}.", c.fk.name, c.key.text));
     }
 }
 

@@ -514,14 +514,21 @@ struct ParentCheck {
     ForeignKey fk;
     RowKey key;
 };
-int legacy_restore_depth = 0;
+/* volatile: GCC 16.2 (Debian sid, where the PostgreSQL 18 tests build)
+ * compiled the scope's "if (--depth == 0) checks.clear()" in the exception
+ * landing pad as "if (depth == 1 && !checks.empty()) { depth = 0; ... }",
+ * dropping the decrement once the checks had been moved out: after one
+ * refused restore every later application restore of the backend skipped its
+ * parent checks (regress softdelete; the model test, seed 139040444). */
+volatile int legacy_restore_depth = 0;
 std::vector<ParentCheck> legacy_restore_checks;
 
 class LegacyRestoreScope {
 public:
-    LegacyRestoreScope() { ++legacy_restore_depth; }
+    LegacyRestoreScope() { legacy_restore_depth = legacy_restore_depth + 1; }
     ~LegacyRestoreScope() {
-        if (--legacy_restore_depth == 0) legacy_restore_checks.clear();
+        legacy_restore_depth = legacy_restore_depth - 1;
+        if (legacy_restore_depth == 0) legacy_restore_checks.clear();
     }
     LegacyRestoreScope(const LegacyRestoreScope&) = delete;
     LegacyRestoreScope& operator=(const LegacyRestoreScope&) = delete;

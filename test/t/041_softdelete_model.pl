@@ -676,6 +676,9 @@ sub execute {
     for my $pre (@{ $op->{pre} // [] }) { run_checked($pre, $round_seed) or return 'mismatch'; }
     my ($out, $err) = $session->run($op->{sql});
     my ($code) = $err =~ /ERROR:  ([0-9A-Z]{5}):/;
+    # PostgreSQL 18 reports an ON DELETE RESTRICT violation as 23001
+    # (restrict_violation), earlier versions as 23503: the model says 23503.
+    $code = '23503' if defined $code && $code eq '23001';
     my @lines = grep { length } split /\n/, $out;
     my ($count, @ids);
     if (!$code) {

@@ -33,6 +33,12 @@ PG_CPPFLAGS += -I$(srcdir)/src
 PG_CXXFLAGS += -std=c++20 -Wno-register -Wno-missing-field-initializers -fvisibility-inlines-hidden
 # Header dependencies (src/x/y.d next to each object), so a changed header rebuilds what uses it.
 PG_CXXFLAGS += -MMD -MP
+# GCC 16.2's code sinking moved the restoring store of a scope guard's
+# destructor off an exception landing pad (a global nesting depth was never
+# put back after an error; see LegacyRestoreScope in src/softdelete/triggers.cpp).
+# Our scope guards restore globals on exactly those paths, so GCC does not sink
+# code here (a compiler without the option does not get it).
+PG_CXXFLAGS += $(shell $(CXX) -fno-tree-sink -E -x c++ /dev/null >/dev/null 2>&1 && echo -fno-tree-sink)
 SHLIB_LINK  += -lstdc++ -lfmt
 # PGXS's bitcode rule ignores PG_CXXFLAGS, and JIT-inlining C++ buys nothing.
 override with_llvm = no

@@ -728,6 +728,93 @@ SELECT id, deleted_at IS NULL AS live, delete_event FROM ae_children ORDER BY id
 RESET lifecycle.include_deleted;
 DROP TABLE ae_children, ae_parents;
 
+-- Rows with a DEFERRABLE INITIALLY DEFERRED key that this transaction wrote:
+-- PostgreSQL queues a deferred check for each UPDATE of such a row, and
+-- refuses to queue one inside a security-restricted operation (42501).  Our
+-- cascade, event stamping and restore of such rows run like PostgreSQL's own
+-- foreign-key actions (as the owner, outside its row security), so an ORM's
+-- "insert, then delete" transaction works, and the deferred checks still run
+-- at commit.  A user's deferred constraint trigger on the child fires too.
+CREATE TABLE dk_parents (id int PRIMARY KEY);
+CREATE TABLE dk_children (id int PRIMARY KEY,
+                          parent_id int REFERENCES dk_parents ON DELETE CASCADE DEFERRABLE INITIALLY DEFERRED);
+CREATE TABLE dk_log (what text);
+CREATE FUNCTION dk_note() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN INSERT INTO dk_log VALUES (TG_OP || ' ' || NEW.id); RETURN NULL; END $$;
+CREATE CONSTRAINT TRIGGER dk_deferred AFTER UPDATE ON dk_children DEFERRABLE INITIALLY DEFERRED
+    FOR EACH ROW EXECUTE FUNCTION dk_note();
+SELECT lifecycle.soft_delete_enable('dk_parents'), lifecycle.soft_delete_enable('dk_children');
+GRANT SELECT, INSERT, UPDATE, DELETE ON dk_parents, dk_children TO sd_app;
+GRANT INSERT ON dk_log TO sd_app;
+SET ROLE sd_app;
+BEGIN;
+INSERT INTO dk_parents VALUES (1), (2);
+INSERT INTO dk_children VALUES (10, 1), (11, 1), (20, 2);
+\set QUIET off
+DELETE FROM dk_parents WHERE id = 1;                              -- cascade to 10 and 11
+UPDATE dk_children SET deleted_at = now() WHERE id = 20;          -- the application's own soft delete
+\set QUIET on
+COMMIT;
+RESET ROLE;
+SET lifecycle.include_deleted = on;
+SELECT id, deleted_at IS NOT NULL AS deleted, delete_event IS NOT NULL AS has_event FROM dk_children ORDER BY id;
+SELECT what, count(*) FROM dk_log GROUP BY what ORDER BY what;   -- the deferred trigger ran at commit
+TRUNCATE dk_log;
+SET ROLE sd_app;
+BEGIN;
+SELECT lifecycle.restore('dk_parents', 1) AS restored;            -- with 10 and 11 (20 has another parent)
+UPDATE dk_children SET parent_id = 2 WHERE id = 10;                -- 10 written in this transaction
+UPDATE dk_children SET deleted_at = now() WHERE id = 10;          -- the application's soft delete of it
+UPDATE dk_children SET deleted_at = NULL WHERE id IN (10, 20);    -- and its restore, with 20
+COMMIT;
+RESET ROLE;
+SELECT id, parent_id, deleted_at IS NOT NULL AS deleted, delete_event IS NOT NULL AS has_event
+  FROM dk_children ORDER BY id;
+SELECT what, count(*) FROM dk_log GROUP BY what ORDER BY what;
+RESET lifecycle.include_deleted;
+-- The deferred foreign-key check still runs at commit.
+SET ROLE sd_app;
+BEGIN;
+INSERT INTO dk_children VALUES (30, 99);                          -- no such parent
+DELETE FROM dk_children WHERE id = 30;                            -- soft: the row stays
+COMMIT;                                                           -- 23503 here
+RESET ROLE;
+DROP TABLE dk_children, dk_parents, dk_log;
+DROP FUNCTION dk_note();
+-- That work runs as the child table's owner, as a foreign key's cascade does:
+-- its trigger sees that owner as current_user and may not change the session's
+-- identity, whoever deleted the parent (here a superuser).
+CREATE TABLE dk_owned (id int PRIMARY KEY);
+INSERT INTO dk_owned VALUES (1);
+SELECT lifecycle.soft_delete_enable('dk_owned');
+GRANT REFERENCES ON dk_owned TO sd_app;
+GRANT CREATE ON SCHEMA public TO sd_app;
+SET ROLE sd_app;
+CREATE TABLE dk_theirs (id int PRIMARY KEY, owned_id int REFERENCES dk_owned ON DELETE CASCADE);
+CREATE TABLE dk_seen (who text, tried text);
+INSERT INTO dk_theirs VALUES (10, 1);
+CREATE FUNCTION dk_who() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE tried text := 'allowed';
+BEGIN
+    BEGIN
+        EXECUTE 'SET SESSION AUTHORIZATION DEFAULT';
+    EXCEPTION WHEN OTHERS THEN tried := SQLSTATE || ' ' || SQLERRM;
+    END;
+    INSERT INTO dk_seen VALUES (current_user, tried);
+    RETURN NULL;
+END $$;
+CREATE TRIGGER dk_who AFTER UPDATE ON dk_theirs FOR EACH ROW EXECUTE FUNCTION dk_who();
+SELECT lifecycle.soft_delete_enable('dk_theirs');
+RESET ROLE;
+DELETE FROM dk_owned WHERE id = 1;
+SELECT who, tried, current_user = session_user AS caller_unchanged FROM dk_seen;
+DROP TABLE dk_theirs, dk_seen, dk_owned;
+DROP FUNCTION dk_who();
+REVOKE CREATE ON SCHEMA public FROM sd_app;
+-- enabling a table granted its owner EXECUTE on the trigger functions
+REVOKE EXECUTE ON FUNCTION lifecycle.soft_delete_guard(), lifecycle.soft_delete_cascade(),
+                           lifecycle.soft_delete_flag() FROM sd_app;
+
 DROP TABLE accounts, orgs, teams, members, invoices, notes, audit, folders, ring_a, ring_b, event_notes, events,
            no_pk, bad_col, boards, cards, zones, sites, shops, items CASCADE;
 REVOKE ALL ON SCHEMA public FROM sd_app;

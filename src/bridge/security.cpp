@@ -61,11 +61,10 @@ ExtensionRow extension_row() {
 
 }  // namespace
 
-AsRole::AsRole(Oid role, int extra_flags) {
+AsRole::AsRole(Oid role, int flags, int) {
     GetUserIdAndSecContext(&saved_user_, &saved_context_);
     nest_ = open_nest_level(!callers_search_path);
-    SetUserIdAndSecContext(role, saved_context_ | SECURITY_LOCAL_USERID_CHANGE | SECURITY_RESTRICTED_OPERATION |
-                                     extra_flags);
+    SetUserIdAndSecContext(role, saved_context_ | SECURITY_LOCAL_USERID_CHANGE | flags);
 }
 
 AsRole::~AsRole() {

@@ -34,15 +34,36 @@ inline constexpr const char* pinned_search_path = "pg_catalog, pg_temp";
  * (SECURITY_NOFORCE_RLS for foreign-key style work). */
 class AsRole {
 public:
-    explicit AsRole(Oid role, int extra_flags = 0);
+    explicit AsRole(Oid role, int extra_flags = 0) : AsRole(role, extra_flags | SECURITY_RESTRICTED_OPERATION, 0) {}
     ~AsRole();
     AsRole(const AsRole&) = delete;
     AsRole& operator=(const AsRole&) = delete;
+
+protected:
+    /* The security-context flags exactly as given (the int distinguishes it). */
+    AsRole(Oid role, int flags, int);
 
 private:
     Oid saved_user_;
     int saved_context_;
     int nest_;
+};
+
+/* Runs the enclosing scope as a table's owner the way PostgreSQL runs a
+ * foreign key's own actions and checks (ri_triggers.c): a local user id
+ * change outside the table's row security, in a GUC nest level as AsRole —
+ * but not a security-restricted operation.  Inside one PostgreSQL refuses to
+ * queue a deferred trigger (42501), and every UPDATE of a row this
+ * transaction wrote queues one for each DEFERRABLE INITIALLY DEFERRED key or
+ * constraint trigger on it.  Only for what PostgreSQL itself would do as that
+ * owner when the caller's DELETE cascades: soft delete's cascade, the row's
+ * event stamp, the rows an event brings back, and the parent/child checks.
+ * Code running here is the table owner's own (its triggers), with the
+ * owner's rights, as in a foreign-key cascade; SET ROLE and SET SESSION
+ * AUTHORIZATION are refused (local user id change), settings are rolled back. */
+class AsKeyActionOwner : public AsRole {
+public:
+    explicit AsKeyActionOwner(Oid owner) : AsRole(owner, SECURITY_NOFORCE_RLS, 0) {}
 };
 
 /* Statements executed in this scope keep the caller's search_path (their

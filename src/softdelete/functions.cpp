@@ -444,7 +444,7 @@ void check_parents(const std::vector<ParentCheck>& checks) {
         std::string sql = fmt::format("SELECT x.deleted_at IS NOT NULL FROM {} x WHERE {}{}", parent,
                                       matches_keys("x", c.fk.referenced_cols, c.fk.eq_ops, false),
                                       citus_lock_clause(c.fk.referenced));
-        bridge::AsRole as_owner(bridge::relation_owner(c.fk.referenced), SECURITY_NOFORCE_RLS);
+        bridge::AsKeyActionOwner as_owner(bridge::relation_owner(c.fk.referenced));
         for_key_slices(sql, c.keys, {}, {}, false, [&] {
             for (uint64 r = 0; r < bridge::processed_rows(); ++r) {
                 if (DatumGetBool(bridge::result_datum(r, 1).value_or(BoolGetDatum(false)))) {
@@ -475,7 +475,7 @@ void check_parent_not_deleted(const ForeignKey& fk, const std::vector<Oid>& type
     std::string sql =
         fmt::format("SELECT x.deleted_at IS NOT NULL FROM {} x WHERE {}{}", parent, where, citus_lock_clause(fk.referenced));
     {
-        bridge::AsRole as_owner(bridge::relation_owner(fk.referenced), SECURITY_NOFORCE_RLS);
+        bridge::AsKeyActionOwner as_owner(bridge::relation_owner(fk.referenced));
         bridge::execute_sql(sql, static_cast<int>(values.size()), types.data(), values.data(), nullptr, false, 1);
     }
     if (bridge::processed_rows() > 0 && DatumGetBool(bridge::result_datum(0, 1).value_or(BoolGetDatum(false)))) {

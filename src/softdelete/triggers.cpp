@@ -125,7 +125,7 @@ void run_deferred_checks() {
         }
         bool still_deleted;
         {
-            bridge::AsRole as_owner(bridge::relation_owner(c.fk.referenced), SECURITY_NOFORCE_RLS);
+            bridge::AsKeyActionOwner as_owner(bridge::relation_owner(c.fk.referenced));
             bridge::execute_sql(fmt::format("SELECT x.deleted_at IS NOT NULL FROM {} x WHERE {}", parent_name, where_parent),
                                 static_cast<int>(c.key.values.size()), c.key.types.data(), c.key.values.data(), nullptr,
                                 false, 1);
@@ -136,7 +136,7 @@ void run_deferred_checks() {
         bool child_enabled = lookup(c.fk.referencing) != nullptr;
         int rc;
         {
-            bridge::AsRole as_owner(bridge::relation_owner(c.fk.referencing), SECURITY_NOFORCE_RLS);
+            bridge::AsKeyActionOwner as_owner(bridge::relation_owner(c.fk.referencing));
             rc = bridge::execute_sql(fmt::format("SELECT 1 FROM {} WHERE {}{} LIMIT 1", child_name, where_key(c.fk, 1),
                                                  child_enabled ? " AND deleted_at IS NULL" : ""),
                                      static_cast<int>(c.key.values.size()), c.key.types.data(), c.key.values.data(),
@@ -207,7 +207,7 @@ void cascade_row(Relation rel, HeapTuple row, Datum deleted_at, Datum deleted_by
              * foreign key's own cascade: the child's triggers see the
              * session's settings (the statement's text is fully qualified). */
             bridge::CallersSearchPath callers;
-            bridge::AsRole as_owner(child_owner, SECURITY_NOFORCE_RLS);
+            bridge::AsKeyActionOwner as_owner(child_owner);
             int rc = bridge::execute_plan(plan, values.data(), nulls.c_str(), false, 0);
             if (rc < 0) throw Error(sqlstate::internal_error, "pg_lifecycle: cascade failed");
         } else if (fk.on_delete == FKCONSTR_ACTION_NOACTION && fk.deferred) {
@@ -230,7 +230,7 @@ void cascade_row(Relation rel, HeapTuple row, Datum deleted_at, Datum deleted_by
             SPIPlanPtr plan = bridge::cached_plan(sql, static_cast<int>(key.types.size()), key.types.data());
             int rc;
             {
-                bridge::AsRole as_owner(child_owner, SECURITY_NOFORCE_RLS);
+                bridge::AsKeyActionOwner as_owner(child_owner);
                 /* Not read-only: a fresh snapshot, which sees rows this same
                  * statement soft-deleted (DELETE ... WHERE id IN (parent,
                  * its only child) is fine, as with a real foreign key). */
@@ -461,7 +461,7 @@ void legacy_delete(Relation rel, HeapTuple row) {
         bridge::SpiConnection spi;
         SPIPlanPtr plan = bridge::cached_plan(sql, 3, types);
         bridge::CallersSearchPath callers;
-        bridge::AsRole as_owner(bridge::relation_owner(relid), SECURITY_NOFORCE_RLS);
+        bridge::AsKeyActionOwner as_owner(bridge::relation_owner(relid));
         bridge::execute_plan(plan, values, nullptr, false, 0);
     }
     cascade_row(rel, row, deleted_at, deleted_by, by_null, event, false);
@@ -482,7 +482,7 @@ void restore_event_rows(Relation rel, HeapTuple row, Datum event) {
             bridge::qualified_relation_name(relid));
         SPIPlanPtr plan = bridge::cached_plan(sql, 1, types);
         bridge::CallersSearchPath callers;
-        bridge::AsRole as_owner(bridge::relation_owner(relid), SECURITY_NOFORCE_RLS);
+        bridge::AsKeyActionOwner as_owner(bridge::relation_owner(relid));
         bridge::execute_plan(plan, values, nullptr, false, 0);
     }
     for (const ForeignKey& fk : incoming_fks(relid)) {
@@ -500,7 +500,7 @@ void restore_event_rows(Relation rel, HeapTuple row, Datum event) {
             bridge::qualified_relation_name(fk.referencing), where_key(fk, 1), n + 1);
         SPIPlanPtr plan = bridge::cached_plan(sql, static_cast<int>(types.size()), types.data());
         bridge::CallersSearchPath callers;
-        bridge::AsRole as_owner(bridge::relation_owner(fk.referencing), SECURITY_NOFORCE_RLS);
+        bridge::AsKeyActionOwner as_owner(bridge::relation_owner(fk.referencing));
         bridge::execute_plan(plan, values.data(), nullptr, false, 0);
     }
 }

@@ -37,17 +37,6 @@ our $current_user = 'postgres';
 # Known defects, not fixed here; the model sets $known_defect to the name of
 # the one a statement would reach, and the test does not run that statement:
 #
-# "deferred key" (needs a decision on the security model): pg_lifecycle's
-# own UPDATEs of a soft-delete table that run as the table's owner — the
-# cascade into a child, the event and actor an application's own soft delete
-# gets, the rows an application's own restore brings back — run in a
-# security-restricted operation, where PostgreSQL refuses to queue a deferred
-# trigger (42501 "cannot fire deferred trigger within security-restricted
-# operation").  PostgreSQL queues the check of a DEFERRABLE INITIALLY
-# DEFERRED foreign key for every update of a row whose current version this
-# transaction wrote, key changed or not.  So those statements fail when such
-# a row has a non-NULL value in a deferred foreign key.
-#
 # "restore order" (needs a check at the end of the statement, after all row
 # triggers): an application's own restore that restores several deleted rows
 # in one UPDATE checks the parents of each row (and of the rows its event
@@ -63,16 +52,12 @@ our $current_user = 'postgres';
 # IMMEDIATE only at commit.  The test never runs SET CONSTRAINTS.
 our $known_defect;
 
-sub has_deferred_key {
-    my ($sc, $t, $r) = @_;
-    return grep { $sc->{fks}[$_]{deferred} && defined $r->{fk}{ $sc->{fks}[$_]{col} } } @{ $sc->{outgoing}[$t] };
-}
-
-# An UPDATE of row $r as the owner: known defect "deferred key" if this
-# transaction wrote the row.
+# An UPDATE of row $r as the owner (pg_lifecycle's cascade, event stamp or
+# restore): like a foreign key's own action, also of a row with a deferred
+# key that this transaction wrote (PostgreSQL queues its check for the
+# commit; it finds the parent, which exists, deleted or not).
 sub owner_update {
     my ($sc, $s, $t, $r) = @_;
-    $known_defect //= 'deferred key' if has_deferred_key($sc, $t, $r) && defined $r->{w} && $r->{w} == $s->{txn};
     $r->{w} = $s->{txn};
 }
 

@@ -97,7 +97,7 @@ char require_table(Oid relid, const char* feature) {
         throw Error(sqlstate::undefined_table, fmt::format("relation with OID {} does not exist", relid));
     }
     if (kind != RELKIND_RELATION && kind != RELKIND_PARTITIONED_TABLE) {
-        throw Error(make_sqlstate("42809"), fmt::format("\"{}\" is not a table", qualified_relation_name(relid)),
+        throw Error(ERRCODE_WRONG_OBJECT_TYPE, fmt::format("\"{}\" is not a table", qualified_relation_name(relid)),
                     {}, fmt::format("{} works on plain and partitioned tables.", feature));
     }
     return kind;

@@ -47,6 +47,9 @@ SELFTEST_LIB  = test/selftest/pg_lifecycle_selftest$(DLSUFFIX)
 SELFTEST_OBJS = test/selftest/selftest.o $(filter src/bridge/%,$(OBJS))
 SELFTEST_CONF = test/selftest/selftest.conf
 
+# Before PGXS: its clean rule is written only if EXTRA_CLEAN is set by then.
+EXTRA_CLEAN = $(OBJS:.o=.d) test/selftest/selftest.o test/selftest/selftest.d $(SELFTEST_LIB) $(SELFTEST_CONF)
+
 PG_CPPFLAGS += -I$(srcdir)/src
 PG_CXXFLAGS += -std=c++20 -Wno-register -Wno-missing-field-initializers -fvisibility-inlines-hidden
 # Header dependencies (src/x/y.d next to each object), so a changed header rebuilds what uses it.
@@ -75,7 +78,6 @@ PGXS := $(shell $(PG_CONFIG) --pgxs 2>/dev/null)
 ifneq ($(wildcard $(PGXS)),)
 include $(PGXS)
 -include $(OBJS:.o=.d) test/selftest/selftest.d
-EXTRA_CLEAN += $(OBJS:.o=.d) test/selftest/selftest.[od] $(SELFTEST_LIB) $(SELFTEST_CONF)
 else
 all install:
 	@echo "PostgreSQL server headers (PGXS) not found through '$(PG_CONFIG)': set PG_CONFIG, or run 'make test' or 'make demo' (they install them)" >&2; exit 1

@@ -127,8 +127,10 @@ for name in $tap_files; do
     ok=$(grep -cE '^ *ok [0-9]+' "$WORK/tap-$name.log")
     bad=$(grep -cE '^ *not ok [0-9]+' "$WORK/tap-$name.log")
     [ $rc -ne 0 ] && [ "$bad" -eq 0 ] && bad=1
+    # Each run starts with an empty tmp_check: keep this file's logs aside.
+    mv "$WORK/tmp_check/log" "$WORK/tap-${name%.pl}.logs" 2>/dev/null
     if [ $rc -ne 0 ]; then
-        for f in "$WORK"/tmp_check/log/*"${name%.pl}"*.log; do
+        for f in "$WORK/tap-${name%.pl}.logs"/*"${name%.pl}"*.log; do
             [ -f "$f" ] && { echo "---- $f (last 60 lines)"; tail -60 "$f"; }
         done
     fi

@@ -20,14 +20,35 @@ VERSIONS    = 0.1 0.2
 DATA_built  = $(foreach v,$(VERSIONS),pg_lifecycle--$(v).sql)
 DATA        = $(sort $(wildcard src/sql/pg_lifecycle--*--*.sql))
 
-# pg_regress / isolation / TAP suites (also runnable as `make installcheck`
-# against a server that preloads pg_lifecycle).
+# make installcheck: the pg_regress, isolation and TAP suites, after `make
+# install`, each on clusters of its own (pg_regress --temp-instance with
+# test/pg_lifecycle.conf; the TAP tests start theirs), so a server that runs
+# here is neither needed nor touched.  PostgreSQL refuses to run as root: as
+# root it runs as the postgres OS user, in a copy of the tree that user owns
+# (test/as_postgres.sh).  make test runs the same targets (test/run.sh).
 REGRESS        = $(sort $(notdir $(basename $(wildcard sql/*.sql))))
-REGRESS_OPTS   = --inputdir=. --temp-config=test/pg_lifecycle.conf
+REGRESS_OPTS   = --inputdir=. --temp-instance=./tmp_check \
+                 --temp-config=test/pg_lifecycle.conf --temp-config=$(SELFTEST_CONF)
 ISOLATION      = $(sort $(notdir $(basename $(wildcard test/isolation/specs/*.spec))))
-ISOLATION_OPTS = --inputdir=test/isolation --temp-config=test/pg_lifecycle.conf
+ISOLATION_OPTS = --inputdir=test/isolation --temp-instance=./tmp_check_iso \
+                 --temp-config=test/pg_lifecycle.conf --temp-config=$(SELFTEST_CONF)
 TAP_TESTS      = 1
 PROVE_TESTS    = $(wildcard test/t/*.pl)
+REGRESS_PREP   = selftest
+ifeq ($(shell id -u),0)
+NO_INSTALLCHECK = 1
+endif
+
+# The bridge's test library (test/selftest/selftest.cpp with the bridge's
+# objects): built for the tests and loaded by them only, through the
+# dynamic_library_path that test/selftest/selftest.conf gives their clusters;
+# never installed.
+SELFTEST_LIB  = test/selftest/pg_lifecycle_selftest$(DLSUFFIX)
+SELFTEST_OBJS = test/selftest/selftest.o $(filter src/bridge/%,$(OBJS))
+SELFTEST_CONF = test/selftest/selftest.conf
+
+# Before PGXS: its clean rule is written only if EXTRA_CLEAN is set by then.
+EXTRA_CLEAN = $(OBJS:.o=.d) test/selftest/selftest.o test/selftest/selftest.d $(SELFTEST_LIB) $(SELFTEST_CONF)
 
 PG_CPPFLAGS += -I$(srcdir)/src
 PG_CXXFLAGS += -std=c++20 -Wno-register -Wno-missing-field-initializers -fvisibility-inlines-hidden
@@ -56,8 +77,7 @@ endif
 PGXS := $(shell $(PG_CONFIG) --pgxs 2>/dev/null)
 ifneq ($(wildcard $(PGXS)),)
 include $(PGXS)
--include $(OBJS:.o=.d)
-EXTRA_CLEAN += $(OBJS:.o=.d)
+-include $(OBJS:.o=.d) test/selftest/selftest.d
 else
 all install:
 	@echo "PostgreSQL server headers (PGXS) not found through '$(PG_CONFIG)': set PG_CONFIG, or run 'make test' or 'make demo' (they install them)" >&2; exit 1
@@ -67,6 +87,18 @@ endif
 pg_lifecycle--%.sql: FORCE
 	cat $(sort $(wildcard src/sql/$*/*.sql)) > $@
 FORCE:
+
+.PHONY: selftest
+selftest: $(SELFTEST_LIB) $(SELFTEST_CONF)
+$(SELFTEST_LIB): $(SELFTEST_OBJS)
+	$(CXX) $(CXXFLAGS) $(SELFTEST_OBJS) $(LDFLAGS) $(LDFLAGS_SL) -shared -o $@ $(SHLIB_LINK)
+$(SELFTEST_CONF): FORCE
+	echo "dynamic_library_path = '\$$libdir:$(abspath test/selftest)'" > $@
+
+ifeq ($(shell id -u),0)
+installcheck: selftest
+	bash test/as_postgres.sh $(MAKE) PG_CONFIG=$(PG_CONFIG) installcheck
+endif
 
 .PHONY: test test-model-long demo bench deps FORCE
 deps:

@@ -4,9 +4,9 @@ CREATE EXTENSION pg_lifecycle;
 SELECT nspname FROM pg_namespace WHERE nspname = 'lifecycle';
 
 CREATE FUNCTION selftest_raise(kind text, arg text DEFAULT NULL) RETURNS text
-    AS 'pg_lifecycle', 'pg_lifecycle_selftest_raise' LANGUAGE C;
+    AS 'pg_lifecycle_selftest', 'pg_lifecycle_selftest_raise' LANGUAGE C;
 CREATE FUNCTION selftest_live() RETURNS int
-    AS 'pg_lifecycle', 'pg_lifecycle_selftest_live' LANGUAGE C;
+    AS 'pg_lifecycle_selftest', 'pg_lifecycle_selftest_live' LANGUAGE C;
 
 -- err(sql) runs a statement and shows the error fields a client receives.
 CREATE FUNCTION err(sql text) RETURNS text LANGUAGE plpgsql AS $$

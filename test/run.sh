@@ -23,7 +23,7 @@ fi
 . test/common.sh
 if [ -z "${SKIP_BUILD:-}" ]; then
     echo "== build and install"
-    build_and_install || { echo "build failed"; echo "0 passed, 1 failed"; exit 1; }
+    build_and_install && make -s selftest >/dev/null || { echo "build failed"; echo "0 passed, 1 failed"; exit 1; }
 fi
 
 make_workdir test
@@ -34,9 +34,20 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# The suites read their inputs from a copy the postgres user can read.
-cp -r sql expected test "$WORK/"
+# The pg_regress, isolation and TAP suites are the Makefile's installcheck
+# (temp instances with test/pg_lifecycle.conf), run by the postgres OS user in
+# a copy of the tree it owns; modification times are kept, so what was built
+# above is up to date there.  One make per suite (and per TAP file): each has
+# its own log and tally.  The temp instances' socket directories go in the
+# work directory too (TMPDIR), which that user can write.
+tar --exclude=./.git --exclude=./build -cf - . | tar -C "$WORK" -xf -
 [ "$(id -u)" -eq 0 ] && chown -R postgres: "$WORK"
+unset MAKEFLAGS MFLAGS MAKELEVEL   # this script's own make calls stand alone
+installcheck() {  # installcheck LOG VARIABLE=VALUE...: make installcheck of one suite
+    local log=$1; shift
+    (cd "$WORK" && as_pg env TMPDIR="$WORK" make -s installcheck PG_CONFIG="$PG_CONFIG" REGRESS= ISOLATION= \
+        TAP_TESTS= "$@") > "$log" 2>&1
+}
 
 PASSED=0
 FAILED=0
@@ -72,6 +83,10 @@ show_diffs() {
     [ -f "$1" ] && { echo "---- $1 (first 200 lines)"; head -200 "$1"; }
 }
 
+# Ports of the temp instances (they listen on a private socket directory only;
+# pg_regress picks a free port when none is given).
+port_opt() { [ -n "${1:-}" ] && echo "EXTRA_REGRESS_OPTS=--port=$1"; }
+
 if want lint; then
 echo "== lint (test/lint.sh)"
 if bash test/lint.sh; then tally lint 1 0; else tally lint 0 1; fi
@@ -79,52 +94,43 @@ fi
 
 if want regress; then
 REGRESS_TESTS=${REGRESS_TESTS:-$(cd sql && ls *.sql | sed 's/\.sql$//' | tr '\n' ' ')}
-echo "== pg_regress: $REGRESS_TESTS"
-mkdir -p "$WORK/regress"; [ "$(id -u)" -eq 0 ] && chown postgres: "$WORK/regress"
-(cd "$WORK" && as_pg "$PGXS_SRC/test/regress/pg_regress" \
-    --bindir="$PGBIN" --inputdir="$WORK" --outputdir="$WORK/regress" \
-    --temp-instance="$WORK/regress/instance" --temp-config="$WORK/test/pg_lifecycle.conf" \
-    --port=${REGRESS_PORT:-56150} $REGRESS_TESTS) > "$WORK/regress.log" 2>&1
+echo "== pg_regress (make installcheck): $REGRESS_TESTS"
+installcheck "$WORK/regress.log" REGRESS="$REGRESS_TESTS" $(port_opt "${REGRESS_PORT:-}")
 rc=$?
 cat "$WORK/regress.log"
 count_regress regress "$WORK/regress.log" $rc
-check_crash_log regress "$WORK/regress/log/postmaster.log"
-[ $rc -ne 0 ] && show_diffs "$WORK/regress/regression.diffs"
+check_crash_log regress "$WORK/log/postmaster.log"
+[ $rc -ne 0 ] && show_diffs "$WORK/regression.diffs"
 fi
 
 if want isolation; then
 ISOLATION_TESTS=${ISOLATION_TESTS:-$(cd test/isolation/specs && ls *.spec 2>/dev/null | sed 's/\.spec$//' | tr '\n' ' ')}
-echo "== isolation: $ISOLATION_TESTS"
-mkdir -p "$WORK/isolation"; [ "$(id -u)" -eq 0 ] && chown postgres: "$WORK/isolation"
-(cd "$WORK" && as_pg "$PGXS_SRC/test/isolation/pg_isolation_regress" \
-    --bindir="$PGBIN" --inputdir="$WORK/test/isolation" --outputdir="$WORK/isolation" \
-    --temp-instance="$WORK/isolation/instance" --temp-config="$WORK/test/pg_lifecycle.conf" \
-    --port=${ISOLATION_PORT:-56160} $ISOLATION_TESTS) > "$WORK/isolation.log" 2>&1
+echo "== isolation (make installcheck): $ISOLATION_TESTS"
+installcheck "$WORK/isolation.log" ISOLATION="$ISOLATION_TESTS" $(port_opt "${ISOLATION_PORT:-}")
 rc=$?
 cat "$WORK/isolation.log"
 count_regress isolation "$WORK/isolation.log" $rc
-check_crash_log isolation "$WORK/isolation/log/postmaster.log"
-[ $rc -ne 0 ] && show_diffs "$WORK/isolation/regression.diffs"
+check_crash_log isolation "$WORK/output_iso/log/postmaster.log"
+[ $rc -ne 0 ] && show_diffs "$WORK/output_iso/regression.diffs"
 fi
 
 if want tap; then
-echo "== TAP"
-mkdir -p "$WORK/tap"; [ "$(id -u)" -eq 0 ] && chown postgres: "$WORK/tap"
+echo "== TAP (make installcheck)"
 tap_ok=0; tap_bad=0
-tap_files=$(ls "$WORK"/test/t/*.pl)
-[ -n "${TAP_TESTS:-}" ] && tap_files=$(for n in $TAP_TESTS; do echo "$WORK/test/t/$n"; done)
-for t in $tap_files; do
-    name=$(basename "$t")
-    (cd "$WORK/tap" && as_pg env PERL5LIB="$PGXS_SRC/test/perl" TESTDIR="$WORK/tap" \
-        PG_REGRESS="$PGXS_SRC/test/regress/pg_regress" PG_LIFECYCLE_SRC="$WORK" \
-        prove -v "$t") > "$WORK/tap-$name.log" 2>&1
+tap_files=$(cd test/t && ls *.pl)
+[ -n "${TAP_TESTS:-}" ] && tap_files=$TAP_TESTS
+for name in $tap_files; do
+    name=$(basename "$name")
+    installcheck "$WORK/tap-$name.log" TAP_TESTS=1 PROVE_TESTS="test/t/$name" PROVE_FLAGS=-v
     rc=$?
     cat "$WORK/tap-$name.log"
     ok=$(grep -cE '^ *ok [0-9]+' "$WORK/tap-$name.log")
     bad=$(grep -cE '^ *not ok [0-9]+' "$WORK/tap-$name.log")
     [ $rc -ne 0 ] && [ "$bad" -eq 0 ] && bad=1
+    # Each run starts with an empty tmp_check: keep this file's logs aside.
+    mv "$WORK/tmp_check/log" "$WORK/tap-${name%.pl}.logs" 2>/dev/null
     if [ $rc -ne 0 ]; then
-        for f in "$WORK"/tap/tmp_check/log/*"${name%.pl}"*.log; do
+        for f in "$WORK/tap-${name%.pl}.logs"/*"${name%.pl}"*.log; do
             [ -f "$f" ] && { echo "---- $f (last 60 lines)"; tail -60 "$f"; }
         done
     fi

@@ -29,7 +29,8 @@ int open_nest_level(bool pin) {
  * before the (sub)transaction's abort would do the same. */
 void close_nest_level(int nest) noexcept { AtEOXact_GUC(false, nest); }
 
-/* What pg_extension says about pg_lifecycle: its oid, schema and owner. */
+/* What pg_extension says about pg_lifecycle: its oid, schema and owner, in
+ * one scan of its row by name (get_extension_oid's scan). */
 struct ExtensionRow {
     Oid oid = InvalidOid;
     Oid schema = InvalidOid;
@@ -39,19 +40,17 @@ struct ExtensionRow {
 ExtensionRow extension_row() {
     return pg_call([] {
         ExtensionRow row;
-        row.oid = get_extension_oid("pg_lifecycle", true);
-        if (!OidIsValid(row.oid)) return row;
         Relation rel = table_open(ExtensionRelationId, AccessShareLock);
         ScanKeyData key;
-        ScanKeyInit(&key, Anum_pg_extension_oid, BTEqualStrategyNumber, F_OIDEQ, ObjectIdGetDatum(row.oid));
-        SysScanDesc scan = systable_beginscan(rel, ExtensionOidIndexId, true, nullptr, 1, &key);
+        ScanKeyInit(&key, Anum_pg_extension_extname, BTEqualStrategyNumber, F_NAMEEQ,
+                    CStringGetDatum("pg_lifecycle"));
+        SysScanDesc scan = systable_beginscan(rel, ExtensionNameIndexId, true, nullptr, 1, &key);
         HeapTuple tup = systable_getnext(scan);
         if (HeapTupleIsValid(tup)) {
             auto* form = (Form_pg_extension)GETSTRUCT(tup);
+            row.oid = form->oid;
             row.schema = form->extnamespace;
             row.owner = form->extowner;
-        } else {
-            row.oid = InvalidOid;
         }
         systable_endscan(scan);
         table_close(rel, AccessShareLock);
@@ -96,7 +95,7 @@ char require_table(Oid relid, const char* feature) {
         throw Error(sqlstate::undefined_table, fmt::format("relation with OID {} does not exist", relid));
     }
     if (kind != RELKIND_RELATION && kind != RELKIND_PARTITIONED_TABLE) {
-        throw Error(make_sqlstate("42809"), fmt::format("\"{}\" is not a table", qualified_relation_name(relid)),
+        throw Error(ERRCODE_WRONG_OBJECT_TYPE, fmt::format("\"{}\" is not a table", qualified_relation_name(relid)),
                     {}, fmt::format("{} works on plain and partitioned tables.", feature));
     }
     return kind;

@@ -26,7 +26,7 @@ char counted_table_kind(Oid relid) {
         throw Error(sqlstate::undefined_table, fmt::format("relation with OID {} does not exist", relid));
     }
     if (kind != RELKIND_RELATION && kind != RELKIND_PARTITIONED_TABLE) {
-        throw Error(make_sqlstate("42809"), fmt::format("\"{}\" is not a table", relation_display_name(relid)), {},
+        throw Error(ERRCODE_WRONG_OBJECT_TYPE, fmt::format("\"{}\" is not a table", relation_display_name(relid)), {},
                     "Exact counts work on plain and partitioned tables.");
     }
     return kind;
@@ -228,7 +228,7 @@ LIFECYCLE_FUNCTION(lifecycle_count_enable) {
      * SERIALIZABLE transaction whose snapshot is older may see fewer (or
      * other) rows, and would count them in its own summaries.  Refuse then. */
     if (IsolationUsesXactSnapshot() && !summaries_match_snapshot(cfg)) {
-        throw Error(make_sqlstate("40001"),
+        throw Error(ERRCODE_T_R_SERIALIZATION_FAILURE,
                     fmt::format("could not enable counting of table {}: its rows changed after this transaction's "
                                 "snapshot was taken",
                                 table),
@@ -708,7 +708,7 @@ namespace {
 constexpr int64 max_series_buckets = 1000000;
 
 [[noreturn]] void too_many_buckets(int64 n) {
-    throw Error(make_sqlstate("54000"),
+    throw Error(ERRCODE_PROGRAM_LIMIT_EXCEEDED,
                 fmt::format("lifecycle.count_series would return {} buckets, more than {}", n, max_series_buckets), {},
                 "Narrow the range with since and until, or use a larger step.");
 }

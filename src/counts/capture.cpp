@@ -26,7 +26,7 @@ namespace {
 
 TriggerData* trigger_data(FunctionCallInfo fcinfo, const char* name) {
     if (!CALLED_AS_TRIGGER(fcinfo)) {
-        throw Error(sqlstate::wrong_object_state, fmt::format("lifecycle.{}() must be called as a trigger", name));
+        throw Error(sqlstate::trigger_protocol_violated, fmt::format("lifecycle.{}() must be called as a trigger", name));
     }
     return reinterpret_cast<TriggerData*>(fcinfo->context);
 }
@@ -593,7 +593,7 @@ LIFECYCLE_FUNCTION(lifecycle_count_capture) {
 LIFECYCLE_FUNCTION(lifecycle_count_truncate) {
     TriggerData* td = trigger_data(fcinfo, "count_truncate");
     if (!TRIGGER_FIRED_BY_TRUNCATE(td->tg_event)) {
-        throw Error(sqlstate::wrong_object_state, "lifecycle.count_truncate() must be a TRUNCATE trigger");
+        throw Error(sqlstate::trigger_protocol_violated, "lifecycle.count_truncate() must be a TRUNCATE trigger");
     }
     if (compat::my_lxid() != truncating_lxid) {
         truncating_lxid = compat::my_lxid();
@@ -637,7 +637,7 @@ LIFECYCLE_FUNCTION(lifecycle_count_truncate) {
 /* lifecycle.count_ddl() RETURNS event_trigger */
 LIFECYCLE_FUNCTION(lifecycle_count_ddl) {
     if (!CALLED_AS_EVENT_TRIGGER(fcinfo)) {
-        throw Error(sqlstate::wrong_object_state, "lifecycle.count_ddl() must be called as an event trigger");
+        throw Error(sqlstate::trigger_protocol_violated, "lifecycle.count_ddl() must be called as an event trigger");
     }
     if (creating_extension || own_ddl_depth > 0) PG_RETURN_VOID();
     auto* data = reinterpret_cast<EventTriggerData*>(fcinfo->context);

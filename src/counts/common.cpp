@@ -259,7 +259,6 @@ const Config* config_for_relation(Oid rel) {
 }
 
 void init() {
-    register_fold_task();
     pg_call([] { CacheRegisterRelcacheCallback(config_cache_callback, (Datum)0); });
     init_capture();
 }

@@ -302,8 +302,10 @@ void refuse_hard_delete(Oid relid) {
 }
 
 void install_planner_hook();
+void define_settings();
 
 void init() {
+    define_settings();
     pg_call([] { CacheRegisterRelcacheCallback(relcache_callback, (Datum)0); });
     install_planner_hook();
     citus::init();

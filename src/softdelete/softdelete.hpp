@@ -126,7 +126,7 @@ void set_flag_trigger(Oid relid, const std::optional<std::string>& flag);
  * again, with default settings, so that it is never left unprotected. */
 void reattach_after_restore(Oid relid);
 
-void init();  /* GUC-independent hooks and callbacks, from _PG_init */
+void init();  /* its settings (settings.cpp), hooks and callbacks, from _PG_init */
 void register_retention_task();
 
 /* One purge batch of `table` (a leaf or plain table): hard-deletes up to

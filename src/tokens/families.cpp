@@ -59,7 +59,7 @@ bool optional_text(FunctionCallInfo fcinfo, int n, const char* name) {
 
 void require_primary(const char* function) {
     if (pg_call([] { return RecoveryInProgress(); })) {
-        throw Error(make_sqlstate("25006"), fmt::format("{} cannot run on a standby", function),
+        throw Error(ERRCODE_READ_ONLY_SQL_TRANSACTION, fmt::format("{} cannot run on a standby", function),
                     "A hot standby is read-only; refresh tokens are issued, rotated and revoked on the primary.");
     }
 }

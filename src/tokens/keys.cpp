@@ -52,7 +52,7 @@ constexpr int64 recheck_interval_us = 1000000;
 Cache cache;
 
 [[noreturn]] void io_error(const std::string& what, int err) {
-    throw Error(make_sqlstate("58030"), fmt::format("could not {} \"{}\": {}", what, key_file_path(), std::strerror(err)));
+    throw Error(ERRCODE_IO_ERROR, fmt::format("could not {} \"{}\": {}", what, key_file_path(), std::strerror(err)));
 }
 
 void wipe(std::vector<KeyEntry>& keys) {
@@ -222,7 +222,7 @@ const KeyEntry* entry(int id) {
 
 void require_primary(const char* action) {
     if (pg_call([] { return RecoveryInProgress(); })) {
-        throw Error(make_sqlstate("25006"), fmt::format("cannot {} on a standby", action),
+        throw Error(ERRCODE_READ_ONLY_SQL_TRANSACTION, fmt::format("cannot {} on a standby", action),
                     "A hot standby is read-only; refresh tokens are issued and rotated on the primary.");
     }
 }

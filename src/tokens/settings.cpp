@@ -121,7 +121,8 @@ void init() {
             nullptr);
     });
     keys::register_callbacks();
-    worker::register_task(token_purge);
 }
+
+void register_purge_task() { worker::register_task(token_purge); }
 
 }  // namespace pg_lifecycle::tokens

@@ -9,11 +9,13 @@
 namespace pg_lifecycle::tokens {
 
 /* Defines lifecycle.token_reuse_grace and lifecycle.token_retention and
- * registers the token_purge maintenance task.  Called from _PG_init before
- * the lifecycle.* prefix is reserved (MarkGUCPrefixReserved drops
- * placeholders of settings that are not yet defined, which would lose a
- * value set in postgresql.conf). */
+ * registers the key file's callbacks.  Called from _PG_init before the
+ * lifecycle.* prefix is reserved (MarkGUCPrefixReserved drops placeholders
+ * of settings that are not yet defined, which would lose a value set in
+ * postgresql.conf). */
 void init();
+/* The token_purge maintenance task (from _PG_init, in pass order). */
+void register_purge_task();
 
 /* lifecycle.token_reuse_grace, parsed (>= 0). */
 const Interval* reuse_grace();

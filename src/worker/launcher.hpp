@@ -23,6 +23,10 @@
 
 namespace pg_lifecycle::worker {
 
+/* From _PG_init: the worker's settings (settings.cpp). */
+void init();
+/* From _PG_init, in pass order: the job_runs_purge task (maintenance.cpp). */
+void register_history_task();
 /* From _PG_init while shared_preload_libraries is processed. */
 void register_launcher();
 

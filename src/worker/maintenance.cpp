@@ -105,7 +105,7 @@ using namespace pg_lifecycle;
 LIFECYCLE_FUNCTION(lifecycle_run_maintenance) {
     Interval* max_runtime = worker::positive_interval_arg(fcinfo, 0, "max_runtime");
     if (bridge::pg_call([] { return RecoveryInProgress(); })) {
-        throw Error(make_sqlstate("25006"), "lifecycle.run_maintenance cannot run on a standby",
+        throw Error(ERRCODE_READ_ONLY_SQL_TRANSACTION, "lifecycle.run_maintenance cannot run on a standby",
                     "A hot standby is read-only; maintenance runs on the primary and replicates.");
     }
     TimestampTz deadline = bridge::pg_call([max_runtime] {

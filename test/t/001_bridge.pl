@@ -1,5 +1,7 @@
 # The library with and without preload: CREATE EXTENSION and the bridge work
-# either way, and a C++ error leaves the server up (no crash-restart).
+# either way, and a C++ error leaves the server up (no crash-restart).  The
+# bridge's test library is found through test/selftest/selftest.conf (written
+# by make installcheck).
 use strict;
 use warnings;
 use PostgreSQL::Test::Cluster;
@@ -12,10 +14,12 @@ use LifecycleTest;
 my $preloaded = PostgreSQL::Test::Cluster->new('preloaded');
 $preloaded->init;
 $preloaded->append_conf('postgresql.conf', "shared_preload_libraries = 'pg_lifecycle'");
+$preloaded->append_conf('postgresql.conf', slurp_file("$FindBin::Bin/../selftest/selftest.conf"));
 $preloaded->start;
 
 my $plain = PostgreSQL::Test::Cluster->new('plain');
 $plain->init;
+$plain->append_conf('postgresql.conf', slurp_file("$FindBin::Bin/../selftest/selftest.conf"));
 $plain->start;
 
 for my $node ($preloaded, $plain) {
@@ -23,7 +27,7 @@ for my $node ($preloaded, $plain) {
     $node->safe_psql('postgres', q{
         CREATE EXTENSION pg_lifecycle;
         CREATE FUNCTION selftest_raise(kind text, arg text DEFAULT NULL) RETURNS text
-            AS 'pg_lifecycle', 'pg_lifecycle_selftest_raise' LANGUAGE C;
+            AS 'pg_lifecycle_selftest', 'pg_lifecycle_selftest_raise' LANGUAGE C;
     });
     is($node->safe_psql('postgres', q{SELECT extversion FROM pg_extension WHERE extname = 'pg_lifecycle'}),
        '0.2', "$name: extension created");

@@ -1,10 +1,15 @@
 /*
- * selftest.cpp — functions that exercise the bridge from SQL.
+ * selftest.cpp — functions that exercise the bridge from SQL, in a library of
+ * their own for the tests: pg_lifecycle_selftest.so (this file and the
+ * bridge's objects), built by `make installcheck` (and so by `make test`),
+ * never installed and never part of pg_lifecycle.so.
  *
- * They are compiled into pg_lifecycle.so but not created by the extension
- * script: sql/bridge.sql creates them by hand (as a superuser) to prove that
- * errors cross the C++/PostgreSQL boundary in both directions with the right
- * SQLSTATE, that C++ destructors run on the way, and that the backend survives.
+ * The tests load it through dynamic_library_path (test/selftest/selftest.conf,
+ * written by the Makefile) and create its functions by hand, as a superuser:
+ * sql/bridge.sql, test/isolation/specs/bridge_errors.spec and
+ * test/t/001_bridge.pl prove that errors cross the C++/PostgreSQL boundary in
+ * both directions with the right SQLSTATE, that C++ destructors run on the
+ * way, and that the backend survives.
  */
 #include "bridge/function.hpp"
 #include "bridge/memory.hpp"
@@ -12,6 +17,10 @@
 #include "bridge/spi.hpp"
 
 #include <stdexcept>
+
+extern "C" {
+PG_MODULE_MAGIC;
+}
 
 namespace {
 

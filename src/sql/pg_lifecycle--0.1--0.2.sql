@@ -326,3 +326,11 @@ END $$;
 -- §6 Soft delete on a Citus cluster: the STABLE twin of current_delete_event().
 CREATE FUNCTION lifecycle._citus_delete_event() RETURNS bigint
     AS 'MODULE_PATHNAME', 'lifecycle_current_delete_event' LANGUAGE C STABLE;
+
+-- §6 Expiry and retention of distributed tables: a batch on one shard, run by
+-- the coordinator on the node that holds it.
+CREATE FUNCTION lifecycle._expire_shard(shard regclass, column_name name, after interval, batch_size integer,
+                                        state text)
+    RETURNS text AS 'MODULE_PATHNAME', 'lifecycle_expire_shard' LANGUAGE C VOLATILE;
+CREATE FUNCTION lifecycle._purge_shard(shard regclass, older_than interval, batch_size integer)
+    RETURNS bigint AS 'MODULE_PATHNAME', 'lifecycle_purge_shard' LANGUAGE C VOLATILE;

@@ -538,8 +538,8 @@ void set_sweep_state(Oid table, const std::string& state) {
 }
 
 /* A distributed table: one batch on every shard placement, in parallel, on
- * the node that holds it (lifecycle._expire_shard there), as the table's
- * owner.  Each placement's batch commits on its node on its own. */
+ * the node that holds it (lifecycle._expire_shard there, which works as the
+ * table's owner).  Each placement's batch commits on its node on its own. */
 worker::BatchResult shards_batch(Oid table, const std::string& column, Datum after, int64 cap) {
     std::vector<citus::Placement> where = citus::placements(table);
     std::string fn = schema_prefix() + "_expire_shard";
@@ -551,8 +551,9 @@ worker::BatchResult shards_batch(Oid table, const std::string& column, Datum aft
                                        citus::literal(p.shard), citus::literal(column), after_sql, cap,
                                        citus::literal(it == shard_sweeps.end() ? "" : it->second)));
     }
-    std::vector<citus::RemoteResult> results;
-    run_as_owner(bridge::relation_owner(table), [&] { results = citus::run_on_placements(where, commands); });
+    /* As the worker's (or run_maintenance's) own role: the table's owner may
+     * not log in.  _expire_shard does the batch as the shard's owner. */
+    std::vector<citus::RemoteResult> results = citus::run_on_placements(where, commands);
     worker::BatchResult out{0, false};
     for (size_t i = 0; i < results.size(); ++i) {
         const auto& r = results[i];
@@ -737,8 +738,9 @@ LIFECYCLE_FUNCTION(lifecycle_expire_take) {
 /* lifecycle._expire_shard(shard regclass, column_name name, after interval,
  *                         batch_size integer, state text) RETURNS text
  * One batch of the expire task on a shard of a distributed table, on the node
- * that holds it: what the coordinator's expire task runs on each placement
- * (as the table's owner, which the caller must be).  state is the shard's
+ * that holds it: what the coordinator's expire task runs on each placement.
+ * The caller must own the shard (or be a superuser, as the worker is); the
+ * batch runs as the shard's owner, in a security-restricted operation.  state is the shard's
  * sweep position from the previous batch ('' for none); the result is
  * "<rows> <more 0|1> <new state>", then after a newline the rows it could not
  * delete, if any. */

@@ -181,11 +181,13 @@ PurgeResult purge_any(Oid table, Interval* older_than, int batch) {
                                 bridge::qualified_relation_name(table)),
                     "A purge picks rows by their physical position, which differs between a reference table's "
                     "placements.",
-                    "Enable soft delete on it without a retention, or purge it with lifecycle.hard_delete.");
+                    "Enable soft delete on it without a retention; as its owner, delete its soft-deleted rows "
+                    "with lifecycle.hard_delete and lifecycle.include_deleted on.");
     }
     /* A distributed table: one batch on every shard placement, on the node
-     * that holds it, as the caller (the table's owner); each placement's
-     * batch commits there on its own. */
+     * that holds it (as the current role: the worker's, or lifecycle.purge's
+     * caller, the table's owner); each placement's batch commits there on
+     * its own. */
     std::vector<citus::Placement> where = citus::placements(table);
     std::string fn = bridge::quote_ident(pg_call([] { return std::string(get_namespace_name(bridge::extension_schema())); })) +
                      "._purge_shard";
@@ -258,7 +260,12 @@ public:
         constexpr int batch = 1000;
         worker::set_batch_settings();
         PurgeResult purged;
-        {
+        char method = expiry::citus::partition_method(unit.target);
+        if (method != '\0' && method != 'n') {
+            /* A distributed table: as the worker's own role (the table's owner
+             * may not log in); _purge_shard works as the shard's owner. */
+            purged = purge_any(unit.target, older_than, batch);
+        } else {
             /* As the table's owner (hard delete is the owner's right), like autovacuum. */
             bridge::AsRole as_owner(bridge::relation_owner(unit.target), SECURITY_RESTRICTED_OPERATION);
             purged = purge_any(unit.target, older_than, batch);
@@ -279,8 +286,9 @@ using namespace pg_lifecycle;
 
 /* lifecycle._purge_shard(shard regclass, older_than interval, batch_size integer) RETURNS bigint
  * One purge batch on a shard of a distributed soft-delete table, on the node
- * that holds it: what the coordinator's purge runs on each placement (as the
- * table's owner, which the caller must be). */
+ * that holds it: what the coordinator's purge runs on each placement.  The
+ * caller must own the shard (or be a superuser, as the worker is); the batch
+ * runs as the shard's owner. */
 LIFECYCLE_FUNCTION(lifecycle_purge_shard) {
     for (int i = 0; i < 3; ++i) bridge::require_arg(fcinfo, i, "argument");
     Oid shard = PG_GETARG_OID(0);

@@ -23,3 +23,10 @@ CREATE FUNCTION lifecycle._expire_shard(shard regclass, column_name name, after 
 -- the caller must be).  Internal.
 CREATE FUNCTION lifecycle._purge_shard(shard regclass, older_than interval, batch_size integer)
     RETURNS bigint AS 'MODULE_PATHNAME', 'lifecycle_purge_shard' LANGUAGE C VOLATILE;
+
+-- The session tasks on a distributed lifecycle.sessions: one batch ('close' or
+-- 'purge') on a shard, on the node that holds it.  Internal, for the
+-- extension's owner.
+CREATE FUNCTION lifecycle._sessions_shard(task text, shard regclass, retention interval)
+    RETURNS bigint AS 'MODULE_PATHNAME', 'lifecycle_sessions_shard' LANGUAGE C VOLATILE;
+REVOKE EXECUTE ON FUNCTION lifecycle._sessions_shard(text, regclass, interval) FROM PUBLIC;

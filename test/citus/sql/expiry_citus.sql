@@ -12,6 +12,9 @@ CREATE INDEX ON grants (expires_at);
 SELECT create_distributed_table('grants', 'id', shard_count => 4);
 CREATE TABLE resets (token text PRIMARY KEY, expires_at timestamptz NOT NULL);
 SELECT create_distributed_table('resets', 'token', shard_count => 4);
+-- owned by a role that cannot log in: the batches still run as it, on the shards
+CREATE ROLE expiry_owner NOLOGIN;
+ALTER TABLE resets OWNER TO expiry_owner;
 CREATE TABLE codes (code text PRIMARY KEY, created_at timestamptz NOT NULL);
 SELECT create_reference_table('codes');
 INSERT INTO grants SELECT g, 'u' || (g % 7), CASE WHEN g <= 60 THEN now() - interval '1 hour'
@@ -75,6 +78,27 @@ SET lifecycle.include_deleted = on;
 SELECT count(*) AS all_invites, count(deleted_at) AS soft_deleted, min(id) FILTER (WHERE deleted_at IS NOT NULL)
   FROM invites;
 RESET lifecycle.include_deleted;
+-- lifecycle.purge by hand: every soft-deleted row, on every shard
+SELECT lifecycle.purge('invites', '0') AS purged;
+SET lifecycle.include_deleted = on;
+SELECT count(*) AS all_invites, count(deleted_at) AS soft_deleted FROM invites;
+RESET lifecycle.include_deleted;
+-- a reference table cannot be purged: its placements' rows are not in the same places
+CREATE TABLE tags (name text PRIMARY KEY);
+SELECT create_reference_table('tags');
+SELECT lifecycle.soft_delete_enable('tags');
+INSERT INTO tags VALUES ('a'), ('b');
+DELETE FROM tags WHERE name = 'a';
+SELECT lifecycle.purge('tags', '0');
+-- what the hint says
+SET lifecycle.include_deleted = on;
+SET lifecycle.hard_delete = on;
+DELETE FROM tags WHERE deleted_at IS NOT NULL;
+RESET lifecycle.hard_delete;
+SELECT name, deleted_at IS NOT NULL AS deleted FROM tags;
+RESET lifecycle.include_deleted;
+SELECT lifecycle.soft_delete_disable('tags');
+DROP TABLE tags;
 
 -- The background worker on the coordinator sweeps the shards too.
 ALTER SYSTEM SET lifecycle.naptime = '200ms';
@@ -94,6 +118,15 @@ SELECT status, rows > 0 AS did_work FROM lifecycle.job_runs
 ALTER SYSTEM RESET lifecycle.naptime;
 ALTER SYSTEM RESET lifecycle.enabled;
 SELECT pg_reload_conf();
+-- the worker leaves (before the next test drives maintenance by hand)
+DO $$
+BEGIN
+    FOR i IN 1 .. 600 LOOP
+        EXIT WHEN NOT EXISTS (SELECT FROM pg_stat_activity WHERE backend_type = 'pg_lifecycle worker');
+        PERFORM pg_sleep(0.1);
+    END LOOP;
+END $$;
+SELECT count(*) AS workers_left FROM pg_stat_activity WHERE backend_type = 'pg_lifecycle worker';
 
 SELECT lifecycle.expire_disable('grants');
 SELECT lifecycle.expire_disable('resets');
@@ -101,3 +134,4 @@ SELECT lifecycle.expire_disable('codes');
 SELECT lifecycle.expire_disable('invites');
 SELECT lifecycle.soft_delete_disable('invites');
 DROP TABLE grants, resets, codes, invites;
+DROP ROLE expiry_owner;

@@ -30,3 +30,10 @@ CREATE FUNCTION lifecycle._purge_shard(shard regclass, older_than interval, batc
 CREATE FUNCTION lifecycle._sessions_shard(task text, shard regclass, retention interval)
     RETURNS bigint AS 'MODULE_PATHNAME', 'lifecycle_sessions_shard' LANGUAGE C VOLATILE;
 REVOKE EXECUTE ON FUNCTION lifecycle._sessions_shard(text, regclass, interval) FROM PUBLIC;
+
+-- token_purge on distributed token tables: one batch on colocated shards of
+-- token_family_state and token_chain, on the node that holds them.  Internal,
+-- for the extension's owner.
+CREATE FUNCTION lifecycle._token_purge_shard(state regclass, chain regclass, retention interval)
+    RETURNS bigint AS 'MODULE_PATHNAME', 'lifecycle_token_purge_shard' LANGUAGE C VOLATILE;
+REVOKE EXECUTE ON FUNCTION lifecycle._token_purge_shard(regclass, regclass, interval) FROM PUBLIC;

@@ -29,6 +29,7 @@
 #include "bridge/function.hpp"
 #include "bridge/security.hpp"
 #include "bridge/spi.hpp"
+#include "expiry/citus_shards.hpp"
 #include "expiry/expiry.hpp"
 #include "softdelete/softdelete.hpp"
 #include "worker/tasks.hpp"
@@ -42,6 +43,12 @@
 namespace pg_lifecycle::expiry {
 
 using bridge::pg_call;
+
+/* One batch of the expire task: on a local table, on a Citus reference table
+ * (through Citus, by key), on every shard of a distributed table. */
+worker::BatchResult local_batch(Oid target, const std::string& column, Datum after, int64 cap);
+worker::BatchResult reference_batch(Oid table, const std::string& column, Datum after, int64 cap);
+worker::BatchResult shards_batch(Oid table, const std::string& column, Datum after, int64 cap);
 
 namespace {
 
@@ -185,20 +192,12 @@ public:
     }
 
     worker::BatchResult run_batch(const worker::Unit& unit) const override {
-        /* The settings, the table's row estimate, and whether a valid btree
-         * index leads with the expiry column. */
+        /* The settings (the table's or its partitioned root's). */
         static bridge::Statement config(
-            "SELECT e.column_name::text, e.after, e.batch_size, greatest(c.reltuples, 0)::int8, "
-            "EXISTS (SELECT 1 FROM pg_catalog.pg_index i "
-            "JOIN pg_catalog.pg_class ic ON ic.oid = i.indexrelid "
-            "JOIN pg_catalog.pg_am am ON am.oid = ic.relam "
-            "JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0] "
-            "WHERE i.indrelid = c.oid AND a.attname = e.column_name AND i.indisvalid AND i.indpred IS NULL "
-            "AND am.amname = 'btree') "
-            "FROM lifecycle.expire_tables e, pg_catalog.pg_class c WHERE e.tbl = $1 AND c.oid = $2",
-            {OIDOID, OIDOID});
-        Datum keys[2] = {ObjectIdGetDatum(unit.config), ObjectIdGetDatum(unit.target)};
-        config.execute(keys, nullptr, true, 1);
+            "SELECT e.column_name::text, e.after, e.batch_size FROM lifecycle.expire_tables e WHERE e.tbl = $1",
+            {OIDOID});
+        Datum key = ObjectIdGetDatum(unit.config);
+        config.execute(&key, nullptr, true, 1);
         if (bridge::processed_rows() == 0) return {0, false}; /* disabled or dropped since the pass began */
         std::string column = *bridge::result_text(0, 1);
         Datum after = pg_call([] {
@@ -206,258 +205,416 @@ public:
             return datumCopy(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull), false, 16);
         });
         int64 cap = *bridge::result_int64(0, 3);
-        int64 reltuples = bridge::result_int64(0, 4).value_or(0);
-        bool indexed = bridge::result_text(0, 5).value_or("f") == "t";
-
-        std::string table = bridge::qualified_relation_name(unit.target);
-        std::string col = bridge::quote_ident(column);
-        /* On a soft-delete table the DELETE keeps the rows: take live ones only
-         * (with hide on, the planner hook adds the same test). */
-        bool soft_delete = softdelete::lookup(unit.target) != nullptr;
-        std::string expired = fmt::format("{} <= pg_catalog.now() - $1{}", col, soft_delete ? " AND deleted_at IS NULL" : "");
-        /* $1 after, $2 batch cap, $3/$4 the range: ctid > $3 AND ctid <= $4. */
-        std::string direct_sql = fmt::format(
-            "DELETE FROM ONLY {0} WHERE ctid > $3 AND ctid <= $4 AND lifecycle._expire_take(ctid, xmax, {1})",
-            table, expired);
-        /* Row by row, when some row's DELETE fails: the batch's rows, locked. */
-        std::string candidates_sql = fmt::format(
-            "SELECT ctid FROM ONLY {0} WHERE ctid > $3 AND ctid <= $4 AND {1} ORDER BY ctid LIMIT $2 "
-            "FOR UPDATE SKIP LOCKED", table, expired);
-        std::string one_sql = fmt::format("DELETE FROM ONLY {0} WHERE ctid = $2 AND {1} <= pg_catalog.now() - $1", table, col);
-        /* Lock the candidate rows, skipping those held, and delete them:
-         * (candidates, last candidate, deleted).  $1 after, $2 the limit. */
-        auto lock_and_delete_sql = [&](const std::string& where, const std::string& order_by) {
-            return fmt::format(
-                "WITH candidates AS (SELECT ctid FROM ONLY {0} WHERE {1}{2} LIMIT $2 FOR UPDATE SKIP LOCKED), "
-                "deleted AS (DELETE FROM ONLY {0} WHERE ctid = ANY (ARRAY(SELECT ctid FROM candidates)) "
-                "AND {3} <= pg_catalog.now() - $1 RETURNING 1) "
-                "SELECT (SELECT pg_catalog.count(*) FROM candidates), (SELECT pg_catalog.max(ctid) FROM candidates), "
-                "(SELECT pg_catalog.count(*) FROM deleted)",
-                table, where, order_by, col);
-        };
-        auto locking_sql = [&](bool held_only) {
-            return lock_and_delete_sql(
-                fmt::format("ctid > $3 AND ctid <= $4 AND {}{}", expired, held_only ? " AND xmax <> '0'" : ""), "");
-        };
-
-        worker::set_batch_settings();
-        Oid owner = bridge::relation_owner(unit.target);
-        Oid target = unit.target;
-        /* The table lock first, under lock_timeout: a lock timeout in the
-         * DELETE then means a row lock. */
-        BlockNumber nblocks = pg_call([target] {
-            Relation rel = table_open(target, RowExclusiveLock);
-            BlockNumber n = RelationGetNumberOfBlocks(rel);
-            table_close(rel, NoLock);
-            return n;
-        });
-
-        Sweep& sweep = sweep_of(target);
-        if (sweep.prune_to > sweep.prune_from) {
-            prune_blocks(target, sweep.prune_from, sweep.prune_to, nblocks);
-            sweep.prune_from = sweep.prune_to = 0;
+        if (pg_call([&unit] { return get_rel_relkind(unit.target); }) == '\0') return {0, false}; /* dropped */
+        switch (citus::partition_method(unit.target)) {
+        case '\0':
+            return local_batch(unit.target, column, after, cap);
+        case 'n':
+            return reference_batch(unit.target, column, after, cap);
+        default:
+            return shards_batch(unit.target, column, after, cap);
         }
-        /* The batch's statements run as the table's owner, like autovacuum:
-         * its triggers never get the worker's superuser rights. */
-        auto as_owner = [owner](const std::function<void()>& body) {
-            int nest = pg_call([] { return NewGUCNestLevel(); });
-            {
-                bridge::AsRole role(owner, SECURITY_RESTRICTED_OPERATION);
-                body();
-            }
-            pg_call([nest] { AtEOXact_GUC(false, nest); });
-        };
-
-        /* With an index on the column, batches first take the oldest expired
-         * rows through it: when few rows are expired (the steady state) that
-         * costs a few index pages instead of a pass over the table.  Once
-         * this episode has found more than 2% of the table (at least ten
-         * batches) through the index, the backlog is large enough that one
-         * pass over the heap is cheaper: the block-range sweep takes over
-         * until it reaches the end of the table.  Not on a soft-delete table:
-         * its expired rows stay in it, soft-deleted, and every index batch
-         * would walk past all of them again. */
-        if (!sweep.ranging && indexed && !soft_delete) {
-            std::string index_sql = lock_and_delete_sql(expired, " ORDER BY " + col);
-            Oid index_types[2] = {INTERVALOID, INT8OID};
-            Datum index_values[2] = {after, Int64GetDatum(cap)};
-            int64 found = 0, deleted = 0;
-            bool done = true;
-            as_owner([&] {
-                done = bridge::in_subtransaction(
-                    [&] {
-                        bridge::execute_cached(index_sql, 2, index_types, index_values, nullptr, false);
-                        found = bridge::result_int64(0, 1).value_or(0);
-                        deleted = bridge::result_int64(0, 3).value_or(0);
-                    },
-                    [](const bridge::PgError& e) { return is_row_error(e.sqlerrcode()); });
-            });
-            if (!done) {
-                /* A row whose DELETE fails (a trigger that raises, a RESTRICT
-                 * foreign key): it would come first through the index every
-                 * time, so the sweep takes over, which deletes row by row
-                 * around such rows and reports them. */
-                sweep.ranging = true;
-                sweep.index_rows = 0;
-                ItemPointerSet(&sweep.after, 0, 0);
-                return {0, true};
-            }
-            if (found < cap) {
-                sweep.index_rows = 0;
-                return {deleted, false};
-            }
-            sweep.index_rows += found;
-            if (sweep.index_rows >= std::max<int64>(10 * cap, reltuples / 50)) {
-                sweep.ranging = true;
-                sweep.index_rows = 0;
-                ItemPointerSet(&sweep.after, 0, 0);
-            }
-            return {deleted, true};
-        }
-        sweep.ranging = true;
-
-        /* The range: the rows after sweep.after, over sweep.blocks blocks (a
-         * partly looked-at block counts as one). */
-        ItemPointerData range_start = sweep.after;
-        BlockNumber first = ItemPointerGetBlockNumberNoCheck(&range_start) +
-                            (ItemPointerGetOffsetNumberNoCheck(&range_start) == PG_UINT16_MAX ? 1 : 0);
-        BlockNumber last_block = first + std::max<BlockNumber>(sweep.blocks, 1) - 1;
-        ItemPointerData range_end;
-        ItemPointerSet(&range_end, last_block, PG_UINT16_MAX);
-
-        Oid types[4] = {INTERVALOID, INT8OID, TIDOID, TIDOID};
-        auto values = [&](int64 limit, const ItemPointerData* upto) {
-            return std::array<Datum, 4>{after, Int64GetDatum(limit), PointerGetDatum(&range_start),
-                                        PointerGetDatum(const_cast<ItemPointerData*>(upto))};
-        };
-        auto run_locking = [&](bool held_only, int64 limit, const ItemPointerData* upto) {
-            auto v = values(limit, upto);
-            bridge::execute_cached(locking_sql(held_only), 4, types, v.data(), nullptr, false);
-            Counts c{bridge::result_int64(0, 1).value_or(0), std::nullopt, bridge::result_int64(0, 3).value_or(0)};
-            if (auto d = bridge::result_datum(0, 2)) c.last = *reinterpret_cast<const ItemPointerData*>(DatumGetPointer(*d));
-            return c;
-        };
-
-        int64 rows = 0;
-        bool capped = false;
-        int64 counted = 0;
-        ItemPointerData last{};
-        std::string row_error;
-        bool all_refused = false;
-        as_owner([&] {
-            Take seen;
-            enum { done, lock_timeout, row_failed } outcome = done;
-            bridge::in_subtransaction(
-                [&] {
-                    {
-                        TakeScope scope(cap, range_start, range_end);
-                        auto v = values(cap, &range_end);
-                        bridge::execute_cached(direct_sql, 4, types, v.data(), nullptr, false);
-                        rows = static_cast<int64>(bridge::processed_rows());
-                        seen = scope.result();
-                    }
-                    if (seen.held > 0) {
-                        /* Rows that are or were locked: lock them now, skipping
-                         * those still held, and delete the ones locked. */
-                        Counts c = run_locking(true, cap - seen.taken, seen.capped ? &seen.last : &range_end);
-                        rows += c.deleted;
-                    }
-                },
-                [&](const bridge::PgError& e) {
-                    if (is_lock_wait(e.sqlerrcode())) {
-                        outcome = lock_timeout;
-                    } else if (is_row_error(e.sqlerrcode())) {
-                        outcome = row_failed;
-                    } else {
-                        return false;  /* a cancel, a shutdown...: the batch ends */
-                    }
-                    return true;
-                });
-            if (outcome == done) {
-                capped = seen.capped;
-                counted = seen.taken + seen.held;
-                last = seen.last;
-            } else if (outcome == lock_timeout) {
-                /* A row locked after the DELETE read it: the whole batch again,
-                 * every row locked first, skipping those held. */
-                Counts c = run_locking(false, cap, &range_end);
-                rows = c.deleted;
-                counted = c.candidates;
-                capped = c.candidates >= cap && c.last.has_value();
-                if (c.last) last = *c.last;
-            } else {
-                /* Some row's DELETE fails: lock the batch's rows, then delete
-                 * them one by one, each in a subtransaction, and report the
-                 * ones that fail.  The sweep goes on past them. */
-                rows = 0;
-                auto v = values(cap, &range_end);
-                bridge::execute_cached(candidates_sql, 4, types, v.data(), nullptr, false);
-                std::vector<ItemPointerData> rows_to_try;
-                for (uint64 i = 0; i < bridge::processed_rows(); ++i) {
-                    rows_to_try.push_back(*reinterpret_cast<const ItemPointerData*>(
-                        DatumGetPointer(*bridge::result_datum(i, 1))));
-                }
-                int64 refused = 0;
-                for (auto& row : rows_to_try) {
-                    Datum one[2] = {after, PointerGetDatum(&row)};
-                    Oid one_types[2] = {INTERVALOID, TIDOID};
-                    bool ok = bridge::in_subtransaction(
-                        [&] {
-                            bridge::execute_cached(one_sql, 2, one_types, one, nullptr, false);
-                            rows += static_cast<int64>(bridge::processed_rows());
-                        },
-                        [&](const bridge::PgError& e) {
-                            if (!is_row_error(e.sqlerrcode())) return false;
-                            if (row_error.empty()) row_error = worker::describe_error(e);
-                            return true;
-                        });
-                    if (!ok) ++refused;
-                }
-                if (refused > 0) {
-                    row_error += fmt::format(" ({} expired row{} of the batch could not be deleted)", refused,
-                                             refused == 1 ? "" : "s");
-                }
-                counted = static_cast<int64>(rows_to_try.size());
-                capped = counted >= cap;
-                if (capped) last = rows_to_try.back();
-                all_refused = refused > 0 && refused == counted;
-            }
-        });
-
-        /* The next range: after the last row counted when the cap was reached,
-         * else after this range, sized so it should hold about `cap` expired rows. */
-        if (rows > 0) {
-            sweep.prune_from = first;
-            sweep.prune_to = capped ? ItemPointerGetBlockNumberNoCheck(&last) + 1 : last_block + 1;
-        }
-        if (capped) {
-            BlockNumber used = ItemPointerGetBlockNumberNoCheck(&last) - first + 1;
-            sweep.after = last;
-            sweep.blocks = std::clamp<BlockNumber>(used, 1, max_range_blocks);
-            /* A batch none of whose rows could be deleted ends the table's
-             * share of this pass: a table that refuses every DELETE costs one
-             * batch per pass, not a row-by-row pass over all of it. */
-            return {rows, !all_refused, row_error};
-        }
-        BlockNumber k = std::max<BlockNumber>(sweep.blocks, 1);
-        BlockNumber grow = std::min<BlockNumber>(k * 2, max_range_blocks);
-        sweep.blocks = counted == 0 ? grow
-                                    : static_cast<BlockNumber>(std::clamp<int64>(
-                                          static_cast<int64>(k) * cap / counted, 1, grow));
-        if (last_block + 1 >= nblocks) {
-            /* The end of the table: this sweep is over. */
-            ItemPointerSet(&sweep.after, 0, 0);
-            sweep.ranging = false;
-            return {rows, false, row_error};
-        }
-        sweep.after = range_end;
-        return {rows, !all_refused, row_error};
     }
 };
 
 const ExpireTask expire_task;
 
 }  // namespace
+
+/* One batch of the expire task on a local table (a table, a leaf partition,
+ * or the shard of a Citus table on the node that holds it). */
+worker::BatchResult local_batch(Oid target, const std::string& column, Datum after, int64 cap) {
+    /* The table's row estimate, and whether a valid btree index leads
+     * with the expiry column. */
+    static bridge::Statement stats(
+        "SELECT greatest(c.reltuples, 0)::int8, "
+        "EXISTS (SELECT 1 FROM pg_catalog.pg_index i "
+        "JOIN pg_catalog.pg_class ic ON ic.oid = i.indexrelid "
+        "JOIN pg_catalog.pg_am am ON am.oid = ic.relam "
+        "JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0] "
+        "WHERE i.indrelid = c.oid AND a.attname = $2 AND i.indisvalid AND i.indpred IS NULL "
+        "AND am.amname = 'btree') "
+        "FROM pg_catalog.pg_class c WHERE c.oid = $1",
+        {OIDOID, NAMEOID});
+    Datum keys[2] = {ObjectIdGetDatum(target), pg_call([&column] {
+                         Name n = static_cast<Name>(palloc0(NAMEDATALEN));
+                         namestrcpy(n, column.c_str());
+                         return NameGetDatum(n);
+                     })};
+    stats.execute(keys, nullptr, true, 1);
+    if (bridge::processed_rows() == 0) return {0, false};
+    int64 reltuples = bridge::result_int64(0, 1).value_or(0);
+    bool indexed = bridge::result_text(0, 2).value_or("f") == "t";
+
+    std::string table = bridge::qualified_relation_name(target);
+    std::string col = bridge::quote_ident(column);
+    /* On a soft-delete table the DELETE keeps the rows: take live ones only
+     * (with hide on, the planner hook adds the same test). */
+    bool soft_delete = softdelete::lookup(target) != nullptr;
+    std::string expired = fmt::format("{} <= pg_catalog.now() - $1{}", col, soft_delete ? " AND deleted_at IS NULL" : "");
+    /* $1 after, $2 batch cap, $3/$4 the range: ctid > $3 AND ctid <= $4. */
+    std::string direct_sql = fmt::format(
+        "DELETE FROM ONLY {0} WHERE ctid > $3 AND ctid <= $4 AND lifecycle._expire_take(ctid, xmax, {1})",
+        table, expired);
+    /* Row by row, when some row's DELETE fails: the batch's rows, locked. */
+    std::string candidates_sql = fmt::format(
+        "SELECT ctid FROM ONLY {0} WHERE ctid > $3 AND ctid <= $4 AND {1} ORDER BY ctid LIMIT $2 "
+        "FOR UPDATE SKIP LOCKED", table, expired);
+    std::string one_sql = fmt::format("DELETE FROM ONLY {0} WHERE ctid = $2 AND {1} <= pg_catalog.now() - $1", table, col);
+    /* Lock the candidate rows, skipping those held, and delete them:
+     * (candidates, last candidate, deleted).  $1 after, $2 the limit. */
+    auto lock_and_delete_sql = [&](const std::string& where, const std::string& order_by) {
+        return fmt::format(
+            "WITH candidates AS (SELECT ctid FROM ONLY {0} WHERE {1}{2} LIMIT $2 FOR UPDATE SKIP LOCKED), "
+            "deleted AS (DELETE FROM ONLY {0} WHERE ctid = ANY (ARRAY(SELECT ctid FROM candidates)) "
+            "AND {3} <= pg_catalog.now() - $1 RETURNING 1) "
+            "SELECT (SELECT pg_catalog.count(*) FROM candidates), (SELECT pg_catalog.max(ctid) FROM candidates), "
+            "(SELECT pg_catalog.count(*) FROM deleted)",
+            table, where, order_by, col);
+    };
+    auto locking_sql = [&](bool held_only) {
+        return lock_and_delete_sql(
+            fmt::format("ctid > $3 AND ctid <= $4 AND {}{}", expired, held_only ? " AND xmax <> '0'" : ""), "");
+    };
+
+    worker::set_batch_settings();
+    Oid owner = bridge::relation_owner(target);
+    /* The table lock first, under lock_timeout: a lock timeout in the
+     * DELETE then means a row lock. */
+    BlockNumber nblocks = pg_call([target] {
+        Relation rel = table_open(target, RowExclusiveLock);
+        BlockNumber n = RelationGetNumberOfBlocks(rel);
+        table_close(rel, NoLock);
+        return n;
+    });
+
+    Sweep& sweep = sweep_of(target);
+    if (sweep.prune_to > sweep.prune_from) {
+        prune_blocks(target, sweep.prune_from, sweep.prune_to, nblocks);
+        sweep.prune_from = sweep.prune_to = 0;
+    }
+    /* The batch's statements run as the table's owner, like autovacuum:
+     * its triggers never get the worker's superuser rights. */
+    auto as_owner = [owner](const std::function<void()>& body) {
+        int nest = pg_call([] { return NewGUCNestLevel(); });
+        {
+            bridge::AsRole role(owner, SECURITY_RESTRICTED_OPERATION);
+            body();
+        }
+        pg_call([nest] { AtEOXact_GUC(false, nest); });
+    };
+
+    /* With an index on the column, batches first take the oldest expired
+     * rows through it: when few rows are expired (the steady state) that
+     * costs a few index pages instead of a pass over the table.  Once
+     * this episode has found more than 2% of the table (at least ten
+     * batches) through the index, the backlog is large enough that one
+     * pass over the heap is cheaper: the block-range sweep takes over
+     * until it reaches the end of the table.  Not on a soft-delete table:
+     * its expired rows stay in it, soft-deleted, and every index batch
+     * would walk past all of them again. */
+    if (!sweep.ranging && indexed && !soft_delete) {
+        std::string index_sql = lock_and_delete_sql(expired, " ORDER BY " + col);
+        Oid index_types[2] = {INTERVALOID, INT8OID};
+        Datum index_values[2] = {after, Int64GetDatum(cap)};
+        int64 found = 0, deleted = 0;
+        bool done = true;
+        as_owner([&] {
+            done = bridge::in_subtransaction(
+                [&] {
+                    bridge::execute_cached(index_sql, 2, index_types, index_values, nullptr, false);
+                    found = bridge::result_int64(0, 1).value_or(0);
+                    deleted = bridge::result_int64(0, 3).value_or(0);
+                },
+                [](const bridge::PgError& e) { return is_row_error(e.sqlerrcode()); });
+        });
+        if (!done) {
+            /* A row whose DELETE fails (a trigger that raises, a RESTRICT
+             * foreign key): it would come first through the index every
+             * time, so the sweep takes over, which deletes row by row
+             * around such rows and reports them. */
+            sweep.ranging = true;
+            sweep.index_rows = 0;
+            ItemPointerSet(&sweep.after, 0, 0);
+            return {0, true};
+        }
+        if (found < cap) {
+            sweep.index_rows = 0;
+            return {deleted, false};
+        }
+        sweep.index_rows += found;
+        if (sweep.index_rows >= std::max<int64>(10 * cap, reltuples / 50)) {
+            sweep.ranging = true;
+            sweep.index_rows = 0;
+            ItemPointerSet(&sweep.after, 0, 0);
+        }
+        return {deleted, true};
+    }
+    sweep.ranging = true;
+
+    /* The range: the rows after sweep.after, over sweep.blocks blocks (a
+     * partly looked-at block counts as one). */
+    ItemPointerData range_start = sweep.after;
+    BlockNumber first = ItemPointerGetBlockNumberNoCheck(&range_start) +
+                        (ItemPointerGetOffsetNumberNoCheck(&range_start) == PG_UINT16_MAX ? 1 : 0);
+    BlockNumber last_block = first + std::max<BlockNumber>(sweep.blocks, 1) - 1;
+    ItemPointerData range_end;
+    ItemPointerSet(&range_end, last_block, PG_UINT16_MAX);
+
+    Oid types[4] = {INTERVALOID, INT8OID, TIDOID, TIDOID};
+    auto values = [&](int64 limit, const ItemPointerData* upto) {
+        return std::array<Datum, 4>{after, Int64GetDatum(limit), PointerGetDatum(&range_start),
+                                    PointerGetDatum(const_cast<ItemPointerData*>(upto))};
+    };
+    auto run_locking = [&](bool held_only, int64 limit, const ItemPointerData* upto) {
+        auto v = values(limit, upto);
+        bridge::execute_cached(locking_sql(held_only), 4, types, v.data(), nullptr, false);
+        Counts c{bridge::result_int64(0, 1).value_or(0), std::nullopt, bridge::result_int64(0, 3).value_or(0)};
+        if (auto d = bridge::result_datum(0, 2)) c.last = *reinterpret_cast<const ItemPointerData*>(DatumGetPointer(*d));
+        return c;
+    };
+
+    int64 rows = 0;
+    bool capped = false;
+    int64 counted = 0;
+    ItemPointerData last{};
+    std::string row_error;
+    bool all_refused = false;
+    as_owner([&] {
+        Take seen;
+        enum { done, lock_timeout, row_failed } outcome = done;
+        bridge::in_subtransaction(
+            [&] {
+                {
+                    TakeScope scope(cap, range_start, range_end);
+                    auto v = values(cap, &range_end);
+                    bridge::execute_cached(direct_sql, 4, types, v.data(), nullptr, false);
+                    rows = static_cast<int64>(bridge::processed_rows());
+                    seen = scope.result();
+                }
+                if (seen.held > 0) {
+                    /* Rows that are or were locked: lock them now, skipping
+                     * those still held, and delete the ones locked. */
+                    Counts c = run_locking(true, cap - seen.taken, seen.capped ? &seen.last : &range_end);
+                    rows += c.deleted;
+                }
+            },
+            [&](const bridge::PgError& e) {
+                if (is_lock_wait(e.sqlerrcode())) {
+                    outcome = lock_timeout;
+                } else if (is_row_error(e.sqlerrcode())) {
+                    outcome = row_failed;
+                } else {
+                    return false;  /* a cancel, a shutdown...: the batch ends */
+                }
+                return true;
+            });
+        if (outcome == done) {
+            capped = seen.capped;
+            counted = seen.taken + seen.held;
+            last = seen.last;
+        } else if (outcome == lock_timeout) {
+            /* A row locked after the DELETE read it: the whole batch again,
+             * every row locked first, skipping those held. */
+            Counts c = run_locking(false, cap, &range_end);
+            rows = c.deleted;
+            counted = c.candidates;
+            capped = c.candidates >= cap && c.last.has_value();
+            if (c.last) last = *c.last;
+        } else {
+            /* Some row's DELETE fails: lock the batch's rows, then delete
+             * them one by one, each in a subtransaction, and report the
+             * ones that fail.  The sweep goes on past them. */
+            rows = 0;
+            auto v = values(cap, &range_end);
+            bridge::execute_cached(candidates_sql, 4, types, v.data(), nullptr, false);
+            std::vector<ItemPointerData> rows_to_try;
+            for (uint64 i = 0; i < bridge::processed_rows(); ++i) {
+                rows_to_try.push_back(*reinterpret_cast<const ItemPointerData*>(
+                    DatumGetPointer(*bridge::result_datum(i, 1))));
+            }
+            int64 refused = 0;
+            for (auto& row : rows_to_try) {
+                Datum one[2] = {after, PointerGetDatum(&row)};
+                Oid one_types[2] = {INTERVALOID, TIDOID};
+                bool ok = bridge::in_subtransaction(
+                    [&] {
+                        bridge::execute_cached(one_sql, 2, one_types, one, nullptr, false);
+                        rows += static_cast<int64>(bridge::processed_rows());
+                    },
+                    [&](const bridge::PgError& e) {
+                        if (!is_row_error(e.sqlerrcode())) return false;
+                        if (row_error.empty()) row_error = worker::describe_error(e);
+                        return true;
+                    });
+                if (!ok) ++refused;
+            }
+            if (refused > 0) {
+                row_error += fmt::format(" ({} expired row{} of the batch could not be deleted)", refused,
+                                         refused == 1 ? "" : "s");
+            }
+            counted = static_cast<int64>(rows_to_try.size());
+            capped = counted >= cap;
+            if (capped) last = rows_to_try.back();
+            all_refused = refused > 0 && refused == counted;
+        }
+    });
+
+    /* The next range: after the last row counted when the cap was reached,
+     * else after this range, sized so it should hold about `cap` expired rows. */
+    if (rows > 0) {
+        sweep.prune_from = first;
+        sweep.prune_to = capped ? ItemPointerGetBlockNumberNoCheck(&last) + 1 : last_block + 1;
+    }
+    if (capped) {
+        BlockNumber used = ItemPointerGetBlockNumberNoCheck(&last) - first + 1;
+        sweep.after = last;
+        sweep.blocks = std::clamp<BlockNumber>(used, 1, max_range_blocks);
+        /* A batch none of whose rows could be deleted ends the table's
+         * share of this pass: a table that refuses every DELETE costs one
+         * batch per pass, not a row-by-row pass over all of it. */
+        return {rows, !all_refused, row_error};
+    }
+    BlockNumber k = std::max<BlockNumber>(sweep.blocks, 1);
+    BlockNumber grow = std::min<BlockNumber>(k * 2, max_range_blocks);
+    sweep.blocks = counted == 0 ? grow
+                                : static_cast<BlockNumber>(std::clamp<int64>(
+                                      static_cast<int64>(k) * cap / counted, 1, grow));
+    if (last_block + 1 >= nblocks) {
+        /* The end of the table: this sweep is over. */
+        ItemPointerSet(&sweep.after, 0, 0);
+        sweep.ranging = false;
+        return {rows, false, row_error};
+    }
+    sweep.after = range_end;
+    return {rows, !all_refused, row_error};
+}
+
+namespace {
+
+/* body as the table's owner, in a security-restricted operation whose
+ * setting changes are rolled back (like autovacuum). */
+void run_as_owner(Oid owner, const std::function<void()>& body) {
+    int nest = pg_call([] { return NewGUCNestLevel(); });
+    {
+        bridge::AsRole role(owner, SECURITY_RESTRICTED_OPERATION);
+        body();
+    }
+    pg_call([nest] { AtEOXact_GUC(false, nest); });
+}
+
+/* The coordinator's record of where each shard's sweep stands (the shard's
+ * node forgets it: every batch there runs in a new connection). */
+std::unordered_map<int64, std::string> shard_sweeps;
+
+std::string schema_prefix() {
+    return bridge::quote_ident(pg_call([] { return std::string(get_namespace_name(bridge::extension_schema())); })) + ".";
+}
+
+}  // namespace
+
+/* The sweep position of a local table, as text, and back. */
+std::string sweep_state(Oid table) {
+    const Sweep& s = sweep_of(table);
+    return fmt::format("{} {} {} {} {} {} {}", ItemPointerGetBlockNumberNoCheck(&s.after),
+                       ItemPointerGetOffsetNumberNoCheck(&s.after), s.blocks, s.ranging ? 1 : 0, s.index_rows,
+                       s.prune_from, s.prune_to);
+}
+
+void set_sweep_state(Oid table, const std::string& state) {
+    unsigned long block = 0, offset = 0, blocks = 8, ranging = 0, from = 0, to = 0;
+    long long index_rows = 0;
+    if (std::sscanf(state.c_str(), "%lu %lu %lu %lu %lld %lu %lu", &block, &offset, &blocks, &ranging, &index_rows,
+                    &from, &to) != 7) {
+        return; /* none yet: a new sweep */
+    }
+    Sweep& s = sweep_of(table);
+    ItemPointerSet(&s.after, static_cast<BlockNumber>(block), static_cast<OffsetNumber>(offset));
+    s.blocks = std::clamp<BlockNumber>(static_cast<BlockNumber>(blocks), 1, max_range_blocks);
+    s.ranging = ranging != 0;
+    s.index_rows = index_rows;
+    s.prune_from = static_cast<BlockNumber>(from);
+    s.prune_to = static_cast<BlockNumber>(to);
+}
+
+/* A distributed table: one batch on every shard placement, in parallel, on
+ * the node that holds it (lifecycle._expire_shard there, which works as the
+ * table's owner).  Each placement's batch commits on its node on its own. */
+worker::BatchResult shards_batch(Oid table, const std::string& column, Datum after, int64 cap) {
+    std::vector<citus::Placement> where = citus::placements(table);
+    std::string fn = schema_prefix() + "_expire_shard";
+    std::string after_sql = citus::interval_literal(DatumGetIntervalP(after));
+    std::vector<std::string> commands;
+    for (const auto& p : where) {
+        auto it = shard_sweeps.find(p.shardid);
+        commands.push_back(fmt::format("SELECT {}({}::pg_catalog.regclass, {}::pg_catalog.name, {}, {}, {})", fn,
+                                       citus::literal(p.shard), citus::literal(column), after_sql, cap,
+                                       citus::literal(it == shard_sweeps.end() ? "" : it->second)));
+    }
+    /* As the worker's (or run_maintenance's) own role: the table's owner may
+     * not log in.  _expire_shard does the batch as the shard's owner. */
+    std::vector<citus::RemoteResult> results = citus::run_on_placements(where, commands);
+    worker::BatchResult out{0, false};
+    for (size_t i = 0; i < results.size(); ++i) {
+        const auto& r = results[i];
+        if (!r.success) {
+            if (out.error.empty()) out.error = fmt::format("shard {} on {}:{}: {}", where[i].shard, where[i].node, where[i].port, r.result);
+            continue;
+        }
+        /* "<rows> <more> <sweep state>\n<rows it could not delete>" */
+        long long rows = 0;
+        int more = 0, used = 0;
+        if (std::sscanf(r.result.c_str(), "%lld %d %n", &rows, &more, &used) < 2) {
+            if (out.error.empty()) out.error = fmt::format("shard {}: unexpected result \"{}\"", where[i].shard, r.result);
+            continue;
+        }
+        std::string rest = r.result.substr(static_cast<size_t>(used));
+        size_t nl = rest.find('\n');
+        shard_sweeps[where[i].shardid] = rest.substr(0, nl);
+        if (nl != std::string::npos && nl + 1 < rest.size() && out.error.empty()) {
+            out.error = fmt::format("shard {}: {}", where[i].shard, rest.substr(nl + 1));
+        }
+        out.rows += rows;
+        out.more = out.more || more != 0;
+    }
+    if (results.empty()) return out;
+    if (out.error.empty() || out.rows > 0 || out.more) return out;
+    /* Every placement failed: the batch fails (recorded, retried next pass). */
+    throw Error(sqlstate::internal_error, out.error);
+}
+
+/* A reference table (or a Citus local table): through Citus, by value, so
+ * every placement loses the same rows — the rows of one batch by primary key
+ * (without one, every expired row in one statement).  Rows an application
+ * transaction holds are waited for, up to lock_timeout (Citus takes no row
+ * locks with SKIP LOCKED on them): the batch then fails and is retried. */
+worker::BatchResult reference_batch(Oid table, const std::string& column, Datum after, int64 cap) {
+    std::string name = bridge::qualified_relation_name(table);
+    std::string col = bridge::quote_ident(column);
+    bool soft_delete = softdelete::lookup(table) != nullptr;
+    std::string expired = fmt::format("{} OPERATOR(pg_catalog.<=) (pg_catalog.now() OPERATOR(pg_catalog.-) $1){}", col,
+                                      soft_delete ? " AND deleted_at IS NULL" : "");
+    Oid types[1] = {INTERVALOID};
+    Datum args[1] = {ObjectIdGetDatum(table)};
+    Oid oid_type = OIDOID;
+    bridge::execute_cached(
+        "SELECT pg_catalog.string_agg(pg_catalog.quote_ident(a.attname), ', ' ORDER BY k.n) "
+        "FROM pg_catalog.pg_index i, pg_catalog.unnest(i.indkey) WITH ORDINALITY k(attnum, n), pg_catalog.pg_attribute a "
+        "WHERE i.indrelid OPERATOR(pg_catalog.=) $1 AND i.indisprimary AND a.attrelid OPERATOR(pg_catalog.=) i.indrelid "
+        "AND a.attnum OPERATOR(pg_catalog.=) k.attnum",
+        1, &oid_type, args, nullptr, true, 1);
+    std::optional<std::string> key = bridge::processed_rows() ? bridge::result_text(0, 1) : std::nullopt;
+    std::string sql = key ? fmt::format("DELETE FROM ONLY {0} WHERE {1} AND ({2}) IN "
+                                        "(SELECT {2} FROM ONLY {0} WHERE {1} LIMIT {3})",
+                                        name, expired, *key, cap)
+                          : fmt::format("DELETE FROM ONLY {} WHERE {}", name, expired);
+    int64 rows = 0;
+    run_as_owner(bridge::relation_owner(table), [&] {
+        bridge::execute_cached(sql, 1, types, &after, nullptr, false);
+        rows = static_cast<int64>(bridge::processed_rows());
+    });
+    return {rows, key.has_value() && rows >= cap};
+}
 
 void register_expire_task() { worker::register_task(expire_task); }
 
@@ -480,6 +637,13 @@ LIFECYCLE_FUNCTION(lifecycle_expire_enable) {
     bridge::require_table(relid, "Row expiry");
     std::string table = bridge::qualified_relation_name(relid);
     bridge::require_owner(relid, "enable expiry on it");
+    /* On a Citus cluster the coordinator's registration is swept on every
+     * shard; a worker node's would sweep them all a second time. */
+    if (expiry::citus::partition_method(relid) != '\0' && !expiry::citus::on_coordinator()) {
+        throw Error(sqlstate::feature_not_supported,
+                    fmt::format("expiry of Citus table {} is enabled on the coordinator", table), {},
+                    "Call lifecycle.expire_enable on the coordinator: it sweeps every shard of the table.");
+    }
 
     AttrNumber attnum = pg_call([&] { return get_attnum(relid, column.c_str()); });
     if (attnum == InvalidAttrNumber) {
@@ -569,4 +733,34 @@ LIFECYCLE_FUNCTION(lifecycle_expire_take) {
     }
     ++take.taken;
     PG_RETURN_BOOL(true);
+}
+
+/* lifecycle._expire_shard(shard regclass, column_name name, after interval,
+ *                         batch_size integer, state text) RETURNS text
+ * One batch of the expire task on a shard of a distributed table, on the node
+ * that holds it: what the coordinator's expire task runs on each placement.
+ * The caller must own the shard (or be a superuser, as the worker is); the
+ * batch runs as the shard's owner, in a security-restricted operation.  state is the shard's
+ * sweep position from the previous batch ('' for none); the result is
+ * "<rows> <more 0|1> <new state>", then after a newline the rows it could not
+ * delete, if any. */
+LIFECYCLE_FUNCTION(lifecycle_expire_shard) {
+    for (int i = 0; i < 5; ++i) bridge::require_arg(fcinfo, i, "argument");
+    Oid shard = PG_GETARG_OID(0);
+    std::string column = NameStr(*PG_GETARG_NAME(1));
+    Interval* after = PG_GETARG_INTERVAL_P(2);
+    int32 cap = PG_GETARG_INT32(3);
+    std::string state = bridge::text_arg(fcinfo, 4);
+    bridge::require_table(shard, "Row expiry");
+    bridge::require_owner(shard, "expire rows of it");
+    if (cap < 1 || cap > 1000000) {
+        throw Error(sqlstate::invalid_parameter_value, fmt::format("batch_size must be between 1 and 1000000, not {}", cap));
+    }
+    bridge::SpiConnection spi;
+    expiry::set_sweep_state(shard, state);
+    worker::set_batch_settings();
+    worker::BatchResult r = expiry::local_batch(shard, column, IntervalPGetDatum(after), cap);
+    std::string out = fmt::format("{} {} {}", r.rows, r.more ? 1 : 0, expiry::sweep_state(shard));
+    if (!r.error.empty()) out += "\n" + r.error;
+    return bridge::text_datum(out);
 }

@@ -695,9 +695,10 @@ LIFECYCLE_FUNCTION(lifecycle_purge) {
     for (Oid leaf : leaves) {
         for (;;) {
             bridge::check_for_interrupts();
-            int64 rows = softdelete::purge_batch(leaf, older_than, batch);
-            total += rows;
-            if (rows < batch) break;
+            softdelete::PurgeResult r = softdelete::purge_any(leaf, older_than, batch);
+            total += r.rows;
+            if (!r.error.empty()) throw Error(sqlstate::internal_error, r.error);
+            if (!r.more) break;
         }
     }
     PG_RETURN_INT64(total);

@@ -5,7 +5,9 @@
  */
 #include "bridge/security.hpp"
 #include "bridge/spi.hpp"
+#include "expiry/citus_shards.hpp"
 #include "gucs.hpp"
+#include "bridge/function.hpp"
 #include "softdelete/softdelete.hpp"
 #include "worker/tasks.hpp"
 
@@ -193,6 +195,52 @@ int64 purge_batch(Oid table, Interval* older_than, int batch) {
     return rows;
 }
 
+PurgeResult purge_any(Oid table, Interval* older_than, int batch) {
+    namespace citus = expiry::citus;
+    char method = citus::partition_method(table);
+    if (method == '\0') {
+        int64 rows = purge_batch(table, older_than, batch);
+        return {rows, rows >= batch, {}};
+    }
+    if (method == 'n') {
+        throw Error(sqlstate::feature_not_supported,
+                    fmt::format("purging Citus reference table {} is not supported",
+                                bridge::qualified_relation_name(table)),
+                    "A purge picks rows by their physical position, which differs between a reference table's "
+                    "placements.",
+                    "Enable soft delete on it without a retention; as its owner, delete its soft-deleted rows "
+                    "with lifecycle.hard_delete and lifecycle.include_deleted on.");
+    }
+    /* A distributed table: one batch on every shard placement, on the node
+     * that holds it (as the current role: the worker's, or lifecycle.purge's
+     * caller, the table's owner); each placement's batch commits there on
+     * its own. */
+    std::vector<citus::Placement> where = citus::placements(table);
+    std::string fn = bridge::quote_ident(pg_call([] { return std::string(get_namespace_name(bridge::extension_schema())); })) +
+                     "._purge_shard";
+    std::vector<std::string> commands;
+    for (const auto& p : where) {
+        commands.push_back(fmt::format("SELECT {}({}::pg_catalog.regclass, {}, {})", fn, citus::literal(p.shard),
+                                       citus::interval_literal(older_than), batch));
+    }
+    std::vector<citus::RemoteResult> results = citus::run_on_placements(where, commands);
+    PurgeResult out{0, false, {}};
+    for (size_t i = 0; i < results.size(); ++i) {
+        if (!results[i].success) {
+            if (out.error.empty()) {
+                out.error = fmt::format("shard {} on {}:{}: {}", where[i].shard, where[i].node, where[i].port,
+                                        results[i].result);
+            }
+            continue;
+        }
+        int64 rows = std::strtoll(results[i].result.c_str(), nullptr, 10);
+        out.rows += rows;
+        out.more = out.more || rows >= batch;
+    }
+    if (!out.error.empty() && out.rows == 0) throw Error(sqlstate::internal_error, out.error);
+    return out;
+}
+
 namespace {
 
 /* One unit per leaf of each table enabled with a retention. */
@@ -238,13 +286,18 @@ public:
         if (pg_call([&unit] { return get_rel_relkind(unit.target); }) == '\0') return {0, false};
         constexpr int batch = 1000;
         worker::set_batch_settings();
-        int64 rows;
-        {
+        PurgeResult purged;
+        char method = expiry::citus::partition_method(unit.target);
+        if (method != '\0' && method != 'n') {
+            /* A distributed table: as the worker's own role (the table's owner
+             * may not log in); _purge_shard works as the shard's owner. */
+            purged = purge_any(unit.target, older_than, batch);
+        } else {
             /* As the table's owner (hard delete is the owner's right), like autovacuum. */
             bridge::AsRole as_owner(bridge::relation_owner(unit.target), SECURITY_RESTRICTED_OPERATION);
-            rows = purge_batch(unit.target, older_than, batch);
+            purged = purge_any(unit.target, older_than, batch);
         }
-        return {rows, rows >= batch};
+        return {purged.rows, purged.more, purged.error};
     }
 };
 
@@ -255,3 +308,34 @@ const SoftDeletePurge soft_delete_purge;
 void register_retention_task() { worker::register_task(soft_delete_purge); }
 
 }  // namespace pg_lifecycle::softdelete
+
+using namespace pg_lifecycle;
+
+/* lifecycle._purge_shard(shard regclass, older_than interval, batch_size integer) RETURNS bigint
+ * One purge batch on a shard of a distributed soft-delete table, on the node
+ * that holds it: what the coordinator's purge runs on each placement.  The
+ * caller must own the shard (or be a superuser, as the worker is); the batch
+ * runs as the shard's owner. */
+LIFECYCLE_FUNCTION(lifecycle_purge_shard) {
+    for (int i = 0; i < 3; ++i) bridge::require_arg(fcinfo, i, "argument");
+    Oid shard = PG_GETARG_OID(0);
+    Interval* older_than = PG_GETARG_INTERVAL_P(1);
+    int32 batch = PG_GETARG_INT32(2);
+    bridge::require_table(shard, "Soft delete");
+    bridge::require_owner(shard, "purge it");
+    if (softdelete::lookup(shard) == nullptr) {
+        throw Error(sqlstate::wrong_object_state,
+                    fmt::format("soft delete is not enabled on {}", bridge::qualified_relation_name(shard)));
+    }
+    if (batch < 1 || bridge::interval_sign(older_than) < 0) {
+        throw Error(sqlstate::invalid_parameter_value, "batch_size must be positive and older_than not negative");
+    }
+    bridge::SpiConnection spi;
+    worker::set_batch_settings();
+    int64 rows;
+    {
+        bridge::AsRole as_owner(bridge::relation_owner(shard), SECURITY_RESTRICTED_OPERATION);
+        rows = softdelete::purge_batch(shard, older_than, batch);
+    }
+    PG_RETURN_INT64(rows);
+}

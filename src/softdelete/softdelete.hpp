@@ -132,5 +132,14 @@ void register_retention_task();
 /* One purge batch of `table` (a leaf or plain table): hard-deletes up to
  * `batch` rows soft-deleted longer ago than `older_than`.  Returns the rows. */
 int64 purge_batch(Oid table, Interval* older_than, int batch);
+/* One purge batch of a table: purge_batch on a local table, one batch on
+ * every shard of a Citus distributed table (on the nodes that hold them);
+ * refused (0A000) on a reference table. */
+struct PurgeResult {
+    int64 rows;
+    bool more;          /* some table or shard had a full batch */
+    std::string error;  /* shards that failed while others were purged */
+};
+PurgeResult purge_any(Oid table, Interval* older_than, int batch);
 
 }  // namespace pg_lifecycle::softdelete

@@ -167,40 +167,25 @@ CREATE FUNCTION lifecycle.restore(tbl regclass, id text)
 CREATE FUNCTION lifecycle.session_validate(session_id uuid)
     RETURNS TABLE(session_id uuid, user_id text, device_id text, mfa_verified boolean, created_at timestamptz,
                   last_activity_at timestamptz, expires_at timestamptz)
-    LANGUAGE sql VOLATILE ROWS 1 SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-    UPDATE lifecycle.sessions s
-       SET last_activity_at = pg_catalog.now(),
-           idle_expires_at = pg_catalog.now() OPERATOR(pg_catalog.+) s.idle_timeout
-     WHERE s.session_id OPERATOR(pg_catalog.=) $1 AND s.ended_at IS NULL
-       AND s.expires_at OPERATOR(pg_catalog.>) pg_catalog.now()
-       AND (s.idle_expires_at IS NULL OR s.idle_expires_at OPERATOR(pg_catalog.>) pg_catalog.now())
-    RETURNING s.session_id, s.user_id, s.device_id, s.mfa_verified, s.created_at, s.last_activity_at, s.expires_at
-$$;
+    AS 'MODULE_PATHNAME', 'lifecycle_session_validate' LANGUAGE C VOLATILE ROWS 1
+    SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
 CREATE FUNCTION lifecycle.user_sessions(user_id text)
     RETURNS TABLE(session_id uuid, user_id text, device_id text, mfa_verified boolean, created_at timestamptz,
                   last_activity_at timestamptz, expires_at timestamptz)
-    LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-    SELECT s.session_id, s.user_id, s.device_id, s.mfa_verified, s.created_at, s.last_activity_at, s.expires_at
-      FROM lifecycle.sessions s
-     WHERE s.user_id OPERATOR(pg_catalog.=) $1 AND s.ended_at IS NULL
-       AND s.expires_at OPERATOR(pg_catalog.>) pg_catalog.now()
-       AND (s.idle_expires_at IS NULL OR s.idle_expires_at OPERATOR(pg_catalog.>) pg_catalog.now())
-     ORDER BY s.created_at DESC, s.session_id
-$$;
+    -- C, not SQL: Citus cannot plan a SQL function's parameters in a query
+    -- over every shard of a distributed lifecycle.sessions.
+    AS 'MODULE_PATHNAME', 'lifecycle_user_sessions' LANGUAGE C STABLE
+    SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
 REVOKE EXECUTE ON FUNCTION lifecycle.session_validate(uuid), lifecycle.user_sessions(text) FROM PUBLIC;
 
 -- A user's live families (the "signed-in devices" page).
 CREATE FUNCTION lifecycle.user_token_families(user_id text)
     RETURNS TABLE(family_id uuid, device_fingerprint text, generation integer, created_at timestamptz,
                   last_used_at timestamptz, expires_at timestamptz)
-    LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-    SELECT f.family_id, f.device_fingerprint, f.generation, f.created_at, f.last_used_at, f.expires_at
-      FROM lifecycle.token_family_state f
-     WHERE f.user_id OPERATOR(pg_catalog.=) $1 AND f.revoked_at IS NULL
-       AND f.expires_at OPERATOR(pg_catalog.>) pg_catalog.now()
-       AND (f.idle_expires_at IS NULL OR f.idle_expires_at OPERATOR(pg_catalog.>) pg_catalog.now())
-     ORDER BY f.last_used_at DESC, f.family_id
-$$;
+    -- C, not SQL: Citus cannot plan a SQL function's parameters in a query
+    -- over every shard of a distributed lifecycle.token_family_state.
+    AS 'MODULE_PATHNAME', 'lifecycle_user_token_families' LANGUAGE C STABLE
+    SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
 REVOKE EXECUTE ON FUNCTION lifecycle.user_token_families(text) FROM PUBLIC;
 
 ------------------------------------------------------------------------------
@@ -326,3 +311,17 @@ END $$;
 -- §6 Soft delete on a Citus cluster: the STABLE twin of current_delete_event().
 CREATE FUNCTION lifecycle._citus_delete_event() RETURNS bigint
     AS 'MODULE_PATHNAME', 'lifecycle_current_delete_event' LANGUAGE C STABLE;
+
+-- §6 Expiry and retention of distributed tables: a batch on one shard, run by
+-- the coordinator on the node that holds it.
+CREATE FUNCTION lifecycle._expire_shard(shard regclass, column_name name, after interval, batch_size integer,
+                                        state text)
+    RETURNS text AS 'MODULE_PATHNAME', 'lifecycle_expire_shard' LANGUAGE C VOLATILE;
+CREATE FUNCTION lifecycle._purge_shard(shard regclass, older_than interval, batch_size integer)
+    RETURNS bigint AS 'MODULE_PATHNAME', 'lifecycle_purge_shard' LANGUAGE C VOLATILE;
+CREATE FUNCTION lifecycle._sessions_shard(task text, shard regclass, retention interval)
+    RETURNS bigint AS 'MODULE_PATHNAME', 'lifecycle_sessions_shard' LANGUAGE C VOLATILE;
+REVOKE EXECUTE ON FUNCTION lifecycle._sessions_shard(text, regclass, interval) FROM PUBLIC;
+CREATE FUNCTION lifecycle._token_purge_shard(state regclass, chain regclass, retention interval)
+    RETURNS bigint AS 'MODULE_PATHNAME', 'lifecycle_token_purge_shard' LANGUAGE C VOLATILE;
+REVOKE EXECUTE ON FUNCTION lifecycle._token_purge_shard(regclass, regclass, interval) FROM PUBLIC;

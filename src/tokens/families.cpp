@@ -23,6 +23,7 @@
  */
 #include "bridge/function.hpp"
 #include "bridge/spi.hpp"
+#include "softdelete/citus.hpp"
 #include "tokens/keys.hpp"
 #include "tokens/tokens.hpp"
 
@@ -221,20 +222,41 @@ bool changed_after_statement_began(TransactionId xmin, Snapshot snapshot) {
     });
 }
 
+/* The rotation's UPDATE that also records the presented device (Citus; the
+ * security event is a statement of its own there). */
+bridge::Statement& rotate_citus_device_update() {
+    static bridge::Statement update(
+        "UPDATE lifecycle.token_family_state SET generation = generation + 1, "
+        "previous_nonce = current_nonce, current_nonce = $2, current_key = $3, rotated_at = $4, last_used_at = $4, "
+        "device_fingerprint = $6, idle_expires_at = "
+        "pg_catalog.timezone('UTC', pg_catalog.timezone('UTC', $4) OPERATOR(pg_catalog.+) idle_timeout) "
+        "WHERE family_id = $1 AND current_nonce = $5 AND revoked_at IS NULL AND expires_at > $4 "
+        "AND (idle_expires_at IS NULL OR idle_expires_at > $4) "
+        "AND generation < 2147483647 RETURNING generation, user_id",
+        {UUIDOID, BYTEAOID, INT2OID, TIMESTAMPTZOID, BYTEAOID, TEXTOID});
+    return update;
+}
+
 /* Revokes the family for reuse and records why (severity high). */
 void revoke_for_reuse(const Bytes16& family_id, const Family& f, const char* cause, int32 presented_generation,
                       std::optional<Datum> device, TimestampTz ts) {
-    static bridge::Statement revoke(
-        "WITH revoked AS (UPDATE lifecycle.token_family_state SET revoked_at = $1, "
-        "                 revoked_reason = 'reuse_detected' WHERE family_id = $3) "
-        "INSERT INTO lifecycle.security_events (occurred_at, event_type, severity, user_id, family_id, detail) "
-        "VALUES ($1, 'token_reuse_detected', 'high', $2, $3, jsonb_strip_nulls(pg_catalog.jsonb_build_object("
-        "'cause', $4::text, 'presented_generation', $5::integer, 'current_generation', $6::integer, "
-        "'seconds_since_rotation', extract(epoch FROM $1 - $7::timestamptz)::float8, "
-        "'grace_seconds', extract(epoch FROM $8::interval)::float8, "
-        "'device_fingerprint', $9::text, 'family_device_fingerprint', $10::text)))",
-        {TIMESTAMPTZOID, TEXTOID, UUIDOID, TEXTOID, INT4OID, INT4OID, TIMESTAMPTZOID, INTERVALOID, TEXTOID,
-         TEXTOID});
+#define REUSE_REVOKE "UPDATE lifecycle.token_family_state SET revoked_at = $1, revoked_reason = 'reuse_detected' "  \
+                     "WHERE family_id = $3"
+#define REUSE_EVENT                                                                                               \
+    "INSERT INTO lifecycle.security_events (occurred_at, event_type, severity, user_id, family_id, detail) "     \
+    "VALUES ($1, 'token_reuse_detected', 'high', $2, $3, jsonb_strip_nulls(pg_catalog.jsonb_build_object("      \
+    "'cause', $4::text, 'presented_generation', $5::integer, 'current_generation', $6::integer, "               \
+    "'seconds_since_rotation', extract(epoch FROM $1 - $7::timestamptz)::float8, "                              \
+    "'grace_seconds', extract(epoch FROM $8::interval)::float8, "                                               \
+    "'device_fingerprint', $9::text, 'family_device_fingerprint', $10::text)))"
+    static bridge::Statement revoke("WITH revoked AS (" REUSE_REVOKE ") " REUSE_EVENT,
+                                    {TIMESTAMPTZOID, TEXTOID, UUIDOID, TEXTOID, INT4OID, INT4OID, TIMESTAMPTZOID,
+                                     INTERVALOID, TEXTOID, TEXTOID});
+    /* On Citus, two statements: Citus fails on a modifying CTE over a
+     * distributed table in an INSERT into a local one. */
+    static bridge::Statement revoke_citus(REUSE_REVOKE, {TIMESTAMPTZOID, TEXTOID, UUIDOID});
+    static bridge::Statement event_citus(REUSE_EVENT, {TIMESTAMPTZOID, TEXTOID, UUIDOID, TEXTOID, INT4OID, INT4OID,
+                                                       TIMESTAMPTZOID, INTERVALOID, TEXTOID, TEXTOID});
     Interval grace = *reuse_grace();
     Datum values[10] = {TimestampTzGetDatum(ts),
                         f.user_id,
@@ -250,7 +272,12 @@ void revoke_for_reuse(const Bytes16& family_id, const Family& f, const char* cau
     if (!f.rotated_at) nulls[6] = 'n';
     if (!device) nulls[8] = 'n';
     if (!f.device_fingerprint) nulls[9] = 'n';
-    revoke.execute(values, nulls, false);
+    if (softdelete::citus::present()) {
+        revoke_citus.execute(values, nulls, false);
+        event_citus.execute(values, nulls, false);
+    } else {
+        revoke.execute(values, nulls, false);
+    }
     /* The server log too (not the client: LOG), for whoever watches it. */
     Datum family = uuid_datum(family_id);
     pg_call([family, cause] {
@@ -270,40 +297,82 @@ std::optional<std::pair<int32, Datum>> rotate_if_current(const Bytes16& family_i
                                                          const Bytes16& nonce, int key_id,
                                                          std::optional<Datum> device, TimestampTz ts) {
     /* The hot path: no device fingerprint presented. */
-    static bridge::Statement rotate(
-        "UPDATE lifecycle.token_family_state SET generation = generation + 1, "
-        "previous_nonce = current_nonce, current_nonce = $2, current_key = $3, rotated_at = $4, last_used_at = $4, "
-        "idle_expires_at = $4 + idle_timeout "
-        "WHERE family_id = $1 AND current_nonce = $5 AND revoked_at IS NULL AND expires_at > $4 "
-        "AND (idle_expires_at IS NULL OR idle_expires_at > $4) "
-        "AND generation < 2147483647 RETURNING generation, user_id",
-        {UUIDOID, BYTEAOID, INT2OID, TIMESTAMPTZOID, BYTEAOID});
+#define ROTATE_SQL(idle_expiry)                                                                                  \
+    "UPDATE lifecycle.token_family_state SET generation = generation + 1, "                                      \
+    "previous_nonce = current_nonce, current_nonce = $2, current_key = $3, rotated_at = $4, last_used_at = $4, " \
+    "idle_expires_at = " idle_expiry " "                                                                         \
+    "WHERE family_id = $1 AND current_nonce = $5 AND revoked_at IS NULL AND expires_at > $4 "                   \
+    "AND (idle_expires_at IS NULL OR idle_expires_at > $4) "                                                     \
+    "AND generation < 2147483647 RETURNING generation, user_id"
     /* With one: recorded, and a change is a security event. */
-    static bridge::Statement rotate_device(
-        "WITH before AS (SELECT device_fingerprint FROM lifecycle.token_family_state WHERE family_id = $1), "
-        "rotated AS (UPDATE lifecycle.token_family_state SET generation = generation + 1, "
-        "            previous_nonce = current_nonce, current_nonce = $2, current_key = $3, rotated_at = $4, "
-        "            last_used_at = $4, device_fingerprint = $6, idle_expires_at = $4 + idle_timeout "
-        "            WHERE family_id = $1 AND current_nonce = $5 AND revoked_at IS NULL AND expires_at > $4 "
-        "              AND (idle_expires_at IS NULL OR idle_expires_at > $4) "
-        "              AND generation < 2147483647 "
-        "            RETURNING family_id, generation, user_id), "
-        "device AS (INSERT INTO lifecycle.security_events (occurred_at, event_type, severity, user_id, "
-        "           family_id, detail) SELECT $4, 'token_device_changed', 'medium', r.user_id, r.family_id, "
-        "           pg_catalog.jsonb_build_object('previous_device_fingerprint', b.device_fingerprint, "
-        "                              'device_fingerprint', $6::text, 'generation', r.generation) "
-        "           FROM rotated r, before b WHERE b.device_fingerprint <> $6) "
-        "SELECT generation, user_id FROM rotated",
-        {UUIDOID, BYTEAOID, INT2OID, TIMESTAMPTZOID, BYTEAOID, TEXTOID});
+#define ROTATE_DEVICE_SQL(idle_expiry)                                                                           \
+    "WITH before AS (SELECT device_fingerprint FROM lifecycle.token_family_state WHERE family_id = $1), "        \
+    "rotated AS (UPDATE lifecycle.token_family_state SET generation = generation + 1, "                          \
+    "            previous_nonce = current_nonce, current_nonce = $2, current_key = $3, rotated_at = $4, "       \
+    "            last_used_at = $4, device_fingerprint = $6, idle_expires_at = " idle_expiry " "                 \
+    "            WHERE family_id = $1 AND current_nonce = $5 AND revoked_at IS NULL AND expires_at > $4 "       \
+    "              AND (idle_expires_at IS NULL OR idle_expires_at > $4) "                                       \
+    "              AND generation < 2147483647 "                                                                 \
+    "            RETURNING family_id, generation, user_id), "                                                    \
+    "device AS (INSERT INTO lifecycle.security_events (occurred_at, event_type, severity, user_id, "            \
+    "           family_id, detail) SELECT $4, 'token_device_changed', 'medium', r.user_id, r.family_id, "        \
+    "           pg_catalog.jsonb_build_object('previous_device_fingerprint', b.device_fingerprint, "             \
+    "                              'device_fingerprint', $6::text, 'generation', r.generation) "                 \
+    "           FROM rotated r, before b WHERE b.device_fingerprint <> $6) "                                     \
+    "SELECT generation, user_id FROM rotated"
+    /* Where Citus is installed the idle expiry is computed in UTC (a day of
+     * idle_timeout is 24 hours): Citus refuses "$4 + idle_timeout" (a STABLE
+     * operator over a column) in a distributed UPDATE, while "timestamp +
+     * interval" and timezone() are IMMUTABLE. */
+    static bridge::Statement rotate_local(ROTATE_SQL("$4 + idle_timeout"),
+                                          {UUIDOID, BYTEAOID, INT2OID, TIMESTAMPTZOID, BYTEAOID});
+    static bridge::Statement rotate_citus(
+        ROTATE_SQL("pg_catalog.timezone('UTC', pg_catalog.timezone('UTC', $4) OPERATOR(pg_catalog.+) idle_timeout)"),
+        {UUIDOID, BYTEAOID, INT2OID, TIMESTAMPTZOID, BYTEAOID});
+    static bridge::Statement rotate_device_local(ROTATE_DEVICE_SQL("$4 + idle_timeout"),
+                                                 {UUIDOID, BYTEAOID, INT2OID, TIMESTAMPTZOID, BYTEAOID, TEXTOID});
+    /* On Citus, the rotation with a device in three statements: Citus
+     * silently skips a modifying CTE into a local table (security_events)
+     * next to an UPDATE of a distributed one. */
+    static bridge::Statement device_before(
+        "SELECT device_fingerprint FROM lifecycle.token_family_state WHERE family_id = $1", {UUIDOID});
+    static bridge::Statement device_event(
+        "INSERT INTO lifecycle.security_events (occurred_at, event_type, severity, user_id, family_id, detail) "
+        "VALUES ($1, 'token_device_changed', 'medium', $2, $3, pg_catalog.jsonb_build_object("
+        "'previous_device_fingerprint', $4::text, 'device_fingerprint', $5::text, 'generation', $6::integer))",
+        {TIMESTAMPTZOID, TEXTOID, UUIDOID, TEXTOID, TEXTOID, INT4OID});
+    bool citus = softdelete::citus::present();
+    bridge::Statement& rotate = citus ? rotate_citus : rotate_local;
+    bridge::Statement& rotate_device = rotate_device_local;
     static bridge::Statement issue(
         "INSERT INTO lifecycle.token_chain (family_id, nonce, generation) VALUES ($1, $2, $3)",
         {UUIDOID, BYTEAOID, INT4OID});
     Datum values[6] = {uuid_datum(family_id), bytea_datum(nonce), Int16GetDatum(static_cast<int16>(key_id)),
                        TimestampTzGetDatum(ts), bytea_datum(presented), device.value_or(0)};
-    if (device) rotate_device.execute(values, nullptr, false); else rotate.execute(values, nullptr, false);
-    if (bridge::processed_rows() == 0) return std::nullopt;
-    int32 generation = DatumGetInt32(*bridge::result_datum(0, 1));
-    Datum user_id = *bridge::result_datum(0, 2);
+    int32 generation;
+    Datum user_id;
+    if (device && citus) {
+        device_before.execute(values, nullptr, false);
+        std::optional<std::string> before = bridge::processed_rows() ? bridge::result_text(0, 1) : std::nullopt;
+        rotate_citus_device_update().execute(values, nullptr, false);
+        if (bridge::processed_rows() == 0) return std::nullopt;
+        generation = DatumGetInt32(*bridge::result_datum(0, 1));
+        user_id = pg_call([] {
+            bool isnull;
+            return datumCopy(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull), false, -1);
+        });
+        std::string now_device = pg_call([&] { return std::string(TextDatumGetCString(*device)); });
+        if (before && *before != now_device) {
+            Datum event[6] = {values[3], user_id, values[0], bridge::text_datum(*before), *device,
+                              Int32GetDatum(generation)};
+            device_event.execute(event, nullptr, false);
+        }
+    } else {
+        if (device) rotate_device.execute(values, nullptr, false); else rotate.execute(values, nullptr, false);
+        if (bridge::processed_rows() == 0) return std::nullopt;
+        generation = DatumGetInt32(*bridge::result_datum(0, 1));
+        user_id = *bridge::result_datum(0, 2);
+    }
     Datum chain[3] = {values[0], values[1], Int32GetDatum(generation)};
     issue.execute(chain, nullptr, false);
     return std::make_pair(generation, user_id);
@@ -585,4 +654,32 @@ LIFECYCLE_FUNCTION(lifecycle_token_keys) {
         pg_call([&] { tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls); });
     }
     return Datum(0);
+}
+
+/* lifecycle.user_token_families(user_id text) RETURNS TABLE(family_id uuid, device_fingerprint text,
+ *     generation integer, created_at timestamptz, last_used_at timestamptz, expires_at timestamptz):
+ * the user's live families, most recently used first. */
+LIFECYCLE_FUNCTION(lifecycle_user_token_families) {
+    bridge::require_arg(fcinfo, 0, "user_id");
+    static bridge::Statement list(
+        "SELECT f.family_id, f.device_fingerprint, f.generation, f.created_at, f.last_used_at, f.expires_at "
+        "FROM lifecycle.token_family_state f WHERE f.user_id OPERATOR(pg_catalog.=) $1 AND f.revoked_at IS NULL "
+        "AND f.expires_at OPERATOR(pg_catalog.>) pg_catalog.now() "
+        "AND (f.idle_expires_at IS NULL OR f.idle_expires_at OPERATOR(pg_catalog.>) pg_catalog.now()) "
+        "ORDER BY f.last_used_at DESC, f.family_id",
+        {TEXTOID});
+    ReturnSetInfo* rsinfo = reinterpret_cast<ReturnSetInfo*>(fcinfo->resultinfo);
+    pg_call([fcinfo] { InitMaterializedSRF(fcinfo, 0); });
+    Datum user = PG_GETARG_DATUM(0);
+    bridge::SpiConnection spi;
+    list.execute(&user, nullptr, true);
+    pg_call([rsinfo] {
+        for (uint64 i = 0; i < SPI_processed; ++i) {
+            Datum values[6];
+            bool nulls[6];
+            heap_deform_tuple(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, values, nulls);
+            tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+        }
+    });
+    return (Datum)0;
 }

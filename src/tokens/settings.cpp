@@ -9,7 +9,9 @@
  */
 #include "bridge/security.hpp"
 #include "bridge/spi.hpp"
+#include "expiry/citus_shards.hpp"
 #include "gucs.hpp"
+#include "bridge/function.hpp"
 #include "tokens/keys.hpp"
 #include "tokens/tokens.hpp"
 #include "worker/tasks.hpp"
@@ -47,6 +49,93 @@ Oid token_families_relid() {
 
 /* Removes revoked and expired families, and their token chains, once they
  * have been dead for lifecycle.token_retention. */
+/* The purge of families revoked or expired longer ago than the retention,
+ * with their chains: on lifecycle.token_family_state / token_chain, or on a
+ * shard of each ({0}, {1}). */
+#define TOKEN_PURGE_SQL(state, chain)                                                                      \
+    "WITH dead AS (SELECT family_id FROM " state " "                                                      \
+    "              WHERE least(revoked_at, expires_at) < pg_catalog.now() - $1 "                           \
+    "              LIMIT $2 FOR UPDATE SKIP LOCKED), "                                                     \
+    "idle AS (SELECT family_id FROM " state " "                                                           \
+    "         WHERE idle_expires_at IS NOT NULL AND idle_expires_at < pg_catalog.now() - $1 "              \
+    "         LIMIT $2 FOR UPDATE SKIP LOCKED), "                                                          \
+    "doomed AS (SELECT family_id FROM dead UNION SELECT family_id FROM idle), "                            \
+    "families AS (DELETE FROM " state " f USING doomed d "                                                \
+    "              WHERE f.family_id = d.family_id "                                                       \
+    "                AND least(f.revoked_at, f.expires_at, f.idle_expires_at) < pg_catalog.now() - $1 "   \
+    "              RETURNING f.family_id), "                                                               \
+    "chain AS (DELETE FROM " chain " c USING families f WHERE c.family_id = f.family_id) "                \
+    "SELECT pg_catalog.count(*) FROM families"
+constexpr const char* purge_sql_local = TOKEN_PURGE_SQL("lifecycle.token_family_state", "lifecycle.token_chain");
+constexpr const char* purge_sql_shard = TOKEN_PURGE_SQL("{0}", "{1}");
+constexpr int token_purge_batch = 500;
+
+/* The purge on a Citus cluster: lifecycle.token_family_state and
+ * lifecycle.token_chain distributed by family_id and colocated — one batch
+ * per shard pair, on the node that holds it (lifecycle._token_purge_shard
+ * there), from the coordinator only. */
+worker::BatchResult citus_batch(Oid state, char method, Interval* keep) {
+    namespace citus = expiry::citus;
+    if (!citus::on_coordinator()) return {0, false};
+    Oid chain = bridge::extension_relation("token_chain");
+    Oid types[2] = {OIDOID, OIDOID};
+    Datum args[2] = {ObjectIdGetDatum(state), ObjectIdGetDatum(chain)};
+    bridge::execute_cached(
+        "SELECT c.logicalrelid IS NOT NULL FROM pg_catalog.pg_dist_partition s "
+        "LEFT JOIN pg_catalog.pg_dist_partition c ON c.logicalrelid::pg_catalog.oid OPERATOR(pg_catalog.=) $2 "
+        "AND c.colocationid OPERATOR(pg_catalog.=) s.colocationid AND c.partmethod OPERATOR(pg_catalog.=) 'h' "
+        "WHERE s.logicalrelid::pg_catalog.oid OPERATOR(pg_catalog.=) $1",
+        2, types, args, nullptr, true, 1);
+    bool colocated = bridge::processed_rows() == 1 && DatumGetBool(*bridge::result_datum(0, 1));
+    if (method != 'h' || !colocated) {
+        throw Error(sqlstate::feature_not_supported,
+                    "lifecycle.token_family_state and lifecycle.token_chain must be distributed by family_id and "
+                    "colocated",
+                    {},
+                    "SELECT create_distributed_table('lifecycle.token_family_state', 'family_id'); "
+                    "SELECT create_distributed_table('lifecycle.token_chain', 'family_id', "
+                    "colocate_with => 'lifecycle.token_family_state');");
+    }
+    std::vector<citus::Placement> where = citus::placements(state);
+    std::string fn = bridge::quote_ident(bridge::pg_call([] {
+                         return std::string(get_namespace_name(bridge::extension_schema()));
+                     })) + "._token_purge_shard";
+    std::vector<std::string> commands;
+    for (const auto& p : where) {
+        Oid t[3] = {INT8OID, OIDOID, OIDOID};
+        Datum a[3] = {Int64GetDatum(p.shardid), ObjectIdGetDatum(chain), ObjectIdGetDatum(state)};
+        /* The chain's shard over the same hash range (colocated: on the same node). */
+        bridge::execute_cached(
+            "SELECT pg_catalog.shard_name($2::pg_catalog.regclass, c.shardid) FROM pg_catalog.pg_dist_shard s "
+            "JOIN pg_catalog.pg_dist_shard c ON c.logicalrelid::pg_catalog.oid OPERATOR(pg_catalog.=) $2 "
+            "AND c.shardminvalue OPERATOR(pg_catalog.=) s.shardminvalue "
+            "WHERE s.shardid OPERATOR(pg_catalog.=) $1 AND s.logicalrelid::pg_catalog.oid OPERATOR(pg_catalog.=) $3",
+            3, t, a, nullptr, true, 1);
+        if (bridge::processed_rows() == 0) {
+            throw Error(sqlstate::internal_error, fmt::format("no shard of lifecycle.token_chain for shard {}", p.shard));
+        }
+        commands.push_back(fmt::format("SELECT {}({}::pg_catalog.regclass, {}::pg_catalog.regclass, {})", fn,
+                                       citus::literal(p.shard), citus::literal(*bridge::result_text(0, 1)),
+                                       citus::interval_literal(keep)));
+    }
+    std::vector<citus::RemoteResult> results = citus::run_on_placements(where, commands);
+    worker::BatchResult out{0, false};
+    for (size_t i = 0; i < results.size(); ++i) {
+        if (!results[i].success) {
+            if (out.error.empty()) {
+                out.error = fmt::format("shard {} on {}:{}: {}", where[i].shard, where[i].node, where[i].port,
+                                        results[i].result);
+            }
+            continue;
+        }
+        int64 rows = std::strtoll(results[i].result.c_str(), nullptr, 10);
+        out.rows += rows;
+        out.more = out.more || rows >= token_purge_batch;
+    }
+    if (!out.error.empty() && out.rows == 0) throw Error(sqlstate::internal_error, out.error);
+    return out;
+}
+
 class TokenPurge final : public worker::Task {
 public:
     const char* name() const override { return "token_purge"; }
@@ -57,21 +146,7 @@ public:
     }
 
     worker::BatchResult run_batch(const worker::Unit&) const override {
-        static bridge::Statement purge(
-            "WITH dead AS (SELECT family_id FROM lifecycle.token_family_state "
-            "              WHERE least(revoked_at, expires_at) < pg_catalog.now() - $1 "
-            "              LIMIT $2 FOR UPDATE SKIP LOCKED), "
-            "idle AS (SELECT family_id FROM lifecycle.token_family_state "
-            "         WHERE idle_expires_at IS NOT NULL AND idle_expires_at < pg_catalog.now() - $1 "
-            "         LIMIT $2 FOR UPDATE SKIP LOCKED), "
-            "doomed AS (SELECT family_id FROM dead UNION SELECT family_id FROM idle), "
-            "families AS (DELETE FROM lifecycle.token_family_state f USING doomed d "
-            "              WHERE f.family_id = d.family_id "
-            "                AND least(f.revoked_at, f.expires_at, f.idle_expires_at) < pg_catalog.now() - $1 "
-            "              RETURNING f.family_id), "
-            "chain AS (DELETE FROM lifecycle.token_chain c USING families f WHERE c.family_id = f.family_id) "
-            "SELECT pg_catalog.count(*) FROM families",
-            {INTERVALOID, INT4OID});
+        static bridge::Statement purge(purge_sql_local, {INTERVALOID, INT4OID});
         /* A database not updated to 0.2 yet has no idle_expires_at. */
         static bridge::Statement purge_01(
             "WITH doomed AS (SELECT family_id FROM lifecycle.token_family_state "
@@ -84,11 +159,13 @@ public:
             "SELECT pg_catalog.count(*) FROM families",
             {INTERVALOID, INT4OID});
 
-        constexpr int batch = 500;
         Interval keep = retention_value;
+        Oid state = bridge::extension_relation("token_family_state");
+        char method = expiry::citus::partition_method(state);
+        if (method != '\0') return citus_batch(state, method, &keep);
+        constexpr int batch = token_purge_batch;
         Datum values[2] = {IntervalPGetDatum(&keep), Int32GetDatum(batch)};
         worker::set_batch_settings();
-        Oid state = bridge::extension_relation("token_family_state");
         bool v02 = bridge::pg_call([state] { return get_attnum(state, "idle_expires_at") > 0; });
         (v02 ? purge : purge_01).execute(values, nullptr, false);
         int64 rows = bridge::result_int64(0, 1).value_or(0);
@@ -126,3 +203,40 @@ void init() {
 void register_purge_task() { worker::register_task(token_purge); }
 
 }  // namespace pg_lifecycle::tokens
+
+using namespace pg_lifecycle;
+
+/* lifecycle._token_purge_shard(state regclass, chain regclass, retention interval) RETURNS bigint
+ * One token_purge batch on colocated shards of lifecycle.token_family_state
+ * and lifecycle.token_chain, on the node that holds them: what the
+ * coordinator's task runs on each.  The extension owner's only. */
+LIFECYCLE_FUNCTION(lifecycle_token_purge_shard) {
+    for (int i = 0; i < 3; ++i) bridge::require_arg(fcinfo, i, "argument");
+    Oid state = PG_GETARG_OID(0);
+    Oid chain = PG_GETARG_OID(1);
+    Interval* keep = PG_GETARG_INTERVAL_P(2);
+    auto check = [](Oid shard, const char* prefix) {
+        bridge::require_table(shard, "Refresh-token families");
+        bridge::require_owner(shard, "purge it");
+        bool ok = bridge::pg_call([shard, prefix] {
+            const char* name = get_rel_name(shard);
+            return get_rel_namespace(shard) == bridge::extension_schema() && name != nullptr &&
+                   std::strncmp(name, prefix, std::strlen(prefix)) == 0;
+        });
+        if (!ok) {
+            throw Error(sqlstate::invalid_parameter_value,
+                        fmt::format("{} is not a shard of lifecycle.{}", bridge::qualified_relation_name(shard),
+                                    std::string(prefix, std::strlen(prefix) - 1)));
+        }
+    };
+    check(state, "token_family_state_");
+    check(chain, "token_chain_");
+    bridge::SpiConnection spi;
+    worker::set_batch_settings();
+    Oid types[2] = {INTERVALOID, INT4OID};
+    Datum values[2] = {IntervalPGetDatum(keep), Int32GetDatum(tokens::token_purge_batch)};
+    bridge::execute_cached(fmt::format(fmt::runtime(tokens::purge_sql_shard), bridge::qualified_relation_name(state),
+                                       bridge::qualified_relation_name(chain)),
+                           2, types, values, nullptr, false);
+    PG_RETURN_INT64(bridge::result_int64(0, 1).value_or(0));
+}

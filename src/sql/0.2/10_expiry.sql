@@ -99,26 +99,15 @@ REVOKE EXECUTE ON FUNCTION lifecycle.session_create(text, interval, interval, te
 CREATE FUNCTION lifecycle.session_validate(session_id uuid)
     RETURNS TABLE(session_id uuid, user_id text, device_id text, mfa_verified boolean, created_at timestamptz,
                   last_activity_at timestamptz, expires_at timestamptz)
-    LANGUAGE sql VOLATILE ROWS 1 SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-    UPDATE lifecycle.sessions s
-       SET last_activity_at = pg_catalog.now(),
-           idle_expires_at = pg_catalog.now() OPERATOR(pg_catalog.+) s.idle_timeout
-     WHERE s.session_id OPERATOR(pg_catalog.=) $1 AND s.ended_at IS NULL
-       AND s.expires_at OPERATOR(pg_catalog.>) pg_catalog.now()
-       AND (s.idle_expires_at IS NULL OR s.idle_expires_at OPERATOR(pg_catalog.>) pg_catalog.now())
-    RETURNING s.session_id, s.user_id, s.device_id, s.mfa_verified, s.created_at, s.last_activity_at, s.expires_at
-$$;
+    AS 'MODULE_PATHNAME', 'lifecycle_session_validate' LANGUAGE C VOLATILE ROWS 1
+    SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
 CREATE FUNCTION lifecycle.user_sessions(user_id text)
     RETURNS TABLE(session_id uuid, user_id text, device_id text, mfa_verified boolean, created_at timestamptz,
                   last_activity_at timestamptz, expires_at timestamptz)
-    LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-    SELECT s.session_id, s.user_id, s.device_id, s.mfa_verified, s.created_at, s.last_activity_at, s.expires_at
-      FROM lifecycle.sessions s
-     WHERE s.user_id OPERATOR(pg_catalog.=) $1 AND s.ended_at IS NULL
-       AND s.expires_at OPERATOR(pg_catalog.>) pg_catalog.now()
-       AND (s.idle_expires_at IS NULL OR s.idle_expires_at OPERATOR(pg_catalog.>) pg_catalog.now())
-     ORDER BY s.created_at DESC, s.session_id
-$$;
+    -- C, not SQL: Citus cannot plan a SQL function's parameters in a query
+    -- over every shard of a distributed lifecycle.sessions.
+    AS 'MODULE_PATHNAME', 'lifecycle_user_sessions' LANGUAGE C STABLE
+    SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
 REVOKE EXECUTE ON FUNCTION lifecycle.session_validate(uuid), lifecycle.user_sessions(text) FROM PUBLIC;
 
 -- health(): what the worker is doing for this database.

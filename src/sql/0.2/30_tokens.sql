@@ -109,14 +109,10 @@ REVOKE EXECUTE ON FUNCTION lifecycle.token_family_create(text, text, interval, i
 CREATE FUNCTION lifecycle.user_token_families(user_id text)
     RETURNS TABLE(family_id uuid, device_fingerprint text, generation integer, created_at timestamptz,
                   last_used_at timestamptz, expires_at timestamptz)
-    LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-    SELECT f.family_id, f.device_fingerprint, f.generation, f.created_at, f.last_used_at, f.expires_at
-      FROM lifecycle.token_family_state f
-     WHERE f.user_id OPERATOR(pg_catalog.=) $1 AND f.revoked_at IS NULL
-       AND f.expires_at OPERATOR(pg_catalog.>) pg_catalog.now()
-       AND (f.idle_expires_at IS NULL OR f.idle_expires_at OPERATOR(pg_catalog.>) pg_catalog.now())
-     ORDER BY f.last_used_at DESC, f.family_id
-$$;
+    -- C, not SQL: Citus cannot plan a SQL function's parameters in a query
+    -- over every shard of a distributed lifecycle.token_family_state.
+    AS 'MODULE_PATHNAME', 'lifecycle_user_token_families' LANGUAGE C STABLE
+    SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
 REVOKE EXECUTE ON FUNCTION lifecycle.user_token_families(text) FROM PUBLIC;
 
 -- The server key (administration).

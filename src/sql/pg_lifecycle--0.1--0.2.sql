@@ -326,3 +326,9 @@ END $$;
 -- §6 Soft delete on a Citus cluster: the STABLE twin of current_delete_event().
 CREATE FUNCTION lifecycle._citus_delete_event() RETURNS bigint
     AS 'MODULE_PATHNAME', 'lifecycle_current_delete_event' LANGUAGE C STABLE;
+
+-- §6 Exact counts on a Citus cluster: each placement of a Citus table's deltas
+-- compacted on its node by the fold.
+CREATE FUNCTION lifecycle._count_compact(shard regclass) RETURNS bigint
+    AS 'MODULE_PATHNAME', 'lifecycle_count_compact' LANGUAGE C STRICT;
+REVOKE EXECUTE ON FUNCTION lifecycle._count_compact(regclass) FROM PUBLIC;

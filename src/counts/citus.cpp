@@ -32,8 +32,47 @@ namespace pg_lifecycle::counts::citus {
 
 using bridge::pg_call;
 
+namespace {
+
+/* Per-backend caches, dropped on a relcache invalidation of their relation
+ * (Citus invalidates a table's relcache when its metadata changes). */
+std::unordered_map<Oid, Kind> kind_cache;
+std::unordered_map<Oid, ShardCapture> shard_cache;
+bool callback_registered = false;
+
+extern "C" void cache_callback(Datum, Oid relid) {
+    /* No allocation, no PostgreSQL call: only forget. */
+    if (relid == InvalidOid) {
+        kind_cache.clear();
+        shard_cache.clear();
+    } else {
+        kind_cache.erase(relid);
+        shard_cache.erase(relid);
+    }
+}
+
+void register_callback() {
+    if (callback_registered) return;
+    pg_call([] { CacheRegisterRelcacheCallback(cache_callback, (Datum)0); });
+    callback_registered = true;
+}
+
+Kind lookup_kind(Oid relid);
+
+}  // namespace
+
 Kind kind(Oid relid) {
-    if (!softdelete::citus::present() || !softdelete::citus::is_citus_table(relid)) return Kind::none;
+    if (relid < FirstNormalObjectId || !softdelete::citus::present()) return Kind::none;
+    register_callback();
+    if (auto it = kind_cache.find(relid); it != kind_cache.end()) return it->second;
+    Kind k = lookup_kind(relid);
+    kind_cache[relid] = k;
+    return k;
+}
+
+namespace {
+
+Kind lookup_kind(Oid relid) {
     static bridge::Statement method(
         "SELECT partmethod::pg_catalog.text, repmodel::pg_catalog.text FROM pg_catalog.pg_dist_partition "
         "WHERE logicalrelid::pg_catalog.oid OPERATOR(pg_catalog.=) $1",
@@ -48,6 +87,8 @@ Kind kind(Oid relid) {
     if (m == "n" && r == "t") return Kind::reference;
     return Kind::other;
 }
+
+}  // namespace
 
 namespace {
 
@@ -80,6 +121,11 @@ void prepare_enable(Config& cfg, Kind k) {
                     "pg_lifecycle counts hash-distributed tables and reference tables; this one is a Citus local, "
                     "append- or range-distributed table.",
                     "Distribute it by hash (create_distributed_table) or make it a reference table first.");
+    }
+    if (pg_call([&] { return get_rel_relkind(cfg.relid); }) == RELKIND_PARTITIONED_TABLE) {
+        throw Error(sqlstate::feature_not_supported,
+                    fmt::format("exact counts of partitioned Citus table {} are not supported", table), {},
+                    "Count a distributed table that is not partitioned.");
     }
     /* Enabling, filling and folding a Citus table's counts run as the
      * extension's owner (Citus ties the placements a transaction touched to
@@ -179,18 +225,6 @@ bool caller_reads_counts(const Config& cfg) {
 
 namespace {
 
-std::unordered_map<Oid, ShardCapture> shard_cache;
-bool callback_registered = false;
-
-extern "C" void shard_cache_callback(Datum, Oid relid) {
-    /* No allocation, no PostgreSQL call: only forget. */
-    if (relid == InvalidOid) {
-        shard_cache.clear();
-    } else {
-        shard_cache.erase(relid);
-    }
-}
-
 /* "<name>_<shard id>": the shard id, or 0. */
 int64 shard_id_of(const std::string& name, size_t* underscore) {
     size_t u = name.rfind('_');
@@ -241,10 +275,7 @@ namespace {
 /* The delta shard colocated with shard relation rel of the table counted
  * under id, when it is on this node. */
 std::optional<ShardCapture> find_shard(Oid rel, int id) {
-    if (!callback_registered) {
-        pg_call([] { CacheRegisterRelcacheCallback(shard_cache_callback, (Datum)0); });
-        callback_registered = true;
-    }
+    register_callback();
     std::string name = pg_call([rel] {
         const char* n = get_rel_name(rel);
         return std::string(n ? n : "");

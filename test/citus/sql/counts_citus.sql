@@ -127,6 +127,15 @@ SET client_min_messages = warning;
 SELECT lifecycle.count('events') AS total, (SELECT count(*) FROM events) AS "count(*)";
 SELECT * FROM check_counts('events');
 
+-- COPY through the coordinator (Citus copies into each shard).
+COPY events (account_id, id, created_at, outcome, action) FROM STDIN;
+1	8001	2024-03-01 05:05:00+00	error	GET
+2	8002	2024-03-01 05:06:00+00	\N	POST
+3	8003	2024-03-01 05:07:00+00	success	POST
+4	8004	2024-03-01 05:08:00+00	error	POST
+\.
+SELECT * FROM check_counts('events');
+
 -- The fold compacts each shard's deltas in place (one row per group): the
 -- counts do not change.
 SELECT format('lifecycle.count_%s_delta', id) AS delta FROM lifecycle.count_tables WHERE tbl = 'events'::regclass \gset
@@ -269,6 +278,12 @@ SELECT lifecycle.count_enable('later', '{kind}');
 INSERT INTO later SELECT g, 'x' FROM generate_series(1, 10) g;
 SELECT lifecycle.count('later') AS later;
 
-DROP TABLE events, kinds, later;
+-- Refused: a partitioned distributed table.
+CREATE TABLE parted (id bigint, at timestamptz, PRIMARY KEY (id, at)) PARTITION BY RANGE (at);
+CREATE TABLE parted_2024 PARTITION OF parted FOR VALUES FROM ('2024-01-01') TO ('2025-01-01');
+SELECT create_distributed_table('parted', 'id');
+SELECT lifecycle.count_enable('parted');
+
+DROP TABLE events, kinds, later, parted;
 DROP FUNCTION check_counts(regclass);
 DROP ROLE counts_app;

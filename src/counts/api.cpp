@@ -572,11 +572,11 @@ void read_deltas(const CountRequest& rq, const Grouping& g, bool bounded, std::o
                t, v, out);
 }
 
-/* count_groups of a Citus table: its deltas (compacted by the fold, one row
- * per group and fine bucket on each shard) for the whole fine buckets of
- * the range, the table for the rest of the range at either edge; the table
- * alone under row-level security or when the caller may not read the
- * deltas. */
+/* count_groups of a Citus table: its deltas (by bucket, compacted by the
+ * fold to one row per group and bucket on each shard) for the whole buckets
+ * of the range, the table for the rest of the range at either edge (at most
+ * one bucket each); the table alone under row-level security or when the
+ * caller may not read the deltas. */
 Groups count_groups_citus(const CountRequest& rq, const Grouping& g, bool rls) {
     Groups out;
     if (rls || !citus::caller_reads_counts(rq.cfg)) {
@@ -708,6 +708,7 @@ CountRequest prepare_count(FunctionCallInfo fcinfo, int filter_arg, const std::f
     validate(rq);
     rq.soft = soft_delete_registered(rq.relid);
     rq.citus = citus::kind(rq.relid) != citus::Kind::none;
+    rq.cfg.citus_coarse = rq.citus;
     rq.where = filter_sql(rq.cfg, rq.filter, rq.relid, 1, rq.types, rq.values);
     return rq;
 }

@@ -146,6 +146,7 @@ void prepare_enable(Config& cfg, Kind k) {
         }
     }
     cfg.lattice.clear();  /* no summaries on Citus: the deltas are compacted in place */
+    cfg.citus_coarse = true;
 }
 
 void distribute_counts(const Config& cfg, Kind k) {
@@ -163,7 +164,9 @@ void distribute_counts(const Config& cfg, Kind k) {
     }
 }
 
-void fill(const Config& cfg) {
+void fill(const Config& config) {
+    Config cfg = config;
+    cfg.citus_coarse = true;
     Kind k = kind(cfg.relid);
     std::string dist = k == Kind::distributed ? distribution_column(cfg.relid) : std::string();
     std::string dims = cfg.dim_list();
@@ -326,6 +329,7 @@ std::optional<ShardCapture> find_shard(Oid rel, int id) {
     if (!OidIsValid(sc.delta)) return std::nullopt;  /* not on this node */
     sc.dist_column = dist;
     cfg.relid = logical;
+    cfg.citus_coarse = true;
     sc.cfg = cfg;
     return sc;
 }

@@ -43,7 +43,7 @@ std::vector<std::string> Config::count_tables() const {
 
 int64 Config::fine_usecs() const {
     if (!has_time()) return 0;
-    if (legacy) return bucket_usecs;  /* 0.1's deltas are by bucket */
+    if (legacy || citus_coarse) return bucket_usecs;  /* 0.1's and Citus's deltas are by bucket */
     constexpr int64 minute = 60 * USECS_PER_SEC;
     return bucket_usecs % minute == 0 ? bucket_usecs / 60 : bucket_usecs;
 }

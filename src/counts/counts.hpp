@@ -68,6 +68,10 @@ struct Config {
      * column, copied into the deltas as lc_dist (their own distribution
      * column, colocated with the table).  Not stored: empty otherwise. */
     std::string citus_dist;
+    /* A Citus table's deltas are by bucket, not by fine bucket: there are no
+     * summaries there, and the fold compacts the deltas to one row per group
+     * and bucket (set where a Citus table's configuration is used). */
+    bool citus_coarse = false;
 
     bool has_time() const { return !time_column.empty(); }
     /* The width of the delta rows' buckets and of level 2: the bucket / 60

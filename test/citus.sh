@@ -14,7 +14,8 @@
 # Host installs (ours and the other suites') share /tmp/pg_lifecycle_host.lock:
 # the build + install and the test run hold it.
 #
-# For development: CITUS_TESTS="softdelete_citus" picks tests; SKIP_BUILD=1
+# For development: CITUS_TESTS="softdelete_citus" picks tests (CITUS_SPECS the
+# isolation specs of test/citus/specs, "" for none); SKIP_BUILD=1
 # skips the package checks, builds and installs; KEEP_TEST_OUTPUT=1 keeps the
 # work directory; CITUS_PORT (default 56300) is the coordinator's port, the
 # workers use the next two.
@@ -116,6 +117,25 @@ cat "$WORK/regress.log"
 ok=$(grep -cE '\.\.\. ok|^ok [0-9]+' "$WORK/regress.log")
 bad=$(grep -cE '\.\.\. FAILED|^not ok [0-9]+' "$WORK/regress.log")
 [ $rc -ne 0 ] && [ "$bad" -eq 0 ] && bad=1
+# Isolation specs (test/citus/specs), against the same cluster.
+CITUS_SPECS=${CITUS_SPECS-$(cd test/citus/specs 2>/dev/null && ls *.spec 2>/dev/null | sed 's/\.spec$//' | tr '\n' ' ')}
+if [ -n "${CITUS_SPECS// /}" ]; then
+    echo "== pg_isolation_regress (Citus): $CITUS_SPECS"
+    mkdir -p "$WORK/isolation"; [ "$(id -u)" -eq 0 ] && chown postgres: "$WORK/isolation"
+    (cd "$WORK" && as_pg "$PGXS_SRC/test/isolation/pg_isolation_regress" --bindir="$PGBIN" --inputdir="$WORK/suite" \
+        --outputdir="$WORK/isolation" --use-existing --dbname=postgres \
+        --host="$WORK/coordinator" --port="${PORTS[0]}" $CITUS_SPECS) > "$WORK/isolation.log" 2>&1
+    irc=$?
+    cat "$WORK/isolation.log"
+    ok=$((ok + $(grep -cE '\.\.\. ok|^ok [0-9]+' "$WORK/isolation.log")))
+    ibad=$(grep -cE '\.\.\. FAILED|^not ok [0-9]+' "$WORK/isolation.log")
+    [ $irc -ne 0 ] && [ "$ibad" -eq 0 ] && ibad=1
+    bad=$((bad + ibad))
+    if [ $irc -ne 0 ] && [ -f "$WORK/isolation/regression.diffs" ]; then
+        echo "---- isolation regression.diffs (first 300 lines)"
+        head -300 "$WORK/isolation/regression.diffs"
+    fi
+fi
 # A crash-restart on any node counts as one more failure.
 for i in 0 1 2; do
     if grep -E 'terminated by signal|terminating any other active server processes' "$WORK/${NAMES[$i]}/server.log"; then

@@ -7,6 +7,7 @@
 #include "bridge/function.hpp"
 #include "counts/counts.hpp"
 #include "counts/filter.hpp"
+#include "softdelete/citus.hpp"
 
 #include <algorithm>
 #include <cmath>
@@ -78,6 +79,46 @@ Datum text_array(const std::vector<std::string>& items) {
         for (size_t i = 0; i < items.size(); ++i) elems[i] = CStringGetTextDatum(items[i].c_str());
         return PointerGetDatum(construct_array(elems, static_cast<int>(items.size()), TEXTOID, -1, false, TYPALIGN_INT));
     });
+}
+
+/* The rows of the partial buckets at the edges of a range are counted in
+ * the table: that needs an index that starts with the time column. */
+void ensure_time_index(const Config& cfg, const std::string& table) {
+    if (!cfg.has_time()) return;
+    static bridge::Statement indexed(
+        "SELECT 1 FROM pg_catalog.pg_index i JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid "
+        "AND a.attnum = i.indkey[0] WHERE i.indrelid = $1 AND a.attname = $2 AND i.indpred IS NULL LIMIT 1",
+        {OIDOID, TEXTOID});
+    Datum values[2] = {ObjectIdGetDatum(cfg.relid), bridge::text_datum(cfg.time_column)};
+    indexed.execute(values, nullptr, true, 1);
+    if (bridge::processed_rows() == 0) {
+        bridge::execute_sql(fmt::format("CREATE INDEX ON {} ({})", table, bridge::quote_ident(cfg.time_column)), false);
+        pg_call([&] {
+            ereport(NOTICE, (errmsg("created an index on %s (%s) for counts over time ranges", table.c_str(),
+                                    cfg.time_column.c_str())));
+        });
+    }
+}
+
+/* The row of lifecycle.count_tables for cfg (count_enable's arguments):
+ * returns its id. */
+int32 register_config(const Config& cfg, FunctionCallInfo fcinfo) {
+    static bridge::Statement insert(
+        "INSERT INTO lifecycle.count_tables (tbl, dimensions, time_column, bucket, live_column, lattice) "
+        "VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+        {REGCLASSOID, NAMEARRAYOID, NAMEOID, INTERVALOID, BOOLOID, TEXTARRAYOID});
+    static bridge::Statement insert_0_1(
+        "INSERT INTO lifecycle.count_tables (tbl, dimensions, time_column, bucket, live_column) "
+        "VALUES ($1, $2, $3, $4, $5) RETURNING id",
+        {REGCLASSOID, NAMEARRAYOID, NAMEOID, INTERVALOID, BOOLOID});
+    Datum values[6] = {ObjectIdGetDatum(cfg.relid), PG_GETARG_DATUM(1), cfg.has_time() ? PG_GETARG_DATUM(2) : (Datum)0,
+                       cfg.has_time() ? PG_GETARG_DATUM(3) : (Datum)0, BoolGetDatum(cfg.live_column),
+                       text_array(cfg.lattice_text())};
+    char nulls[7] = "      ";
+    if (!cfg.has_time()) nulls[2] = nulls[3] = 'n';
+    bridge::AsRole ext(bridge::extension_owner());
+    (cfg.legacy ? insert_0_1 : insert).execute(values, nulls, false);
+    return static_cast<int32>(*bridge::result_int64(0, 1));
 }
 
 }  // namespace
@@ -164,25 +205,34 @@ LIFECYCLE_FUNCTION(lifecycle_count_enable) {
                         "Use declarative partitioning, or count each table of the hierarchy.");
         }
     }
+    citus::Kind on_citus = citus::kind(relid);
+    if (on_citus != citus::Kind::none) {
+        /* A Citus table: its deltas are a Citus table too, filled through
+         * Citus; everything runs as the extension's owner (Citus ties the
+         * placements a transaction touched to one role's connections, and
+         * our triggers are created as that role). */
+        citus::prepare_enable(cfg, on_citus);
+        if (!has_lattice_column()) {
+            throw Error(sqlstate::wrong_object_state, "pg_lifecycle's schema is older than its library", {},
+                        "ALTER EXTENSION pg_lifecycle UPDATE;");
+        }
+        OwnDdl own;
+        Oid table_owner = bridge::relation_owner(relid);
+        bridge::AsRole ext(bridge::extension_owner());
+        bridge::execute_sql(fmt::format("LOCK TABLE {} IN SHARE MODE", table), false);
+        ensure_time_index(cfg, table);
+        cfg.live_column = pg_call([relid] { return get_attnum(relid, "deleted_at"); }) > 0;
+        cfg.id = register_config(cfg, fcinfo);
+        create_counts_tables(cfg, table_owner);
+        citus::distribute_counts(cfg, on_citus);
+        registry_changed();
+        create_triggers(cfg, relid);
+        citus::fill(cfg);
+        PG_RETURN_VOID();
+    }
     /* Writers wait while the summaries are filled from the existing rows. */
     bridge::execute_sql(fmt::format("LOCK TABLE {} IN SHARE MODE", table), false);
-    if (cfg.has_time()) {
-        /* The rows of the partial buckets at the edges of a range are counted
-         * in the table: that needs an index that starts with the time column. */
-        static bridge::Statement indexed(
-            "SELECT 1 FROM pg_catalog.pg_index i JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid "
-            "AND a.attnum = i.indkey[0] WHERE i.indrelid = $1 AND a.attname = $2 AND i.indpred IS NULL LIMIT 1",
-            {OIDOID, TEXTOID});
-        Datum values[2] = {ObjectIdGetDatum(relid), bridge::text_datum(cfg.time_column)};
-        indexed.execute(values, nullptr, true, 1);
-        if (bridge::processed_rows() == 0) {
-            bridge::execute_sql(fmt::format("CREATE INDEX ON {} ({})", table, bridge::quote_ident(cfg.time_column)), false);
-            pg_call([&] {
-                ereport(NOTICE, (errmsg("created an index on %s (%s) for counts over time ranges", table.c_str(),
-                                        cfg.time_column.c_str())));
-            });
-        }
-    }
+    ensure_time_index(cfg, table);
 
     /* The lattice of summaries, from the dimensions' measured cardinality. */
     index_high_dimensions(cfg, choose_lattice(cfg));
@@ -190,28 +240,11 @@ LIFECYCLE_FUNCTION(lifecycle_count_enable) {
     OwnDdl own;
     Oid table_owner = bridge::relation_owner(relid);
     {
-        static bridge::Statement insert(
-            "INSERT INTO lifecycle.count_tables (tbl, dimensions, time_column, bucket, live_column, lattice) "
-            "VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
-            {REGCLASSOID, NAMEARRAYOID, NAMEOID, INTERVALOID, BOOLOID, TEXTARRAYOID});
-        static bridge::Statement insert_0_1(
-            "INSERT INTO lifecycle.count_tables (tbl, dimensions, time_column, bucket, live_column) "
-            "VALUES ($1, $2, $3, $4, $5) RETURNING id",
-            {REGCLASSOID, NAMEARRAYOID, NAMEOID, INTERVALOID, BOOLOID});
-        if (!has_lattice_column()) {
-            /* 0.1's schema until ALTER EXTENSION UPDATE: no summaries yet. */
-            cfg.legacy = true;
-            cfg.lattice.clear();
-        }
+        cfg.legacy = !has_lattice_column();
+        if (cfg.legacy) cfg.lattice.clear();  /* 0.1's schema until ALTER EXTENSION UPDATE: no summaries yet */
         cfg.live_column = pg_call([relid] { return get_attnum(relid, "deleted_at"); }) > 0;
-        Datum values[6] = {ObjectIdGetDatum(relid), PG_GETARG_DATUM(1), cfg.has_time() ? PG_GETARG_DATUM(2) : (Datum)0,
-                           cfg.has_time() ? PG_GETARG_DATUM(3) : (Datum)0, BoolGetDatum(cfg.live_column),
-                           text_array(cfg.lattice_text())};
-        char nulls[7] = "      ";
-        if (!cfg.has_time()) nulls[2] = nulls[3] = 'n';
+        cfg.id = register_config(cfg, fcinfo);
         bridge::AsRole ext(bridge::extension_owner());
-        (cfg.legacy ? insert_0_1 : insert).execute(values, nulls, false);
-        cfg.id = static_cast<int32>(*bridge::result_int64(0, 1));
         create_counts_tables(cfg, table_owner);
     }
     registry_changed();
@@ -371,6 +404,7 @@ struct CountRequest {
     std::vector<Oid> types;                    /* its parameters $1.. */
     std::vector<Datum> values;
     std::optional<TimestampTz> since, until;   /* [since, until); nullopt: open */
+    bool citus = false;                        /* a Citus table: deltas only, read as the caller */
     bool ranged() const { return since.has_value() || until.has_value(); }
 };
 
@@ -513,6 +547,66 @@ TimestampTz ceil_bucket(TimestampTz ts, int64 stride) {
     return start == ts ? ts : start + stride;
 }
 
+/* The visible deltas of a Citus table, in [lo, hi) when bounded, read as
+ * the caller: through Citus, over the connections of the caller's
+ * transaction (which wrote its own rows), so what a count(*) there sees. */
+void read_deltas(const CountRequest& rq, const Grouping& g, bool bounded, std::optional<TimestampTz> lo,
+                 std::optional<TimestampTz> hi, Groups& out) {
+    std::vector<Oid> t = rq.types;
+    std::vector<Datum> v = rq.values;
+    std::string key = group_key(rq, g, true, t, v);
+    std::string cond = rq.where;
+    if (rq.soft) cond += " AND lc_live";
+    if (bounded && lo) {
+        t.push_back(TIMESTAMPTZOID);
+        v.push_back(TimestampTzGetDatum(*lo));
+        cond += fmt::format(" AND lc_bucket >= ${}", t.size());
+    }
+    if (bounded && hi) {
+        t.push_back(TIMESTAMPTZOID);
+        v.push_back(TimestampTzGetDatum(*hi));
+        cond += fmt::format(" AND lc_bucket < ${}", t.size());
+    }
+    run_groups(fmt::format("SELECT {}, pg_catalog.sum(lc_delta)::bigint FROM {} WHERE {} GROUP BY 1", key,
+                           rq.cfg.delta(), cond),
+               t, v, out);
+}
+
+/* count_groups of a Citus table: its deltas (by bucket, compacted by the
+ * fold to one row per group and bucket on each shard) for the whole buckets
+ * of the range, the table for the rest of the range at either edge (at most
+ * one bucket each); the table alone under row-level security or when the
+ * caller may not read the deltas. */
+Groups count_groups_citus(const CountRequest& rq, const Grouping& g, bool rls) {
+    Groups out;
+    if (rls || !citus::caller_reads_counts(rq.cfg)) {
+        scan_table(rq, g, rq.since, rq.until, out);
+        return out;
+    }
+    if (!rq.ranged()) {
+        read_deltas(rq, g, false, std::nullopt, std::nullopt, out);
+        return out;
+    }
+    int64 fine = rq.cfg.fine_usecs();
+    std::optional<TimestampTz> lo, hi;
+    if (rq.since) {
+        if (*rq.since == DT_NOEND) {
+            scan_table(rq, g, rq.since, rq.until, out);
+            return out;
+        }
+        lo = *rq.since == DT_NOBEGIN ? *rq.since : ceil_bucket(*rq.since, fine);
+    }
+    if (rq.until) hi = *rq.until == DT_NOEND ? *rq.until : bucket_start(*rq.until, fine);
+    if (lo && hi && *lo >= *hi) {
+        scan_table(rq, g, rq.since, rq.until, out);
+        return out;
+    }
+    read_deltas(rq, g, true, lo, hi, out);
+    if (rq.since && *rq.since < *lo) scan_table(rq, g, rq.since, lo, out);
+    if (rq.until && *hi < *rq.until) scan_table(rq, g, hi, rq.until, out);
+    return out;
+}
+
 /* The partial groups of a count: the chosen summary — its buckets for the
  * whole buckets of the range, its fine buckets for the rest of the range but
  * the parts of a fine bucket at either edge — the table for those parts
@@ -525,6 +619,7 @@ Groups count_groups(const CountRequest& rq, const Grouping& g) {
     /* Row-level security: the summaries cannot tell which rows the caller may
      * see, so count what count(*) would, exactly (and at its cost). */
     int rls = pg_call([relid = rq.relid] { return check_enable_rls(relid, InvalidOid, false); });
+    if (rq.citus) return count_groups_citus(rq, g, rls == RLS_ENABLED);
     const Config::Summary* s = rls == RLS_ENABLED ? nullptr : pick_summary(rq, g);
     if (s == nullptr) {
         scan_table(rq, g, rq.since, rq.until, out);
@@ -612,6 +707,8 @@ CountRequest prepare_count(FunctionCallInfo fcinfo, int filter_arg, const std::f
     }
     validate(rq);
     rq.soft = soft_delete_registered(rq.relid);
+    rq.citus = citus::kind(rq.relid) != citus::Kind::none;
+    rq.cfg.citus_coarse = rq.citus;
     rq.where = filter_sql(rq.cfg, rq.filter, rq.relid, 1, rq.types, rq.values);
     return rq;
 }
@@ -851,6 +948,9 @@ namespace pg_lifecycle::counts {
  * from the table's rows.  Refused (55000) when that cannot be done. */
 void reattach_after_restore(Oid rel, const std::string& trigger_name, const std::vector<std::string>& args) {
     if (own_ddl_depth > 0 || config_for_relation(rel) != nullptr) return;  /* ours, or attached already */
+    /* A Citus shard (or shell table) of a counted table: Citus copied the
+     * trigger, which finds its deltas by itself (citus.cpp). */
+    if (softdelete::citus::copy_of_citus_table(rel)) return;
     std::string table = relation_display_name(rel);
     int id = 0;
     if (std::sscanf(trigger_name.c_str(), "lifecycle_count_%d_", &id) != 1 || id <= 0) return;

@@ -56,9 +56,44 @@ bool has_deleted_at(Relation rel) {
     return false;
 }
 
-std::string capture_sql(const Config& cfg, TriggerData* td) {
+/* Where a statement's deltas go: the counted table's count_N_delta, or on a
+ * Citus node the delta shard colocated with the shard the trigger fires on
+ * (with the distribution column's value of one of each group's rows as
+ * lc_dist, which keeps the row in that shard's hash range). */
+struct Target {
+    std::string delta;        /* qualified, quoted */
+    Oid delta_oid = InvalidOid;
+    std::string dist_column;  /* empty: no lc_dist */
+};
+
+std::string capture_sql(const Config& cfg, TriggerData* td, const Target& target) {
     const Trigger* trig = td->tg_trigger;
     std::string dims = cfg.dim_list();
+    if (!target.dist_column.empty()) {
+        /* lc_dist is carried through the grouping as an aggregate */
+        std::string dist = bridge::quote_ident(target.dist_column);
+        std::string cols = dims.empty() ? "" : dims + ", ";
+        std::string live = has_deleted_at(td->tg_relation) ? "(deleted_at IS NULL)" : "true";
+        std::string bucket = cfg.has_time() ? bucket_expression(cfg, 1) + " AS lc_bucket, " : std::string();
+        int ngroup = static_cast<int>(cfg.dims.size()) + (cfg.has_time() ? 1 : 0) + 1;
+        std::string group;
+        for (int i = 1; i <= ngroup; ++i) group += (i > 1 ? ", " : "") + std::to_string(i);
+        std::string columns = fmt::format("{}{}lc_live", cols, cfg.has_time() ? "lc_bucket, " : "");
+        std::string rows;
+        if (TRIGGER_FIRED_BY_UPDATE(td->tg_event)) {
+            rows = fmt::format("SELECT {0}{1}{2} AS lc_live, {3} AS lc_d, 1 AS lc_s FROM {4} UNION ALL "
+                               "SELECT {0}{1}{2}, {3}, -1 FROM {5}",
+                               cols, bucket, live, dist, bridge::quote_ident(trig->tgnewtable),
+                               bridge::quote_ident(trig->tgoldtable));
+        } else {
+            bool insert = TRIGGER_FIRED_BY_INSERT(td->tg_event);
+            rows = fmt::format("SELECT {}{}{} AS lc_live, {} AS lc_d, {} AS lc_s FROM {}", cols, bucket, live, dist,
+                               insert ? "1" : "-1", bridge::quote_ident(insert ? trig->tgnewtable : trig->tgoldtable));
+        }
+        return fmt::format("INSERT INTO {0} ({1}, lc_dist, lc_delta) SELECT {1}, (pg_catalog.array_agg(lc_d))[1], "
+                           "pg_catalog.sum(lc_s) FROM ({2}) x GROUP BY {3} HAVING pg_catalog.sum(lc_s) <> 0",
+                           target.delta, columns, rows, group);
+    }
     std::string sep = dims.empty() ? "" : ", ";
     std::string live = has_deleted_at(td->tg_relation) ? "(deleted_at IS NULL)" : "true";
     std::string bucket = cfg.has_time() ? bucket_expression(cfg, 1) : std::string();
@@ -73,12 +108,12 @@ std::string capture_sql(const Config& cfg, TriggerData* td) {
             "INSERT INTO {0} ({1}, lc_delta) SELECT {1}, pg_catalog.sum(lc_s) FROM ("
             "SELECT {2}{3}{4} AS lc_live, 1 AS lc_s FROM {5} UNION ALL "
             "SELECT {2}{3}{4}, -1 FROM {6}) x GROUP BY {7} HAVING pg_catalog.sum(lc_s) <> 0",
-            cfg.delta(), columns, fmt::format("{}{}", dims, sep),
+            target.delta, columns, fmt::format("{}{}", dims, sep),
             cfg.has_time() ? bucket + " AS lc_bucket, " : "", live, bridge::quote_ident(trig->tgnewtable),
             bridge::quote_ident(trig->tgoldtable), group);
     }
     bool insert = TRIGGER_FIRED_BY_INSERT(td->tg_event);
-    return fmt::format("INSERT INTO {} ({}, lc_delta) SELECT {}, {}pg_catalog.count(*) FROM {} GROUP BY {}", cfg.delta(), columns,
+    return fmt::format("INSERT INTO {} ({}, lc_delta) SELECT {}, {}pg_catalog.count(*) FROM {} GROUP BY {}", target.delta, columns,
                        keys, insert ? "" : "-", bridge::quote_ident(insert ? trig->tgnewtable : trig->tgoldtable),
                        group);
 }
@@ -101,6 +136,8 @@ struct DeltaKey {
     bool bucket_null;
     bool live;
     int64 delta;
+    Datum dist;       /* lc_dist: the distribution column of the group's first row */
+    bool dist_null;
 };
 
 struct SourceColumns {
@@ -111,11 +148,15 @@ struct SourceColumns {
     Oid typid[fast_path_max_dims];
     AttrNumber time = InvalidAttrNumber;
     AttrNumber deleted_at = InvalidAttrNumber;
+    AttrNumber dist = InvalidAttrNumber;  /* Citus: the distribution column, for lc_dist */
+    int16 dist_typlen = 0;
+    bool dist_typbyval = false;
+    Oid dist_typid = InvalidOid;
 };
 
 /* Column numbers of the dimensions, time column and deleted_at in `desc`;
  * false when one is missing (the SPI path then reports it). */
-bool source_columns(const Config& cfg, TupleDesc desc, SourceColumns& out) {
+bool source_columns(const Config& cfg, TupleDesc desc, const std::string& dist, SourceColumns& out) {
     out.ndims = static_cast<int>(cfg.dims.size());
     for (int d = 0; d < out.ndims; ++d) out.dims[d] = InvalidAttrNumber;
     for (int i = 0; i < desc->natts; ++i) {
@@ -132,7 +173,14 @@ bool source_columns(const Config& cfg, TupleDesc desc, SourceColumns& out) {
         }
         if (cfg.has_time() && cfg.time_column == name) out.time = att->attnum;
         if (std::strcmp(name, "deleted_at") == 0) out.deleted_at = att->attnum;
+        if (!dist.empty() && dist == name) {
+            out.dist = att->attnum;
+            out.dist_typlen = att->attlen;
+            out.dist_typbyval = att->attbyval;
+            out.dist_typid = att->atttypid;
+        }
     }
+    if (!dist.empty() && out.dist == InvalidAttrNumber) return false;
     for (int d = 0; d < out.ndims; ++d) {
         if (out.dims[d] == InvalidAttrNumber) return false;
     }
@@ -175,6 +223,12 @@ void collect_keys(Tuplestorestate* store, TupleDesc desc, const SourceColumns& s
             k.live = isnull;
         }
         k.delta = sign;
+        k.dist = (Datum)0;
+        k.dist_null = true;
+        if (src.dist != InvalidAttrNumber) {
+            Datum v = slot_getattr(slot, src.dist, &k.dist_null);
+            if (!k.dist_null) k.dist = datumCopy(v, src.dist_typbyval, src.dist_typlen);
+        }
         int i = 0;
         while (i < *nkeys && !same_key(keys[i], k, src)) ++i;
         if (i < *nkeys) {
@@ -204,6 +258,7 @@ void insert_keys(Oid delta_oid, const SourceColumns& src, const Config& cfg, con
         if (std::strcmp(name, "lc_bucket") == 0) role[i] = -1;
         else if (std::strcmp(name, "lc_live") == 0) role[i] = -2;
         else if (std::strcmp(name, "lc_delta") == 0) role[i] = -3;
+        else if (std::strcmp(name, "lc_dist") == 0 && src.dist != InvalidAttrNumber) role[i] = -5;
         else {
             for (int d = 0; d < src.ndims; ++d) {
                 if (cfg.dims[d] == name) role[i] = d;
@@ -215,6 +270,7 @@ void insert_keys(Oid delta_oid, const SourceColumns& src, const Config& cfg, con
                        : role[i] == -1 ? TIMESTAMPTZOID
                        : role[i] == -2 ? BOOLOID
                        : role[i] == -3 ? INT8OID
+                       : role[i] == -5 ? src.dist_typid
                                        : att->atttypid;
         if (att->atttypid != expected) {
             ereport(ERROR, (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
@@ -242,6 +298,10 @@ void insert_keys(Oid delta_oid, const SourceColumns& src, const Config& cfg, con
                     nulls[i] = false;
                     values[i] = Int64GetDatum(keys[k].delta);
                     break;
+                case -5:
+                    nulls[i] = keys[k].dist_null;
+                    values[i] = keys[k].dist;
+                    break;
                 default:
                     nulls[i] = keys[k].nulls[role[i]];
                     values[i] = keys[k].dims[role[i]];
@@ -255,7 +315,7 @@ void insert_keys(Oid delta_oid, const SourceColumns& src, const Config& cfg, con
 }
 
 /* The fast path; false when the statement is too big for it. */
-bool capture_small(const Config& cfg, TriggerData* td) {
+bool capture_small(const Config& cfg, TriggerData* td, const Target& target) {
     if (cfg.dims.size() > static_cast<size_t>(fast_path_max_dims)) return false;
     Tuplestorestate* news = TRIGGER_FIRED_BY_DELETE(td->tg_event) ? nullptr : td->tg_newtable;
     Tuplestorestate* olds = TRIGGER_FIRED_BY_INSERT(td->tg_event) ? nullptr : td->tg_oldtable;
@@ -266,8 +326,8 @@ bool capture_small(const Config& cfg, TriggerData* td) {
     if (rows == 0) return true;
     TupleDesc desc = RelationGetDescr(td->tg_relation);
     SourceColumns src;
-    if (!source_columns(cfg, desc, src)) return false;
-    Oid delta = lifecycle_relation(cfg.table_name("delta"));
+    if (!source_columns(cfg, desc, target.dist_column, src)) return false;
+    Oid delta = target.delta_oid;
     if (delta == InvalidOid) return false;
     int64 stride = cfg.has_time() ? DatumGetInt64(bucket_interval(cfg)) : 1;  /* the deltas' (fine) buckets */
     DeltaKey keys[2 * fast_path_max_rows];
@@ -562,7 +622,28 @@ LIFECYCLE_FUNCTION(lifecycle_count_capture) {
     if (!TRIGGER_FIRED_FOR_STATEMENT(td->tg_event) || !TRIGGER_FIRED_AFTER(td->tg_event)) {
         throw Error(sqlstate::wrong_object_state, "lifecycle.count_capture() must be an AFTER ... FOR EACH STATEMENT trigger");
     }
-    Config cfg = config_of(td);
+    Oid rel = RelationGetRelid(td->tg_relation);
+    const Config* registered = config_for_relation(rel);
+    Target target;
+    Config cfg;
+    if (registered != nullptr) {
+        /* A Citus table's own relation on the coordinator holds no rows: its
+         * shards count. */
+        if (citus::kind(registered->relid) != citus::Kind::none) return PointerGetDatum(nullptr);
+        cfg = *registered;
+        target.delta = cfg.delta();
+        target.delta_oid = lifecycle_relation(cfg.table_name("delta"));
+    } else if (auto shard = citus::shard_capture(rel, td->tg_trigger); shard && td->tg_trigger->tgnargs >= 3) {
+        /* A shard moved or split by logical replication: its deltas arrive
+         * the same way, with the colocated delta shard's changes. */
+        if (SessionReplicationRole == SESSION_REPLICATION_ROLE_REPLICA) return PointerGetDatum(nullptr);
+        cfg = shard->cfg;
+        target.delta = "lifecycle." + bridge::quote_ident(shard->delta_name);
+        target.delta_oid = shard->delta;
+        target.dist_column = shard->dist_column;
+    } else {
+        cfg = config_of(td);  /* raises */
+    }
     if (TRIGGER_FIRED_BY_UPDATE(td->tg_event)) refuse_merge_started_before_load(td);
     if ((TRIGGER_FIRED_BY_INSERT(td->tg_event) || TRIGGER_FIRED_BY_UPDATE(td->tg_event)) &&
         td->tg_trigger->tgnewtable == nullptr) {
@@ -572,8 +653,8 @@ LIFECYCLE_FUNCTION(lifecycle_count_capture) {
         td->tg_trigger->tgoldtable == nullptr) {
         throw Error(sqlstate::wrong_object_state, "lifecycle.count_capture() needs an OLD TABLE transition table");
     }
-    if (capture_small(cfg, td)) return PointerGetDatum(nullptr);
-    std::string sql = capture_sql(cfg, td);
+    if (capture_small(cfg, td, target)) return PointerGetDatum(nullptr);
+    std::string sql = capture_sql(cfg, td, target);
     Oid types[1] = {INT8OID};
     Datum values[1] = {cfg.has_time() ? bucket_interval(cfg) : (Datum)0};
     int nargs = cfg.has_time() ? 1 : 0;
@@ -583,7 +664,8 @@ LIFECYCLE_FUNCTION(lifecycle_count_capture) {
         if (SPI_register_trigger_data(td) != SPI_OK_TD_REGISTER) elog(ERROR, "SPI_register_trigger_data failed");
     });
     SPIPlanPtr plan = cached_plan(sql, nargs, types);
-    bridge::AsRole owner(counts_owner(cfg), SECURITY_RESTRICTED_OPERATION);
+    bridge::AsRole owner(target.delta_oid != InvalidOid ? bridge::relation_owner(target.delta_oid) : counts_owner(cfg),
+                         SECURITY_RESTRICTED_OPERATION);
     int rc = bridge::execute_plan(plan, values, nullptr, false, 0);
     if (rc != SPI_OK_INSERT) throw Error(sqlstate::internal_error, fmt::format("count capture failed: {}", sql));
     return PointerGetDatum(nullptr);
@@ -616,6 +698,28 @@ LIFECYCLE_FUNCTION(lifecycle_count_truncate) {
         foreach (lc, ancestors) {
             if (truncating_contains(lfirst_oid(lc))) return PointerGetDatum(nullptr);
         }
+    }
+    const Config* registered = config_for_relation(rel);
+    if (registered == nullptr) {
+        if (auto shard = citus::shard_capture(rel, td->tg_trigger)) {
+            /* A shard of a Citus table: its colocated delta shard goes with it. */
+            Oid delta = shard->delta;
+            std::string sql = "TRUNCATE lifecycle." + bridge::quote_ident(shard->delta_name);
+            bridge::SpiConnection spi;
+            bridge::AsRole owner(bridge::relation_owner(delta), SECURITY_RESTRICTED_OPERATION);
+            bridge::execute_sql(sql, false);
+            return PointerGetDatum(nullptr);
+        }
+    } else if (citus::kind(registered->relid) != citus::Kind::none) {
+        /* TRUNCATE of a Citus table through the coordinator (Citus does not
+         * give TRUNCATE triggers to the shards): its deltas are truncated
+         * through Citus in the same distributed transaction. */
+        if (TRIGGER_FIRED_BEFORE(td->tg_event) && rel == registered->relid) {
+            Config cfg = *registered;
+            bridge::SpiConnection spi;
+            citus::truncate(cfg);
+        }
+        return PointerGetDatum(nullptr);
     }
     std::optional<Config> cfg = config_of(td);
     bridge::SpiConnection spi;

@@ -5,6 +5,7 @@
  * and the reconciliation that event triggers run after DDL.
  */
 #include "counts/counts.hpp"
+#include "softdelete/citus.hpp"
 
 #include <algorithm>
 #include <unordered_map>
@@ -42,7 +43,7 @@ std::vector<std::string> Config::count_tables() const {
 
 int64 Config::fine_usecs() const {
     if (!has_time()) return 0;
-    if (legacy) return bucket_usecs;  /* 0.1's deltas are by bucket */
+    if (legacy || citus_coarse) return bucket_usecs;  /* 0.1's and Citus's deltas are by bucket */
     constexpr int64 minute = 60 * USECS_PER_SEC;
     return bucket_usecs % minute == 0 ? bucket_usecs / 60 : bucket_usecs;
 }
@@ -439,6 +440,10 @@ void drop_count_tables(const Config& cfg) {
 }
 
 void truncate_counts(const Config& cfg) {
+    if (citus::kind(cfg.relid) != citus::Kind::none) {
+        citus::truncate(cfg);
+        return;
+    }
     std::string list;
     for (const auto& t : cfg.count_tables()) list += (list.empty() ? "" : ", ") + t;
     bridge::AsRole owner(counts_owner(cfg), SECURITY_RESTRICTED_OPERATION);
@@ -447,6 +452,10 @@ void truncate_counts(const Config& cfg) {
 
 void rebuild(const Config& cfg) {
     truncate_counts(cfg);
+    if (citus::kind(cfg.relid) != citus::Kind::none) {
+        citus::fill(cfg);
+        return;
+    }
     bridge::AsRole owner(counts_owner(cfg), SECURITY_RESTRICTED_OPERATION);
     DeletedRowsVisible all_rows;
     /* One statement (one scan of the table) per source: every timed summary
@@ -533,6 +542,8 @@ void create_triggers(const Config& cfg, Oid rel) {
     for (const auto& d : cfg.dims) args += ", " + quote_literal_str(d);
     OwnDdl own;
     bridge::AsRole ext(bridge::extension_owner());
+    /* On a Citus table, Citus copies them to every shard. */
+    softdelete::citus::with_triggers_allowed([&] {
     for (const auto& t : trigger_specs) {
         std::string name = fmt::format("lifecycle_count_{}_{}", cfg.id, t.suffix);
         bool capture = std::string_view(t.function) == "count_capture";
@@ -544,16 +555,19 @@ void create_triggers(const Config& cfg, Oid rel) {
         /* Counts must follow every change, logical replication's included. */
         bridge::execute_sql(fmt::format("ALTER TABLE {} ENABLE ALWAYS TRIGGER {}", table, name), false);
     }
+    });
 }
 
 void drop_triggers(const Config& cfg, Oid rel) {
     std::string table = relation_display_name(rel);
     OwnDdl own;
     bridge::AsRole ext(bridge::extension_owner());
-    for (const auto& t : trigger_specs) {
-        bridge::execute_sql(fmt::format("DROP TRIGGER IF EXISTS lifecycle_count_{}_{} ON {}", cfg.id, t.suffix, table),
-                            false);
-    }
+    softdelete::citus::with_triggers_allowed([&] {
+        for (const auto& t : trigger_specs) {
+            bridge::execute_sql(
+                fmt::format("DROP TRIGGER IF EXISTS lifecycle_count_{}_{} ON {}", cfg.id, t.suffix, table), false);
+        }
+    });
 }
 
 /* ------------------------------------------------------------------------
@@ -621,8 +635,9 @@ void create_counts_tables(const Config& cfg, Oid table_owner, bool with_delta) {
     if (with_delta) {
     run(fmt::format("CREATE TABLE {} WITH (autovacuum_vacuum_scale_factor = 0, autovacuum_vacuum_threshold = 1000, "
                     "autovacuum_vacuum_insert_scale_factor = 0, autovacuum_vacuum_insert_threshold = 1000) AS "
-                    "SELECT {}{}{}true AS lc_live, 0::bigint AS lc_delta FROM {} WITH NO DATA",
-                    cfg.delta(), dims, sep, cfg.has_time() ? "NULL::pg_catalog.timestamptz AS lc_bucket, " : "", base));
+                    "SELECT {}{}{}{}true AS lc_live, 0::bigint AS lc_delta FROM {} WITH NO DATA",
+                    cfg.delta(), cfg.citus_dist.empty() ? "" : bridge::quote_ident(cfg.citus_dist) + " AS lc_dist, ", dims,
+                    sep, cfg.has_time() ? "NULL::pg_catalog.timestamptz AS lc_bucket, " : "", base));
     run(fmt::format("ALTER TABLE {} ALTER lc_live SET NOT NULL, ALTER lc_delta SET NOT NULL", cfg.delta()));
     run(fmt::format("COMMENT ON TABLE {} IS {}", cfg.delta(),
                     quote_literal_str(fmt::format("pg_lifecycle: count deltas of {}, folded by the worker", base))));

@@ -64,6 +64,14 @@ struct Config {
      * then there are no summaries to read (the table counts), deltas are by
      * bucket as in 0.1 and are not folded. */
     bool legacy = false;
+    /* count_enable of a hash-distributed Citus table: its distribution
+     * column, copied into the deltas as lc_dist (their own distribution
+     * column, colocated with the table).  Not stored: empty otherwise. */
+    std::string citus_dist;
+    /* A Citus table's deltas are by bucket, not by fine bucket: there are no
+     * summaries there, and the fold compacts the deltas to one row per group
+     * and bucket (set where a Citus table's configuration is used). */
+    bool citus_coarse = false;
 
     bool has_time() const { return !time_column.empty(); }
     /* The width of the delta rows' buckets and of level 2: the bucket / 60
@@ -210,6 +218,45 @@ void register_fold_task();
 void reattach_after_restore(Oid rel, const std::string& trigger_name, const std::vector<std::string>& args);
 
 }  // namespace pg_lifecycle::counts
+
+/* Exact counts of Citus tables (citus.cpp). */
+namespace pg_lifecycle::counts::citus {
+enum class Kind { none, distributed, reference, other };
+/* What kind of Citus table relid is (none without Citus, or for a table
+ * Citus does not know). */
+Kind kind(Oid relid);
+/* count_enable of a Citus table: refusals (0A000: another kind, a column of a
+ * user-defined type); sets cfg.citus_dist and an empty lattice. */
+void prepare_enable(Config& cfg, Kind k);
+/* Makes count_N_delta (just created) a distributed table colocated with the
+ * counted one, or a reference table. */
+void distribute_counts(const Config& cfg, Kind k);
+/* Adds the table's rows (read through Citus) to the deltas. */
+void fill(const Config& cfg);
+/* Refuses (0A000) to distribute a table whose rows are counted (from
+ * create_distributed_table / create_reference_table's function-manager hook). */
+void refuse_distributing(Oid relid);
+/* Empties the deltas (through Citus). */
+void truncate(const Config& cfg);
+/* Whether the caller may read count_N_delta (its owner, a superuser, a role
+ * granted SELECT): counts are then read as the caller, over the connections
+ * of its transaction; otherwise they are count(*) as the caller. */
+bool caller_reads_counts(const Config& cfg);
+/* On the node holding it: where the capture of a shard of a counted table
+ * writes (the colocated delta shard), and the configuration, from the
+ * trigger that fires there (the configuration only from a capture
+ * trigger's arguments); nullopt when rel is no such shard. */
+struct ShardCapture {
+    Config cfg;
+    Oid delta = InvalidOid;
+    std::string delta_name;   /* unqualified, in our schema */
+    std::string dist_column;  /* empty for a reference table */
+};
+std::optional<ShardCapture> shard_capture(Oid rel, const Trigger* trigger);
+/* The fold of a Citus table: every placement of its deltas compacted on its
+ * node; returns the delta rows removed. */
+int64 fold(const Config& cfg);
+}  // namespace pg_lifecycle::counts::citus
 
 namespace pg_lifecycle::counts {
 /* At load time (module.cpp): the count_fold task and the cache's callback. */

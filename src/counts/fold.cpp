@@ -83,6 +83,7 @@ public:
         if (!cfg) return {0, false}; /* disabled since the pass began */
         if (cfg->legacy) return {0, false}; /* 0.1's schema: ALTER EXTENSION UPDATE rebuilds */
         if (!try_fold_lock(cfg->id)) return {0, false}; /* someone else is folding it */
+        if (citus::kind(cfg->relid) != citus::Kind::none) return {citus::fold(*cfg), false};
 
         worker::set_batch_settings();
         std::string sql = fold_sql(*cfg);

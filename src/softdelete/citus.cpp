@@ -20,6 +20,7 @@
 #include "bridge/guard.hpp"
 #include "bridge/security.hpp"
 #include "bridge/spi.hpp"
+#include "counts/counts.hpp"
 #include "softdelete/softdelete.hpp"
 
 #include <charconv>
@@ -378,6 +379,7 @@ bool only_our_triggers(Oid relid) {
 
 int allow_for_call(FmgrInfo* flinfo) {
     Oid relid = distributed_table_argument(flinfo);
+    if (OidIsValid(relid) && present()) counts::citus::refuse_distributing(relid);
     if (!OidIsValid(relid) || !present() || lookup(relid) == nullptr || !only_our_triggers(relid)) return 0;
     return pg_call([] {
         int n = NewGUCNestLevel();

@@ -325,3 +325,9 @@ REVOKE EXECUTE ON FUNCTION lifecycle._sessions_shard(text, regclass, interval) F
 CREATE FUNCTION lifecycle._token_purge_shard(state regclass, chain regclass, retention interval)
     RETURNS bigint AS 'MODULE_PATHNAME', 'lifecycle_token_purge_shard' LANGUAGE C VOLATILE;
 REVOKE EXECUTE ON FUNCTION lifecycle._token_purge_shard(regclass, regclass, interval) FROM PUBLIC;
+
+-- §6 Exact counts on a Citus cluster: each placement of a Citus table's deltas
+-- compacted on its node by the fold.
+CREATE FUNCTION lifecycle._count_compact(shard regclass) RETURNS bigint
+    AS 'MODULE_PATHNAME', 'lifecycle_count_compact' LANGUAGE C STRICT;
+REVOKE EXECUTE ON FUNCTION lifecycle._count_compact(regclass) FROM PUBLIC;

@@ -37,3 +37,11 @@ REVOKE EXECUTE ON FUNCTION lifecycle._sessions_shard(text, regclass, interval) F
 CREATE FUNCTION lifecycle._token_purge_shard(state regclass, chain regclass, retention interval)
     RETURNS bigint AS 'MODULE_PATHNAME', 'lifecycle_token_purge_shard' LANGUAGE C VOLATILE;
 REVOKE EXECUTE ON FUNCTION lifecycle._token_purge_shard(regclass, regclass, interval) FROM PUBLIC;
+
+-- Exact counts of a Citus table: the fold compacts each placement of its
+-- deltas (count_N_delta, colocated with the table) on the node that holds it,
+-- called there through run_command_on_placements.  Runs as the shard's
+-- owner; only for shards of our count deltas.
+CREATE FUNCTION lifecycle._count_compact(shard regclass) RETURNS bigint
+    AS 'MODULE_PATHNAME', 'lifecycle_count_compact' LANGUAGE C STRICT;
+REVOKE EXECUTE ON FUNCTION lifecycle._count_compact(regclass) FROM PUBLIC;

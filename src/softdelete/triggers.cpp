@@ -24,6 +24,9 @@
 #include "gucs.hpp"
 #include "softdelete/softdelete.hpp"
 
+#include <algorithm>
+#include <iterator>
+
 extern "C" Datum lifecycle_current_actor(PG_FUNCTION_ARGS);
 extern "C" Datum lifecycle_current_delete_event(PG_FUNCTION_ARGS);
 

@@ -815,6 +815,38 @@ REVOKE CREATE ON SCHEMA public FROM sd_app;
 REVOKE EXECUTE ON FUNCTION lifecycle.soft_delete_guard(), lifecycle.soft_delete_cascade(),
                            lifecycle.soft_delete_flag() FROM sd_app;
 
+-- An application's restore of several rows in one UPDATE checks the parents
+-- when the statement is done: a row whose parent comes back with another
+-- row's event is fine whichever row's trigger runs first; a parent left
+-- deleted is refused, and the whole statement with it.
+CREATE TABLE ro_nodes (id int PRIMARY KEY, parent_id int REFERENCES ro_nodes ON DELETE CASCADE, v int DEFAULT 0);
+INSERT INTO ro_nodes VALUES (1, NULL), (2, 1), (3, 2);
+SELECT lifecycle.soft_delete_enable('ro_nodes');
+DELETE FROM ro_nodes WHERE id = 3;                         -- one event: 3
+DELETE FROM ro_nodes WHERE id = 1;                         -- another: 1 and, by cascade, 2
+SET lifecycle.include_deleted = on;
+UPDATE ro_nodes SET v = v + 1 WHERE id = 1;                -- 1 now last in the heap
+SELECT array_agg(id ORDER BY ctid) AS heap_order FROM ro_nodes;
+SET enable_indexscan = off; SET enable_bitmapscan = off;    -- the UPDATE reaches rows in heap order
+\set QUIET off
+UPDATE ro_nodes SET deleted_at = NULL WHERE id IN (1, 3);  -- 3's trigger first; 2 comes back with 1
+\set QUIET on
+SELECT id, deleted_at IS NULL AS live FROM ro_nodes ORDER BY id;
+DELETE FROM ro_nodes WHERE id = 3;
+DELETE FROM ro_nodes WHERE id = 2;
+SELECT err($$UPDATE ro_nodes SET deleted_at = NULL WHERE id IN (1, 3)$$) AS parent_left_deleted;
+SELECT id, deleted_at IS NULL AS live FROM ro_nodes ORDER BY id;      -- nothing changed
+BEGIN;
+SAVEPOINT s;
+SELECT err($$UPDATE ro_nodes SET deleted_at = NULL WHERE id = 3$$) AS in_savepoint;
+ROLLBACK TO SAVEPOINT s;
+UPDATE ro_nodes SET deleted_at = NULL WHERE id IN (2, 3);
+COMMIT;
+RESET enable_indexscan; RESET enable_bitmapscan;
+SELECT id, deleted_at IS NULL AS live FROM ro_nodes ORDER BY id;
+RESET lifecycle.include_deleted;
+DROP TABLE ro_nodes;
+
 DROP TABLE accounts, orgs, teams, members, invoices, notes, audit, folders, ring_a, ring_b, event_notes, events,
            no_pk, bad_col, boards, cards, zones, sites, shops, items CASCADE;
 REVOKE ALL ON SCHEMA public FROM sd_app;

@@ -302,12 +302,14 @@ void refuse_hard_delete(Oid relid) {
 }
 
 void install_planner_hook();
+void install_executor_finish_hook();
 void define_settings();
 
 void init() {
     define_settings();
     pg_call([] { CacheRegisterRelcacheCallback(relcache_callback, (Datum)0); });
     install_planner_hook();
+    install_executor_finish_hook();
     citus::init();
 }
 

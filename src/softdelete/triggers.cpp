@@ -508,14 +508,18 @@ void restore_event_rows(Relation rel, HeapTuple row, Datum event) {
     }
 }
 
-/* The parent checks of an application's restore, made once the outermost
- * call (the trigger of a row the application's UPDATE restored) has brought
- * back every row of its event: a restored row may reference a row that the
- * event brings back later in the same call, through another foreign key, as
- * restore() allows (it checks at the end too). */
+/* The parent checks of an application's restore, made when its statement
+ * ends (after every row trigger of it has run): a restored row may reference
+ * a row that the same statement brings back, through another row of the
+ * UPDATE or the event of one, as restore() allows (it checks at the end
+ * too).  Trigger calls nested in one (the rows an event brings back) add to
+ * the list of the outermost; the outermost hands its list to the statement
+ * whose ExecutorFinish fired it (finish_depth, counted by our ExecutorFinish
+ * hook), or checks at once when no such statement is known. */
 struct ParentCheck {
     ForeignKey fk;
     RowKey key;
+    int depth;  /* the ExecutorFinish level that checks it */
 };
 /* volatile: GCC 16.2 (Debian sid, where the PostgreSQL 18 tests build)
  * compiled the scope's "if (--depth == 0) checks.clear()" in the exception
@@ -525,25 +529,45 @@ struct ParentCheck {
  * parent checks (regress softdelete; the model test, seed 139040444). */
 volatile int legacy_restore_depth = 0;
 std::vector<ParentCheck> legacy_restore_checks;
+/* Statements in our ExecutorFinish hook, innermost last. */
+int finish_depth = 0;
+/* The level the outermost application restore running now checks at. */
+int legacy_restore_level = 0;
+ExecutorFinish_hook_type prev_executor_finish = nullptr;
 
 class LegacyRestoreScope {
 public:
     LegacyRestoreScope() { legacy_restore_depth = legacy_restore_depth + 1; }
-    ~LegacyRestoreScope() {
-        legacy_restore_depth = legacy_restore_depth - 1;
-        if (legacy_restore_depth == 0) legacy_restore_checks.clear();
-    }
+    ~LegacyRestoreScope() { legacy_restore_depth = legacy_restore_depth - 1; }
     LegacyRestoreScope(const LegacyRestoreScope&) = delete;
     LegacyRestoreScope& operator=(const LegacyRestoreScope&) = delete;
     bool outermost() const { return legacy_restore_depth == 1; }
 };
 
+void run_parent_checks(std::vector<ParentCheck> checks) {
+    bridge::SpiConnection spi;
+    for (const ParentCheck& c : checks) {
+        check_parent_not_deleted(c.fk, c.key.types, c.key.values,
+                                 fmt::format("Foreign key \"{}\", key {}.", c.fk.name, c.key.text));
+    }
+}
+
+/* The checks queued for level `depth` and deeper, taken off the list. */
+std::vector<ParentCheck> take_checks(int depth) {
+    std::vector<ParentCheck> out;
+    auto keep = std::stable_partition(legacy_restore_checks.begin(), legacy_restore_checks.end(),
+                                      [depth](const ParentCheck& c) { return c.depth < depth; });
+    std::move(keep, legacy_restore_checks.end(), std::back_inserter(out));
+    legacy_restore_checks.erase(keep, legacy_restore_checks.end());
+    return out;
+}
+
 /* An application's own restore (UPDATE ... SET deleted_at = NULL of a row it
  * can see, delete_event left as it was): the row drops its actor and event,
  * the rows the same event took along the foreign keys come back too, and a
- * row whose parent is still deleted once they are back may not (23503), as
- * with restore().  A row deleted without an event (before soft delete was
- * enabled) comes back on its own, its parents checked the same way. */
+ * row whose parent is still deleted once the statement is done may not
+ * (23503), as with restore().  A row deleted without an event (before soft
+ * delete was enabled) comes back on its own, its parents checked the same way. */
 void legacy_restore(Relation rel, HeapTuple old_row, HeapTuple row) {
     if (restore_depth > 0) return;
     Oid relid = RelationGetRelid(rel);
@@ -553,27 +577,57 @@ void legacy_restore(Relation rel, HeapTuple old_row, HeapTuple row) {
     Datum event = pg_call([&] { return heap_getattr(old_row, self->delete_event, RelationGetDescr(rel), &no_event); });
     LegacyRestoreScope scope;
     bridge::SpiConnection spi;
+    /* The level that checks: the statement whose triggers run now (nested
+     * calls of this one run inside a deeper statement, and are checked with
+     * the outermost's). */
+    if (scope.outermost()) legacy_restore_level = finish_depth;
+    int depth = legacy_restore_level;
     /* This row's parents first (the first refused is named), then those of
      * the rows its event brings back. */
     for (const ForeignKey& fk : outgoing_fks(relid)) {
         if (lookup(fk.referenced) == nullptr) continue;
         RowKey key = row_key(rel, row, fk.referencing_cols);
         if (key.has_null) continue;
-        legacy_restore_checks.push_back(ParentCheck{fk, kept_key(key)});
+        legacy_restore_checks.push_back(ParentCheck{fk, kept_key(key), depth});
     }
     if (!no_event) restore_event_rows(rel, row, event);
-    if (!scope.outermost()) return;
-    std::vector<ParentCheck> checks = std::move(legacy_restore_checks);
-    legacy_restore_checks.clear();
-    for (const ParentCheck& c : checks) {
-        check_parent_not_deleted(c.fk, c.key.types, c.key.values,
-                                 fmt::format("Foreign key \"{}\", key {}.", c.fk.name, c.key.text));
-    }
+    if (!scope.outermost() || finish_depth > 0) return;
+    run_parent_checks(take_checks(0));
+}
+
+/* ExecutorFinish: the statement's AFTER row triggers fire in it; then the
+ * parent checks of the application restores they made. */
+extern "C" void lifecycle_softdelete_executor_finish(QueryDesc* qd) {
+    bridge::entry_guard([qd] {
+        struct Level {
+            Level() { ++finish_depth; }
+            ~Level() {
+                /* On an error the statement's checks go with it. */
+                if (std::uncaught_exceptions() > 0) (void)take_checks(finish_depth);
+                --finish_depth;
+            }
+        } level;
+        bridge::pg_call([qd] {
+            if (prev_executor_finish) {
+                prev_executor_finish(qd);
+            } else {
+                standard_ExecutorFinish(qd);
+            }
+        });
+        if (!legacy_restore_checks.empty() && legacy_restore_checks.back().depth >= finish_depth) {
+            run_parent_checks(take_checks(finish_depth));
+        }
+    });
 }
 
 }  // namespace
 
 int restore_depth = 0;
+
+void install_executor_finish_hook() {
+    prev_executor_finish = ExecutorFinish_hook;
+    ExecutorFinish_hook = lifecycle_softdelete_executor_finish;
+}
 
 }  // namespace pg_lifecycle::softdelete
 

@@ -37,14 +37,6 @@ our $current_user = 'postgres';
 # Known defects, not fixed here; the model sets $known_defect to the name of
 # the one a statement would reach, and the test does not run that statement:
 #
-# "restore order" (needs a check at the end of the statement, after all row
-# triggers): an application's own restore that restores several deleted rows
-# in one UPDATE checks the parents of each row (and of the rows its event
-# brings back) in that row's trigger, before the triggers of the other rows
-# have run.  A row whose parent the same statement brings back through
-# another row is then refused with 23503 or not, depending on the order of
-# the rows.
-#
 # "SET CONSTRAINTS" (pg_lifecycle would have to follow it): the checks of NO
 # ACTION keys that a soft delete makes itself ignore SET CONSTRAINTS — a
 # DEFERRABLE INITIALLY IMMEDIATE key after SET CONSTRAINTS ALL DEFERRED is
@@ -314,18 +306,6 @@ sub legacy_restore {
         push @restored, restore_closure($sc, $n, $t, $id, $ev, 1);
     }
     return (err_outcome('23503')) if parent_still_deleted($sc, $n, \@restored);
-    if (@starts > 1) {
-        # Known defect "restore order": each row's trigger checks once its own
-        # event's rows are back.  Some order of the rows fails if the row
-        # whose trigger runs first fails (later ones see more rows back).
-        for my $start (@starts) {
-            my ($id, $ev) = @$start;
-            my $m = dclone($s);
-            @{ $m->{rows}[$t]{ $_->[0] } }{qw(st at)} = ('L', undef) for @starts;
-            my @rows = ([ $t, $id ], defined $ev ? restore_closure($sc, $m, $t, $id, $ev) : ());
-            $known_defect //= 'restore order' if parent_still_deleted($sc, $m, \@rows);
-        }
-    }
     return (ok_outcome($n, scalar @$ids));
 }
 

@@ -97,14 +97,14 @@ static_assert(sqlstate::invalid_parameter_value == ERRCODE_INVALID_PARAMETER_VAL
 static_assert(sqlstate::null_value_not_allowed == ERRCODE_NULL_VALUE_NOT_ALLOWED);
 static_assert(sqlstate::invalid_text_representation == ERRCODE_INVALID_TEXT_REPRESENTATION);
 static_assert(sqlstate::undefined_function == ERRCODE_UNDEFINED_FUNCTION);
-static_assert(sqlstate::trigger_protocol_violated == ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED);
+static_assert(sqlstate::e_r_i_e_trigger_protocol_violated == ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED);
 static_assert(sqlstate::foreign_key_violation == ERRCODE_FOREIGN_KEY_VIOLATION);
 static_assert(sqlstate::undefined_table == ERRCODE_UNDEFINED_TABLE);
 static_assert(sqlstate::undefined_column == ERRCODE_UNDEFINED_COLUMN);
 static_assert(sqlstate::undefined_object == ERRCODE_UNDEFINED_OBJECT);
 static_assert(sqlstate::datatype_mismatch == ERRCODE_DATATYPE_MISMATCH);
 static_assert(sqlstate::insufficient_privilege == ERRCODE_INSUFFICIENT_PRIVILEGE);
-static_assert(sqlstate::wrong_object_state == ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE);
+static_assert(sqlstate::object_not_in_prerequisite_state == ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE);
 static_assert(sqlstate::feature_not_supported == ERRCODE_FEATURE_NOT_SUPPORTED);
 static_assert(sqlstate::out_of_memory == ERRCODE_OUT_OF_MEMORY);
 static_assert(sqlstate::internal_error == ERRCODE_INTERNAL_ERROR);

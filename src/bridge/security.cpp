@@ -138,7 +138,7 @@ Oid extension_relation(const char* name) {
 Oid extension_owner() {
     ExtensionRow row = extension_row();
     if (!OidIsValid(row.oid)) {
-        throw Error(sqlstate::wrong_object_state, "extension \"pg_lifecycle\" is not installed in this database",
+        throw Error(sqlstate::object_not_in_prerequisite_state, "extension \"pg_lifecycle\" is not installed in this database",
                     {}, "CREATE EXTENSION pg_lifecycle;");
     }
     return row.owner;

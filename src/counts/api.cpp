@@ -194,12 +194,12 @@ LIFECYCLE_FUNCTION(lifecycle_count_enable) {
 
     bridge::SpiConnection spi;
     if (load_config(relid)) {
-        throw Error(sqlstate::wrong_object_state, fmt::format("the rows of table {} are already counted", table), {},
+        throw Error(sqlstate::object_not_in_prerequisite_state, fmt::format("the rows of table {} are already counted", table), {},
                     fmt::format("To change dimensions or buckets, call lifecycle.count_disable('{}') first.", table));
     }
     if (kind == RELKIND_RELATION) {
         if (has_inheritance_children(relid)) {
-            throw Error(sqlstate::wrong_object_state,
+            throw Error(sqlstate::object_not_in_prerequisite_state,
                         fmt::format("table {} has inheritance children", table),
                         "count(*) on it counts their rows too, which its statement triggers do not see.",
                         "Use declarative partitioning, or count each table of the hierarchy.");
@@ -213,7 +213,7 @@ LIFECYCLE_FUNCTION(lifecycle_count_enable) {
          * our triggers are created as that role). */
         citus::prepare_enable(cfg, on_citus);
         if (!has_lattice_column()) {
-            throw Error(sqlstate::wrong_object_state, "pg_lifecycle's schema is older than its library", {},
+            throw Error(sqlstate::object_not_in_prerequisite_state, "pg_lifecycle's schema is older than its library", {},
                         "ALTER EXTENSION pg_lifecycle UPDATE;");
         }
         OwnDdl own;
@@ -282,7 +282,7 @@ LIFECYCLE_FUNCTION(lifecycle_count_disable) {
     bridge::SpiConnection spi;
     auto cfg = load_config(relid);
     if (!cfg) {
-        throw Error(sqlstate::wrong_object_state, fmt::format("the rows of table {} are not counted", table), {},
+        throw Error(sqlstate::object_not_in_prerequisite_state, fmt::format("the rows of table {} are not counted", table), {},
                     "See lifecycle.count_tables for the tables that are.");
     }
     OwnDdl own;
@@ -695,7 +695,7 @@ CountRequest prepare_count(FunctionCallInfo fcinfo, int filter_arg, const std::f
 
     auto cfg = load_config(rq.relid);
     if (!cfg) {
-        throw Error(sqlstate::wrong_object_state, fmt::format("the rows of table {} are not counted", rq.table), {},
+        throw Error(sqlstate::object_not_in_prerequisite_state, fmt::format("the rows of table {} are not counted", rq.table), {},
                     fmt::format("Call lifecycle.count_enable('{}') first (its owner can).", rq.table));
     }
     rq.cfg = *cfg;
@@ -961,7 +961,7 @@ void reattach_after_restore(Oid rel, const std::string& trigger_name, const std:
             return get_rel_relispartition(rel) && list_member_oid(get_partition_ancestors(rel), r);
         });
         if (!partition_of) {
-            throw Error(sqlstate::wrong_object_state,
+            throw Error(sqlstate::object_not_in_prerequisite_state,
                         fmt::format("trigger \"{}\" on table {} belongs to the counts of table {}", trigger_name, table,
                                     relation_display_name(root->relid)),
                         "pg_lifecycle's count ids differ between the dumped database and this one.",
@@ -972,7 +972,7 @@ void reattach_after_restore(Oid rel, const std::string& trigger_name, const std:
         return;
     }
     if (args.size() < 3) {
-        throw Error(sqlstate::wrong_object_state,
+        throw Error(sqlstate::object_not_in_prerequisite_state,
                     fmt::format("table {} has pg_lifecycle's count trigger \"{}\" but is not counted", table,
                                 trigger_name),
                     "Its configuration was not restored (a schema-only or partial dump?).",
@@ -1013,7 +1013,7 @@ void reattach_after_restore(Oid rel, const std::string& trigger_name, const std:
             insert.execute(values, nulls, false);
         } catch (const bridge::PgError& e) {
             if (e.sqlerrcode() != ERRCODE_UNIQUE_VIOLATION) throw;
-            throw Error(sqlstate::wrong_object_state,
+            throw Error(sqlstate::object_not_in_prerequisite_state,
                         fmt::format("cannot attach the counts of table {}: count id {} is in use here", table, id),
                         "The dump's count ids clash with this database's.",
                         fmt::format("Drop the table's lifecycle_count_{}_* triggers and call lifecycle.count_enable('{}').",

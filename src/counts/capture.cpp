@@ -26,7 +26,7 @@ namespace {
 
 TriggerData* trigger_data(FunctionCallInfo fcinfo, const char* name) {
     if (!CALLED_AS_TRIGGER(fcinfo)) {
-        throw Error(sqlstate::trigger_protocol_violated, fmt::format("lifecycle.{}() must be called as a trigger", name));
+        throw Error(sqlstate::e_r_i_e_trigger_protocol_violated, fmt::format("lifecycle.{}() must be called as a trigger", name));
     }
     return reinterpret_cast<TriggerData*>(fcinfo->context);
 }
@@ -38,7 +38,7 @@ Config config_of(TriggerData* td) {
     Oid rel = RelationGetRelid(td->tg_relation);
     const Config* cfg = config_for_relation(rel);
     if (cfg == nullptr) {
-        throw Error(sqlstate::wrong_object_state,
+        throw Error(sqlstate::object_not_in_prerequisite_state,
                     fmt::format("table {} is not counted by pg_lifecycle", relation_display_name(rel)),
                     fmt::format("Trigger \"{}\" calls a function of pg_lifecycle's exact counts.",
                                 td->tg_trigger->tgname),
@@ -410,7 +410,7 @@ void refuse_merge_started_before_load(TriggerData* td) {
     if (GetCurrentStatementStartTimestamp() != loaded_statement) return;
     if (td->tg_relation->rd_rel->relkind != RELKIND_PARTITIONED_TABLE) return;
     if (ActivePortal == nullptr || ActivePortal->commandTag != CMDTAG_MERGE) return;
-    throw Error(sqlstate::wrong_object_state,
+    throw Error(sqlstate::object_not_in_prerequisite_state,
                 fmt::format("pg_lifecycle was loaded while this MERGE on counted table {} was running",
                             relation_display_name(RelationGetRelid(td->tg_relation))),
                 "Rows a MERGE moves between partitions are counted by a hook that did not exist when it started.",
@@ -620,7 +620,7 @@ extern "C" void lifecycle_executor_finish(QueryDesc* qd) {
 LIFECYCLE_FUNCTION(lifecycle_count_capture) {
     TriggerData* td = trigger_data(fcinfo, "count_capture");
     if (!TRIGGER_FIRED_FOR_STATEMENT(td->tg_event) || !TRIGGER_FIRED_AFTER(td->tg_event)) {
-        throw Error(sqlstate::wrong_object_state, "lifecycle.count_capture() must be an AFTER ... FOR EACH STATEMENT trigger");
+        throw Error(sqlstate::object_not_in_prerequisite_state, "lifecycle.count_capture() must be an AFTER ... FOR EACH STATEMENT trigger");
     }
     Oid rel = RelationGetRelid(td->tg_relation);
     const Config* registered = config_for_relation(rel);
@@ -647,11 +647,11 @@ LIFECYCLE_FUNCTION(lifecycle_count_capture) {
     if (TRIGGER_FIRED_BY_UPDATE(td->tg_event)) refuse_merge_started_before_load(td);
     if ((TRIGGER_FIRED_BY_INSERT(td->tg_event) || TRIGGER_FIRED_BY_UPDATE(td->tg_event)) &&
         td->tg_trigger->tgnewtable == nullptr) {
-        throw Error(sqlstate::wrong_object_state, "lifecycle.count_capture() needs a NEW TABLE transition table");
+        throw Error(sqlstate::object_not_in_prerequisite_state, "lifecycle.count_capture() needs a NEW TABLE transition table");
     }
     if ((TRIGGER_FIRED_BY_DELETE(td->tg_event) || TRIGGER_FIRED_BY_UPDATE(td->tg_event)) &&
         td->tg_trigger->tgoldtable == nullptr) {
-        throw Error(sqlstate::wrong_object_state, "lifecycle.count_capture() needs an OLD TABLE transition table");
+        throw Error(sqlstate::object_not_in_prerequisite_state, "lifecycle.count_capture() needs an OLD TABLE transition table");
     }
     if (capture_small(cfg, td, target)) return PointerGetDatum(nullptr);
     std::string sql = capture_sql(cfg, td, target);
@@ -675,7 +675,7 @@ LIFECYCLE_FUNCTION(lifecycle_count_capture) {
 LIFECYCLE_FUNCTION(lifecycle_count_truncate) {
     TriggerData* td = trigger_data(fcinfo, "count_truncate");
     if (!TRIGGER_FIRED_BY_TRUNCATE(td->tg_event)) {
-        throw Error(sqlstate::trigger_protocol_violated, "lifecycle.count_truncate() must be a TRUNCATE trigger");
+        throw Error(sqlstate::e_r_i_e_trigger_protocol_violated, "lifecycle.count_truncate() must be a TRUNCATE trigger");
     }
     if (compat::my_lxid() != truncating_lxid) {
         truncating_lxid = compat::my_lxid();
@@ -741,7 +741,7 @@ LIFECYCLE_FUNCTION(lifecycle_count_truncate) {
 /* lifecycle.count_ddl() RETURNS event_trigger */
 LIFECYCLE_FUNCTION(lifecycle_count_ddl) {
     if (!CALLED_AS_EVENT_TRIGGER(fcinfo)) {
-        throw Error(sqlstate::trigger_protocol_violated, "lifecycle.count_ddl() must be called as an event trigger");
+        throw Error(sqlstate::e_r_i_e_trigger_protocol_violated, "lifecycle.count_ddl() must be called as an event trigger");
     }
     if (creating_extension || own_ddl_depth > 0) PG_RETURN_VOID();
     auto* data = reinterpret_cast<EventTriggerData*>(fcinfo->context);

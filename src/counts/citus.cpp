@@ -394,7 +394,7 @@ LIFECYCLE_FUNCTION(lifecycle_count_compact) {
         ours = softdelete::citus::present() && (of_deltas.execute(values, nullptr, true, 1), bridge::processed_rows() > 0);
     }
     if (!ours) {
-        throw Error(sqlstate::wrong_object_state,
+        throw Error(sqlstate::object_not_in_prerequisite_state,
                     fmt::format("relation {} is not a shard of pg_lifecycle's count deltas", name.empty() ? "?" : name));
     }
     bridge::require_owner(shard, "fold its counts");

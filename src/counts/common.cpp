@@ -23,7 +23,7 @@ std::string relation_display_name(Oid relid) { return bridge::qualified_relation
 Oid lifecycle_namespace() {
     Oid nsp = bridge::extension_schema();
     if (!OidIsValid(nsp)) {
-        throw Error(sqlstate::wrong_object_state, "extension \"pg_lifecycle\" is not installed in this database",
+        throw Error(sqlstate::object_not_in_prerequisite_state, "extension \"pg_lifecycle\" is not installed in this database",
                     {}, "CREATE EXTENSION pg_lifecycle;");
     }
     return nsp;
@@ -296,7 +296,7 @@ Datum bucket_interval(const Config& cfg) {
 Oid counts_owner(const Config& cfg) {
     Oid delta = lifecycle_relation(cfg.table_name("delta"));
     if (delta == InvalidOid) {
-        throw Error(sqlstate::wrong_object_state,
+        throw Error(sqlstate::object_not_in_prerequisite_state,
                     fmt::format("the counts of table {} are missing their table lifecycle.{}",
                                 relation_display_name(cfg.relid), cfg.table_name("delta")),
                     {}, "Run lifecycle.count_disable and lifecycle.count_enable again.");

@@ -78,7 +78,7 @@ void check_columns(const Config& cfg) {
     if (bridge::processed_rows() > 0) {
         std::string column = *bridge::result_text(0, 1);
         std::string table = relation_display_name(cfg.relid);
-        throw Error(sqlstate::wrong_object_state,
+        throw Error(sqlstate::object_not_in_prerequisite_state,
                     fmt::format("column \"{}\" of table {} is counted by pg_lifecycle as its {}", column, table,
                                 column == cfg.time_column ? "time column" : "dimension"),
                     "Renaming, retyping or dropping it would make lifecycle.count wrong.",
@@ -101,7 +101,7 @@ void check_triggers_enabled(const Config& cfg, const std::vector<Oid>& rels) {
     disabled.execute(values, nullptr, true, 1);
     if (bridge::processed_rows() > 0) {
         std::string table = relation_display_name(cfg.relid);
-        throw Error(sqlstate::wrong_object_state,
+        throw Error(sqlstate::object_not_in_prerequisite_state,
                     fmt::format("trigger \"{}\" on table {} keeps the counts of {} exact and must stay enabled",
                                 *bridge::result_text(0, 1), *bridge::result_text(0, 2), table),
                     {}, fmt::format("To load data without it, call lifecycle.count_disable('{}') and count_enable "
@@ -215,7 +215,7 @@ void refuse_inheritance() {
     children.execute(nullptr, nullptr, true, 1);
     if (bridge::processed_rows() > 0) {
         std::string table = *bridge::result_text(0, 1);
-        throw Error(sqlstate::wrong_object_state, fmt::format("the rows of table {} are counted by pg_lifecycle", table),
+        throw Error(sqlstate::object_not_in_prerequisite_state, fmt::format("the rows of table {} are counted by pg_lifecycle", table),
                     "A table with inheritance children is counted with their rows by count(*), which its statement "
                     "triggers do not see.",
                     fmt::format("Call lifecycle.count_disable('{}') first, or use declarative partitioning.", table));
@@ -271,7 +271,7 @@ void reconcile_after_ddl(bool dropping) {
             for (const auto& cfg : configs) {
                 if (cfg.id != id || relkind_of(cfg.relid) == '\0') continue;
                 std::string table = relation_display_name(cfg.relid);
-                throw Error(sqlstate::wrong_object_state,
+                throw Error(sqlstate::object_not_in_prerequisite_state,
                             fmt::format("{} {} keeps the counts of table {} exact",
                                         type == "trigger" ? "trigger" : "table",
                                         type == "trigger" ? trigger : "lifecycle." + name, table),
@@ -334,7 +334,7 @@ void refuse_concurrent_detach(Node* parsetree) {
         const Config* cfg = config_for_relation(relid);
         if (cfg == nullptr) return;
         std::string table = relation_display_name(cfg->relid);
-        throw Error(sqlstate::wrong_object_state,
+        throw Error(sqlstate::object_not_in_prerequisite_state,
                     fmt::format("cannot detach a partition of counted table {} concurrently", table),
                     "DETACH PARTITION ... CONCURRENTLY commits half-way; if its second transaction were cancelled, "
                     "the partition would stay counted until DETACH PARTITION ... FINALIZE.",

@@ -696,7 +696,7 @@ LIFECYCLE_FUNCTION(lifecycle_expire_disable) {
         remove.execute(&key, nullptr, false);
     }
     if (bridge::processed_rows() == 0) {
-        throw Error(sqlstate::wrong_object_state, fmt::format("expiry is not enabled on table {}", table),
+        throw Error(sqlstate::object_not_in_prerequisite_state, fmt::format("expiry is not enabled on table {}", table),
                     {}, "See lifecycle.expire_tables for the tables it is enabled on.");
     }
     PG_RETURN_VOID();
@@ -709,7 +709,7 @@ LIFECYCLE_FUNCTION(lifecycle_expire_disable) {
 LIFECYCLE_FUNCTION(lifecycle_expire_take) {
     using expiry::take;
     if (!take.armed) {
-        throw Error(sqlstate::wrong_object_state, "lifecycle._expire_take() is internal to expiry batches",
+        throw Error(sqlstate::object_not_in_prerequisite_state, "lifecycle._expire_take() is internal to expiry batches",
                     {}, "It only works inside the DELETE of a batch of the expire task.");
     }
     if (PG_ARGISNULL(0) || PG_ARGISNULL(1) || PG_ARGISNULL(2) || !PG_GETARG_BOOL(2) || take.capped) {

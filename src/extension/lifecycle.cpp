@@ -130,7 +130,7 @@ using bridge::pg_call;
 /* lifecycle.on_create_trigger() RETURNS event_trigger */
 LIFECYCLE_FUNCTION(lifecycle_on_create_trigger) {
     if (!CALLED_AS_EVENT_TRIGGER(fcinfo)) {
-        throw Error(sqlstate::trigger_protocol_violated, "on_create_trigger must be called as an event trigger");
+        throw Error(sqlstate::e_r_i_e_trigger_protocol_violated, "on_create_trigger must be called as an event trigger");
     }
     if (creating_extension) PG_RETURN_VOID();
     Oid nsp = bridge::extension_schema();
@@ -176,7 +176,7 @@ LIFECYCLE_FUNCTION(lifecycle_on_create_trigger) {
 /* lifecycle.on_drop_extension() RETURNS event_trigger */
 LIFECYCLE_FUNCTION(lifecycle_on_drop_extension) {
     if (!CALLED_AS_EVENT_TRIGGER(fcinfo)) {
-        throw Error(sqlstate::trigger_protocol_violated, "on_drop_extension must be called as an event trigger");
+        throw Error(sqlstate::e_r_i_e_trigger_protocol_violated, "on_drop_extension must be called as an event trigger");
     }
     auto* data = reinterpret_cast<EventTriggerData*>(fcinfo->context);
     if (!extension::drops_this_extension(data->parsetree)) PG_RETURN_VOID();

@@ -32,7 +32,7 @@ constexpr ColumnSpec soft_columns[] = {{"deleted_at", TIMESTAMPTZOID, "timestamp
 const TableInfo& require_enabled(Oid relid) {
     const TableInfo* info = lookup(relid);
     if (info == nullptr) {
-        throw Error(sqlstate::wrong_object_state,
+        throw Error(sqlstate::object_not_in_prerequisite_state,
                     fmt::format("soft delete is not enabled on table {}", bridge::qualified_relation_name(relid)),
                     {}, "See lifecycle.soft_delete_tables; enable it with lifecycle.soft_delete_enable().");
     }
@@ -219,7 +219,7 @@ std::vector<Datum> key_from_array(Datum id, Oid element, const std::vector<std::
 std::vector<Datum> key_values(Datum id, Oid id_type, const std::vector<std::string>& pk, const std::vector<Oid>& types,
                               const std::string& table) {
     if (pk.empty()) {
-        throw Error(sqlstate::wrong_object_state, fmt::format("table {} has no primary key", table),
+        throw Error(sqlstate::object_not_in_prerequisite_state, fmt::format("table {} has no primary key", table),
                     "Soft delete restores rows by their primary key.", "ALTER TABLE … ADD PRIMARY KEY (…);");
     }
     if (pk.size() == 1) return {convert_id(id, id_type, types[0], pk[0], table)};
@@ -507,7 +507,7 @@ LIFECYCLE_FUNCTION(lifecycle_soft_delete_enable) {
 
     bridge::SpiConnection spi;
     if (softdelete::primary_key_columns(relid).empty()) {
-        throw Error(sqlstate::wrong_object_state, fmt::format("table {} has no primary key", table),
+        throw Error(sqlstate::object_not_in_prerequisite_state, fmt::format("table {} has no primary key", table),
                     "Soft delete restores rows by their primary key.", "ALTER TABLE … ADD PRIMARY KEY (…);");
     }
     /* The three columns: added when missing, checked when present. */
@@ -583,7 +583,7 @@ LIFECYCLE_FUNCTION(lifecycle_soft_delete_disable) {
         remove.execute(&key, nullptr, false);
     }
     if (bridge::processed_rows() == 0) {
-        throw Error(sqlstate::wrong_object_state, fmt::format("soft delete is not enabled on table {}", table),
+        throw Error(sqlstate::object_not_in_prerequisite_state, fmt::format("soft delete is not enabled on table {}", table),
                     {}, "See lifecycle.soft_delete_tables for the tables it is enabled on.");
     }
     softdelete::citus::with_triggers_allowed([&] { softdelete::remove_triggers(relid); });
@@ -755,7 +755,7 @@ LIFECYCLE_FUNCTION(lifecycle_current_delete_event) {
     if (my_lxid != lxid) {
         Oid seq = softdelete::event_sequence();
         if (!OidIsValid(seq)) {
-            throw Error(sqlstate::wrong_object_state, "extension \"pg_lifecycle\" is not installed in this database");
+            throw Error(sqlstate::object_not_in_prerequisite_state, "extension \"pg_lifecycle\" is not installed in this database");
         }
         event = DatumGetInt64(pg_call([seq] { return DirectFunctionCall1(nextval_oid, ObjectIdGetDatum(seq)); }));
         /* On a Citus worker: its group id above 2^48, unique across nodes. */

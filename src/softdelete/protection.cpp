@@ -118,7 +118,7 @@ void create_truncate_trigger(Oid rel) {
 
 [[noreturn]] void refuse(Oid relid, const std::string& what) {
     std::string table = bridge::qualified_relation_name(relid);
-    throw Error(sqlstate::wrong_object_state, fmt::format("{} would remove the soft-delete protection of table {}", what, table),
+    throw Error(sqlstate::object_not_in_prerequisite_state, fmt::format("{} would remove the soft-delete protection of table {}", what, table),
                 "pg_lifecycle keeps deleted rows in deleted_at, deleted_by and delete_event, and its triggers keep "
                 "DELETE and TRUNCATE from removing rows.",
                 fmt::format("Call lifecycle.soft_delete_disable('{}') first.", table));
@@ -244,7 +244,7 @@ void reattach_after_restore(Oid relid) {
     for (const Column& col : protected_columns) {
         AttrNumber att = pg_call([&] { return get_attnum(relid, col.name); });
         if (att == InvalidAttrNumber || !soft_column_type_ok(col.name, pg_call([&] { return get_atttype(relid, att); }))) {
-            throw Error(sqlstate::wrong_object_state,
+            throw Error(sqlstate::object_not_in_prerequisite_state,
                         fmt::format("table {} gets a soft-delete trigger of pg_lifecycle but has no column \"{}\" of "
                                     "the type soft delete needs",
                                     table, col.name),
@@ -294,17 +294,17 @@ using namespace pg_lifecycle;
 /* lifecycle.soft_delete_truncate() RETURNS trigger: BEFORE TRUNCATE. */
 LIFECYCLE_FUNCTION(lifecycle_soft_delete_truncate) {
     if (!CALLED_AS_TRIGGER(fcinfo)) {
-        throw Error(sqlstate::trigger_protocol_violated, "soft_delete_truncate must be called as a trigger");
+        throw Error(sqlstate::e_r_i_e_trigger_protocol_violated, "soft_delete_truncate must be called as a trigger");
     }
     auto* td = reinterpret_cast<TriggerData*>(fcinfo->context);
     if (!TRIGGER_FIRED_BY_TRUNCATE(td->tg_event) || !TRIGGER_FIRED_BEFORE(td->tg_event)) {
-        throw Error(sqlstate::trigger_protocol_violated, "soft_delete_truncate must be a BEFORE TRUNCATE trigger");
+        throw Error(sqlstate::e_r_i_e_trigger_protocol_violated, "soft_delete_truncate must be a BEFORE TRUNCATE trigger");
     }
     Oid relid = RelationGetRelid(td->tg_relation);
     if (softdelete::lookup(relid) == nullptr) return PointerGetDatum(nullptr); /* not protected (any more) */
     if (softdelete::hard_delete_honoured(relid)) return PointerGetDatum(nullptr);
     std::string table = bridge::qualified_relation_name(relid);
-    throw Error(sqlstate::wrong_object_state, fmt::format("cannot truncate soft-delete table {}", table),
+    throw Error(sqlstate::object_not_in_prerequisite_state, fmt::format("cannot truncate soft-delete table {}", table),
                 "TRUNCATE would remove its rows, deleted or not, for good.",
                 "DELETE soft-deletes rows; to remove rows for good use lifecycle.purge(), or TRUNCATE as the table's "
                 "owner with SET lifecycle.hard_delete = on.");
@@ -313,7 +313,7 @@ LIFECYCLE_FUNCTION(lifecycle_soft_delete_truncate) {
 /* lifecycle.soft_delete_ddl() RETURNS event_trigger */
 LIFECYCLE_FUNCTION(lifecycle_soft_delete_ddl) {
     if (!CALLED_AS_EVENT_TRIGGER(fcinfo)) {
-        throw Error(sqlstate::trigger_protocol_violated, "soft_delete_ddl must be called as an event trigger");
+        throw Error(sqlstate::e_r_i_e_trigger_protocol_violated, "soft_delete_ddl must be called as an event trigger");
     }
     if (creating_extension || softdelete::own_ddl_depth > 0 || !softdelete::any_enabled()) PG_RETURN_VOID();
     bridge::pg_call([] { CommandCounterIncrement(); });

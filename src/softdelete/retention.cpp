@@ -324,7 +324,7 @@ LIFECYCLE_FUNCTION(lifecycle_purge_shard) {
     bridge::require_table(shard, "Soft delete");
     bridge::require_owner(shard, "purge it");
     if (softdelete::lookup(shard) == nullptr) {
-        throw Error(sqlstate::wrong_object_state,
+        throw Error(sqlstate::object_not_in_prerequisite_state,
                     fmt::format("soft delete is not enabled on {}", bridge::qualified_relation_name(shard)));
     }
     if (batch < 1 || bridge::interval_sign(older_than) < 0) {

@@ -38,7 +38,7 @@ namespace {
 
 TriggerData* trigger_data(FunctionCallInfo fcinfo, const char* name) {
     if (!CALLED_AS_TRIGGER(fcinfo)) {
-        throw Error(sqlstate::trigger_protocol_violated, fmt::format("{} must be called as a trigger", name));
+        throw Error(sqlstate::e_r_i_e_trigger_protocol_violated, fmt::format("{} must be called as a trigger", name));
     }
     return reinterpret_cast<TriggerData*>(fcinfo->context);
 }
@@ -304,7 +304,7 @@ Datum flag_cpp(FunctionCallInfo fcinfo) {
     bool update = TRIGGER_FIRED_BY_UPDATE(td->tg_event);
     if (!TRIGGER_FIRED_BEFORE(td->tg_event) || !TRIGGER_FIRED_FOR_ROW(td->tg_event) ||
         !(update || TRIGGER_FIRED_BY_INSERT(td->tg_event))) {
-        throw Error(sqlstate::trigger_protocol_violated,
+        throw Error(sqlstate::e_r_i_e_trigger_protocol_violated,
                     "soft_delete_flag must be a BEFORE INSERT OR UPDATE FOR EACH ROW trigger");
     }
     Relation rel = td->tg_relation;
@@ -314,13 +314,13 @@ Datum flag_cpp(FunctionCallInfo fcinfo) {
     if (found == nullptr) return PointerGetDatum(row); /* not enabled (any more) */
     AttrNumber deleted_at = found->deleted_at;
     if (td->tg_trigger->tgnargs != 1) {
-        throw Error(sqlstate::trigger_protocol_violated, "soft_delete_flag needs the flag column's name as its argument");
+        throw Error(sqlstate::e_r_i_e_trigger_protocol_violated, "soft_delete_flag needs the flag column's name as its argument");
     }
     const char* name = td->tg_trigger->tgargs[0];
     TupleDesc desc = RelationGetDescr(rel);
     AttrNumber flag = pg_call([&] { return get_attnum(relid, name); });
     if (flag <= 0 || pg_call([&] { return TupleDescAttr(desc, flag - 1)->atttypid; }) != BOOLOID) {
-        throw Error(sqlstate::wrong_object_state,
+        throw Error(sqlstate::object_not_in_prerequisite_state,
                     fmt::format("table {} has no boolean column \"{}\" to keep in step with deleted_at",
                                 bridge::qualified_relation_name(relid), name),
                     {}, "Call lifecycle.soft_delete_enable() again with the right flag, or with flag => NULL.");
@@ -363,7 +363,7 @@ Datum guard_cpp(FunctionCallInfo fcinfo) {
     TriggerData* td = trigger_data(fcinfo, "soft_delete_guard");
     if (!TRIGGER_FIRED_BEFORE(td->tg_event) || !TRIGGER_FIRED_FOR_ROW(td->tg_event) ||
         !TRIGGER_FIRED_BY_DELETE(td->tg_event)) {
-        throw Error(sqlstate::trigger_protocol_violated, "soft_delete_guard must be a BEFORE DELETE FOR EACH ROW trigger");
+        throw Error(sqlstate::e_r_i_e_trigger_protocol_violated, "soft_delete_guard must be a BEFORE DELETE FOR EACH ROW trigger");
     }
     Relation rel = td->tg_relation;
     Oid relid = RelationGetRelid(rel);

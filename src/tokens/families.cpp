@@ -472,7 +472,7 @@ Outcome rotate_token(std::string_view presented, std::optional<Datum> device, Ti
         /* The fast path missed it only at the generation limit (the row is
          * locked now, so nothing else can have changed it). */
         if (f.generation == PG_INT32_MAX) {
-            throw Error(sqlstate::wrong_object_state, "refresh-token family has reached the generation limit", {},
+            throw Error(sqlstate::object_not_in_prerequisite_state, "refresh-token family has reached the generation limit", {},
                         "Create a new family with lifecycle.token_family_create.");
         }
         const KeyEntry& key = keys::minting();

@@ -78,14 +78,14 @@ bool read_key_file(std::string& text, struct stat& st) {
     }
     if ((st.st_mode & S_IRWXO) != 0) {
         ::close(fd);
-        throw Error(sqlstate::wrong_object_state,
+        throw Error(sqlstate::object_not_in_prerequisite_state,
                     fmt::format("token key file \"{}\" is accessible to other users", path),
                     "It holds the key that makes refresh tokens valid.",
                     fmt::format("chmod 0600 {}", path));
     }
     if (static_cast<std::size_t>(st.st_size) > max_key_file_size) {
         ::close(fd);
-        throw Error(sqlstate::wrong_object_state, fmt::format("token key file \"{}\" is too large", path));
+        throw Error(sqlstate::object_not_in_prerequisite_state, fmt::format("token key file \"{}\" is too large", path));
     }
     text.assign(static_cast<std::size_t>(st.st_size), '\0');
     std::size_t got = 0;
@@ -109,7 +109,7 @@ std::vector<KeyEntry> parse_or_throw(std::string& text) {
     KeyFileParse parsed = parse_key_file(text);
     explicit_bzero(text.data(), text.size());
     if (!parsed.error.empty()) {
-        throw Error(sqlstate::wrong_object_state,
+        throw Error(sqlstate::object_not_in_prerequisite_state,
                     fmt::format("token key file \"{}\" is malformed at line {}: {}", key_file_path(),
                                 parsed.error_line, parsed.error),
                     {}, "Each line is \"<key id> <64 hex digits>\" or \"<key id> retired\"; # starts a comment.");
@@ -211,7 +211,7 @@ const KeyEntry* entry(int id) {
 }
 
 [[noreturn]] void mismatch(int id, const std::string& in_file, const std::string& recorded) {
-    throw Error(sqlstate::wrong_object_state,
+    throw Error(sqlstate::object_not_in_prerequisite_state,
                 fmt::format("token key {} in \"{}\" is not the key this database's refresh tokens were issued with",
                             id, key_file_path()),
                 fmt::format("Its fingerprint is {}; lifecycle.token_key_fingerprints records {}.", in_file, recorded),
@@ -278,7 +278,7 @@ int next_key_id(const std::vector<KeyEntry>& keys, const std::vector<Recorded>& 
     for (int id = 1; id <= max_key_id; ++id) if (taken(id)) top = id;
     if (top < max_key_id) return top + 1;
     for (int id = 1; id <= max_key_id; ++id) if (!taken(id)) return id;
-    throw Error(sqlstate::wrong_object_state,
+    throw Error(sqlstate::object_not_in_prerequisite_state,
                 fmt::format("every token key id from 1 to {} is taken", max_key_id),
                 fmt::format("Ids are listed in \"{}\" and in lifecycle.token_key_fingerprints.", key_file_path()),
                 "To reuse the id of a retired key, delete its line from the key file and its row from "

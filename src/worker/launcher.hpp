@@ -66,7 +66,7 @@ std::string database_state_json(Oid dboid);
 bool pause_database(Oid dboid, int seconds);
 void resume_database(Oid dboid);
 
-/* The ProcessUtility hook that does it (ddl.cpp). */
+/* The ProcessUtility hook that does it (database_commands.cpp). */
 void install_utility_hook();
 
 }  // namespace pg_lifecycle::worker

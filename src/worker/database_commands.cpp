@@ -1,5 +1,5 @@
 /*
- * ddl.cpp — statements that need a database to have no other sessions
+ * database_commands.cpp — statements that need a database to have no other sessions
  * (DROP DATABASE, ALTER DATABASE … RENAME / SET TABLESPACE, CREATE DATABASE …
  * TEMPLATE): our worker connected to it would make them fail with "database is
  * being accessed by other users".  The hook pauses the database's worker and

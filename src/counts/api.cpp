@@ -6,6 +6,7 @@
  */
 #include "bridge/function.hpp"
 #include "counts/counts.hpp"
+#include "softdelete/softdelete.hpp"
 #include "counts/filter.hpp"
 #include "softdelete/citus.hpp"
 
@@ -221,7 +222,7 @@ LIFECYCLE_FUNCTION(lifecycle_count_enable) {
         bridge::AsRole ext(bridge::extension_owner());
         bridge::execute_sql(fmt::format("LOCK TABLE {} IN SHARE MODE", table), false);
         ensure_time_index(cfg, table);
-        cfg.live_column = pg_call([relid] { return get_attnum(relid, "deleted_at"); }) > 0;
+        cfg.live_column = pg_call([relid] { return get_attnum(relid, softdelete::deleted_at_column); }) > 0;
         cfg.id = register_config(cfg, fcinfo);
         create_counts_tables(cfg, table_owner);
         citus::distribute_counts(cfg, on_citus);
@@ -242,7 +243,7 @@ LIFECYCLE_FUNCTION(lifecycle_count_enable) {
     {
         cfg.legacy = !has_lattice_column();
         if (cfg.legacy) cfg.lattice.clear();  /* 0.1's schema until ALTER EXTENSION UPDATE: no summaries yet */
-        cfg.live_column = pg_call([relid] { return get_attnum(relid, "deleted_at"); }) > 0;
+        cfg.live_column = pg_call([relid] { return get_attnum(relid, softdelete::deleted_at_column); }) > 0;
         cfg.id = register_config(cfg, fcinfo);
         bridge::AsRole ext(bridge::extension_owner());
         create_counts_tables(cfg, table_owner);
@@ -326,18 +327,6 @@ void require_select(Oid relid, const Config& cfg, const Filter& filter, bool ran
                     fmt::format("lifecycle.{} needs the SELECT privilege that count(*) on the table would need.",
                                 function));
     }
-}
-
-/* Whether soft delete (SPEC.md §1) protects the table: then only live rows
- * (deleted_at IS NULL) count.  Its registry may not exist (yet). */
-bool soft_delete_registered(Oid relid) {
-    if (lifecycle_relation("soft_delete_tables") == InvalidOid) return false;
-    if (pg_call([relid] { return get_attnum(relid, "deleted_at"); }) <= 0) return false;
-    static bridge::Statement registered("SELECT 1 FROM lifecycle.soft_delete_tables WHERE tbl = $1", {REGCLASSOID});
-    Datum key = ObjectIdGetDatum(relid);
-    bridge::AsRole ext(bridge::extension_owner());
-    registered.execute(&key, nullptr, true, 1);
-    return bridge::processed_rows() > 0;
 }
 
 /* The WHERE clause of a filter over columns named as the dimensions, with the
@@ -465,7 +454,7 @@ void scan_table(const CountRequest& rq, const Grouping& g, std::optional<Timesta
         v.push_back(TimestampTzGetDatum(*hi));
         sql += fmt::format(" AND {} < ${}", tcol, t.size());
     }
-    if (rq.soft) sql += " AND deleted_at IS NULL";
+    if (rq.soft) sql += fmt::format(" AND {} IS NULL", softdelete::deleted_at_column);
     sql += " GROUP BY 1";
     run_groups(sql, t, v, out);
 }
@@ -706,7 +695,7 @@ CountRequest prepare_count(FunctionCallInfo fcinfo, int filter_arg, const std::f
                     {}, "Enable it with lifecycle.count_enable(..., time_column => ...) to count time ranges.");
     }
     validate(rq);
-    rq.soft = soft_delete_registered(rq.relid);
+    rq.soft = softdelete::enabled_on(rq.relid);  /* then only live rows count */
     rq.citus = citus::kind(rq.relid) != citus::Kind::none;
     rq.cfg.citus_coarse = rq.citus;
     rq.where = filter_sql(rq.cfg, rq.filter, rq.relid, 1, rq.types, rq.values);
@@ -987,7 +976,7 @@ void reattach_after_restore(Oid rel, const std::string& trigger_name, const std:
     cfg.bucket_text = args[2];
     for (size_t i = 3; i < args.size(); ++i) cfg.dims.push_back(args[i]);
     if (cfg.has_time()) cfg.bucket_usecs = bucket_usecs_of(cfg.bucket_text);
-    cfg.live_column = pg_call([rel] { return get_attnum(rel, "deleted_at"); }) > 0;
+    cfg.live_column = pg_call([rel] { return get_attnum(rel, softdelete::deleted_at_column); }) > 0;
 
     index_high_dimensions(cfg, choose_lattice(cfg));
     OwnDdl own;

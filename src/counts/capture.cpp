@@ -17,6 +17,7 @@
  */
 #include "bridge/function.hpp"
 #include "counts/counts.hpp"
+#include "softdelete/softdelete.hpp"
 
 using namespace pg_lifecycle;
 using namespace pg_lifecycle::counts;
@@ -51,7 +52,7 @@ bool has_deleted_at(Relation rel) {
     TupleDesc desc = RelationGetDescr(rel);
     for (int i = 0; i < desc->natts; ++i) {
         Form_pg_attribute att = TupleDescAttr(desc, i);
-        if (!att->attisdropped && std::strcmp(NameStr(att->attname), "deleted_at") == 0) return true;
+        if (!att->attisdropped && std::strcmp(NameStr(att->attname), softdelete::deleted_at_column) == 0) return true;
     }
     return false;
 }
@@ -73,7 +74,7 @@ std::string capture_sql(const Config& cfg, TriggerData* td, const Target& target
         /* lc_dist is carried through the grouping as an aggregate */
         std::string dist = bridge::quote_ident(target.dist_column);
         std::string cols = dims.empty() ? "" : dims + ", ";
-        std::string live = has_deleted_at(td->tg_relation) ? "(deleted_at IS NULL)" : "true";
+        std::string live = (has_deleted_at(td->tg_relation) ? fmt::format("({} IS NULL)", softdelete::deleted_at_column) : std::string("true"));
         std::string bucket = cfg.has_time() ? bucket_expression(cfg, 1) + " AS lc_bucket, " : std::string();
         int ngroup = static_cast<int>(cfg.dims.size()) + (cfg.has_time() ? 1 : 0) + 1;
         std::string group;
@@ -95,7 +96,7 @@ std::string capture_sql(const Config& cfg, TriggerData* td, const Target& target
                            target.delta, columns, rows, group);
     }
     std::string sep = dims.empty() ? "" : ", ";
-    std::string live = has_deleted_at(td->tg_relation) ? "(deleted_at IS NULL)" : "true";
+    std::string live = (has_deleted_at(td->tg_relation) ? fmt::format("({} IS NULL)", softdelete::deleted_at_column) : std::string("true"));
     std::string bucket = cfg.has_time() ? bucket_expression(cfg, 1) : std::string();
     int ngroup = static_cast<int>(cfg.dims.size()) + (cfg.has_time() ? 1 : 0) + 1;
     std::string group;
@@ -172,7 +173,7 @@ bool source_columns(const Config& cfg, TupleDesc desc, const std::string& dist, 
             }
         }
         if (cfg.has_time() && cfg.time_column == name) out.time = att->attnum;
-        if (std::strcmp(name, "deleted_at") == 0) out.deleted_at = att->attnum;
+        if (std::strcmp(name, softdelete::deleted_at_column) == 0) out.deleted_at = att->attnum;
         if (!dist.empty() && dist == name) {
             out.dist = att->attnum;
             out.dist_typlen = att->attlen;

@@ -5,6 +5,7 @@
  * and the reconciliation that event triggers run after DDL.
  */
 #include "counts/counts.hpp"
+#include "softdelete/softdelete.hpp"
 #include "softdelete/citus.hpp"
 
 #include <algorithm>
@@ -269,8 +270,8 @@ void init() {
  * ------------------------------------------------------------------------ */
 
 std::string live_expression(Oid relid) {
-    AttrNumber att = pg_call([relid] { return get_attnum(relid, "deleted_at"); });
-    return att > 0 ? "(deleted_at IS NULL)" : "true";
+    AttrNumber att = pg_call([relid] { return get_attnum(relid, softdelete::deleted_at_column); });
+    return att > 0 ? fmt::format("({} IS NULL)", softdelete::deleted_at_column) : "true";
 }
 
 std::string bucket_expression(const Config& cfg, int param) {

@@ -20,6 +20,7 @@
  *    alone is refused.
  */
 #include "counts/counts.hpp"
+#include "softdelete/softdelete.hpp"
 
 #include <algorithm>
 
@@ -142,7 +143,7 @@ void set_live_column(const Config& cfg, bool has) {
 
 /* A deleted_at column appeared or went away: rows counted live may not be. */
 void follow_live_column(const Config& cfg) {
-    bool has = pg_call([&] { return get_attnum(cfg.relid, "deleted_at"); }) > 0;
+    bool has = pg_call([&] { return get_attnum(cfg.relid, softdelete::deleted_at_column); }) > 0;
     if (has == cfg.live_column) return;
     set_live_column(cfg, has);
     bool stale;
@@ -150,8 +151,8 @@ void follow_live_column(const Config& cfg) {
         bridge::AsRole owner(counts_owner(cfg), SECURITY_RESTRICTED_OPERATION);
         if (has) {
             /* Added with a non-NULL default: those rows are not live. */
-            stale = scalar_true(fmt::format("SELECT EXISTS (SELECT 1 FROM {} WHERE deleted_at IS NOT NULL)",
-                                            relation_display_name(cfg.relid)),
+            stale = scalar_true(fmt::format("SELECT EXISTS (SELECT 1 FROM {} WHERE {} IS NOT NULL)",
+                                            relation_display_name(cfg.relid), softdelete::deleted_at_column),
                                 true);
         } else {
             stale = scalar_true(fmt::format("SELECT EXISTS (SELECT 1 FROM {} WHERE NOT lc_live) OR "

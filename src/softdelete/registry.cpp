@@ -189,6 +189,16 @@ std::vector<ForeignKey> read_fks(const char* side_column, Oid relid) {
 
 }  // namespace
 
+bool enabled_on(Oid relid) {
+    if (!OidIsValid(bridge::extension_relation("soft_delete_tables"))) return false;
+    if (pg_call([relid] { return get_attnum(relid, deleted_at_column); }) <= 0) return false;
+    static bridge::Statement registered("SELECT 1 FROM lifecycle.soft_delete_tables WHERE tbl = $1", {REGCLASSOID});
+    Datum key = ObjectIdGetDatum(relid);
+    bridge::AsRole ext(bridge::extension_owner());
+    registered.execute(&key, nullptr, true, 1);
+    return bridge::processed_rows() > 0;
+}
+
 const TableInfo* lookup(Oid relid) {
     ensure_loaded();
     /* On a Citus cluster a node's registry may be empty while it holds

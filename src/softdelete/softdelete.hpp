@@ -40,6 +40,14 @@ struct TableInfo {
 /* The enabled-table entry for relid, or nullptr.  The pointer is valid until
  * the next PostgreSQL call that may process invalidations: copy what you need. */
 const TableInfo* lookup(Oid relid);
+
+/* The column a soft-delete table keeps its deletion time in: a row is live
+ * while it IS NULL (counts count only those). */
+inline constexpr const char* deleted_at_column = "deleted_at";
+/* Whether soft delete is enabled on this very table (its registry row, read
+ * in the current snapshot, not the cache lookup() keeps); false while the
+ * registry does not exist (yet). */
+bool enabled_on(Oid relid);
 /* Whether any table in this database is enabled (cheap; loads the registry). */
 bool any_enabled();
 /* The tables named in lifecycle.soft_delete_tables. */

@@ -105,10 +105,13 @@ sub server_now {
 # Waits for $n maintenance passes of $db's workers that start from now on
 # (counted by the launcher: a pass that finds nothing to do writes no
 # job_runs row).  $since (when the scenario's action began) must be before.
+# The worker serves every database of the cluster in turn (lifecycle.max_workers
+# at a time, a naptime apart), so $n passes of one database take several
+# naptimes per database on a loaded machine: 40 s by default.
 sub wait_passes {
     my ($db, $since, $n, $secs) = @_;
     my $base = su($db, q{SELECT coalesce((lifecycle._worker_state()->>'passes')::int, 0)});
-    return poll($db, qq{SELECT (lifecycle._worker_state()->>'passes')::int >= $base + $n + 1}, 't', $secs // 15);
+    return poll($db, qq{SELECT (lifecycle._worker_state()->>'passes')::int >= $base + $n + 1}, 't', $secs // 40);
 }
 
 sub mallory_is_super {

@@ -198,6 +198,21 @@ void free_result() {
 
 uint64 processed_rows() { return SPI_processed; }
 
+Datum return_result_rows(FunctionCallInfo fcinfo) {
+    pg_call([fcinfo] {
+        InitMaterializedSRF(fcinfo, 0);
+        auto* rsinfo = reinterpret_cast<ReturnSetInfo*>(fcinfo->resultinfo);
+        int natts = SPI_tuptable->tupdesc->natts;
+        Datum* values = static_cast<Datum*>(palloc(sizeof(Datum) * natts));
+        bool* nulls = static_cast<bool*>(palloc(sizeof(bool) * natts));
+        for (uint64 i = 0; i < SPI_processed; ++i) {
+            heap_deform_tuple(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, values, nulls);
+            tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+        }
+    });
+    return (Datum)0;
+}
+
 std::optional<Datum> result_datum(uint64 row, int col) {
     if (SPI_tuptable == nullptr || row >= SPI_processed) {
         throw Error(sqlstate::internal_error, "pg_lifecycle: SPI result row out of range");

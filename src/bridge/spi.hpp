@@ -87,6 +87,10 @@ bool in_subtransaction(const std::function<void()>& body, const std::function<bo
 /* Frees the last SPI command's result rows now rather than at the end of
  * the SPI connection (a loop of big results). */
 void free_result();
+/* A set-returning function's result: every row of the last SPI command,
+ * materialized (its columns must be the function's OUT columns, in order).
+ * Returns the (Datum)0 the function returns. */
+Datum return_result_rows(FunctionCallInfo fcinfo);
 /* Number of rows processed by the last SPI command. */
 uint64 processed_rows();
 /* Column `col` (1-based) of row `row` of the last SPI result. */

@@ -103,4 +103,23 @@ std::string interval_literal(const Interval* iv) {
     return fmt::format("'{} mons {} days {} microseconds'::pg_catalog.interval", iv->month, iv->day, iv->time);
 }
 
+PlacementRows sum_placement_rows(const std::vector<Placement>& where, const std::vector<RemoteResult>& results,
+                                 int64 batch) {
+    PlacementRows out;
+    for (size_t i = 0; i < results.size(); ++i) {
+        if (!results[i].success) {
+            if (out.error.empty()) {
+                out.error = fmt::format("shard {} on {}:{}: {}", where[i].shard, where[i].node, where[i].port,
+                                        results[i].result);
+            }
+            continue;
+        }
+        int64 rows = std::strtoll(results[i].result.c_str(), nullptr, 10);
+        out.rows += rows;
+        out.more = out.more || rows >= batch;
+    }
+    if (!out.error.empty() && out.rows == 0) throw Error(sqlstate::internal_error, out.error);
+    return out;
+}
+
 }  // namespace pg_lifecycle::expiry::citus

@@ -51,6 +51,18 @@ struct RemoteResult {
 std::vector<RemoteResult> run_on_placements(const std::vector<Placement>& where,
                                             const std::vector<std::string>& commands);
 
+/* The rows each placement's batch reports (a count as its single value),
+ * summed; `more` once one of them filled its batch of `batch` rows.  The first
+ * failed placement is named in `error` (the others are still summed); all of
+ * them failing with nothing done is an error (XX000). */
+struct PlacementRows {
+    int64 rows = 0;
+    bool more = false;
+    std::string error;
+};
+PlacementRows sum_placement_rows(const std::vector<Placement>& where, const std::vector<RemoteResult>& results,
+                                 int64 batch);
+
 /* A SQL literal. */
 std::string literal(const std::string& value);
 /* An interval as a literal that any IntervalStyle reads back exactly. */

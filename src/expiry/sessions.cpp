@@ -90,21 +90,8 @@ worker::BatchResult session_task_batch(bool close) {
                                        citus::literal(p.shard), citus::interval_literal(retention)));
     }
     std::vector<citus::RemoteResult> results = citus::run_on_placements(where, commands);
-    worker::BatchResult out{0, false};
-    for (size_t i = 0; i < results.size(); ++i) {
-        if (!results[i].success) {
-            if (out.error.empty()) {
-                out.error = fmt::format("shard {} on {}:{}: {}", where[i].shard, where[i].node, where[i].port,
-                                        results[i].result);
-            }
-            continue;
-        }
-        int64 rows = std::strtoll(results[i].result.c_str(), nullptr, 10);
-        out.rows += rows;
-        out.more = out.more || rows >= session_batch;
-    }
-    if (!out.error.empty() && out.rows == 0) throw Error(sqlstate::internal_error, out.error);
-    return out;
+    citus::PlacementRows sum = citus::sum_placement_rows(where, results, session_batch);
+    return worker::BatchResult{sum.rows, sum.more, sum.error};
 }
 
 /* Closes dead sessions: ended_at is when they died, end_reason expired or idle. */
@@ -306,18 +293,8 @@ LIFECYCLE_FUNCTION(lifecycle_user_sessions) {
         "AND (s.idle_expires_at IS NULL OR s.idle_expires_at OPERATOR(pg_catalog.>) pg_catalog.now()) "
         "ORDER BY s.created_at DESC, s.session_id",
         {TEXTOID});
-    ReturnSetInfo* rsinfo = reinterpret_cast<ReturnSetInfo*>(fcinfo->resultinfo);
-    pg_call([fcinfo] { InitMaterializedSRF(fcinfo, 0); });
     Datum user = PG_GETARG_DATUM(0);
     bridge::SpiConnection spi;
     list.execute(&user, nullptr, true);
-    pg_call([rsinfo] {
-        for (uint64 i = 0; i < SPI_processed; ++i) {
-            Datum values[7];
-            bool nulls[7];
-            heap_deform_tuple(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, values, nulls);
-            tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
-        }
-    });
-    return (Datum)0;
+    return bridge::return_result_rows(fcinfo);
 }

@@ -224,21 +224,8 @@ PurgeResult purge_any(Oid table, Interval* older_than, int batch) {
                                        citus::interval_literal(older_than), batch));
     }
     std::vector<citus::RemoteResult> results = citus::run_on_placements(where, commands);
-    PurgeResult out{0, false, {}};
-    for (size_t i = 0; i < results.size(); ++i) {
-        if (!results[i].success) {
-            if (out.error.empty()) {
-                out.error = fmt::format("shard {} on {}:{}: {}", where[i].shard, where[i].node, where[i].port,
-                                        results[i].result);
-            }
-            continue;
-        }
-        int64 rows = std::strtoll(results[i].result.c_str(), nullptr, 10);
-        out.rows += rows;
-        out.more = out.more || rows >= batch;
-    }
-    if (!out.error.empty() && out.rows == 0) throw Error(sqlstate::internal_error, out.error);
-    return out;
+    citus::PlacementRows sum = citus::sum_placement_rows(where, results, batch);
+    return PurgeResult{sum.rows, sum.more, sum.error};
 }
 
 namespace {

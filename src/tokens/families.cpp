@@ -668,18 +668,8 @@ LIFECYCLE_FUNCTION(lifecycle_user_token_families) {
         "AND (f.idle_expires_at IS NULL OR f.idle_expires_at OPERATOR(pg_catalog.>) pg_catalog.now()) "
         "ORDER BY f.last_used_at DESC, f.family_id",
         {TEXTOID});
-    ReturnSetInfo* rsinfo = reinterpret_cast<ReturnSetInfo*>(fcinfo->resultinfo);
-    pg_call([fcinfo] { InitMaterializedSRF(fcinfo, 0); });
     Datum user = PG_GETARG_DATUM(0);
     bridge::SpiConnection spi;
     list.execute(&user, nullptr, true);
-    pg_call([rsinfo] {
-        for (uint64 i = 0; i < SPI_processed; ++i) {
-            Datum values[6];
-            bool nulls[6];
-            heap_deform_tuple(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, values, nulls);
-            tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
-        }
-    });
-    return (Datum)0;
+    return bridge::return_result_rows(fcinfo);
 }

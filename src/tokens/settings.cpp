@@ -119,21 +119,8 @@ worker::BatchResult citus_batch(Oid state, char method, Interval* keep) {
                                        citus::interval_literal(keep)));
     }
     std::vector<citus::RemoteResult> results = citus::run_on_placements(where, commands);
-    worker::BatchResult out{0, false};
-    for (size_t i = 0; i < results.size(); ++i) {
-        if (!results[i].success) {
-            if (out.error.empty()) {
-                out.error = fmt::format("shard {} on {}:{}: {}", where[i].shard, where[i].node, where[i].port,
-                                        results[i].result);
-            }
-            continue;
-        }
-        int64 rows = std::strtoll(results[i].result.c_str(), nullptr, 10);
-        out.rows += rows;
-        out.more = out.more || rows >= token_purge_batch;
-    }
-    if (!out.error.empty() && out.rows == 0) throw Error(sqlstate::internal_error, out.error);
-    return out;
+    citus::PlacementRows sum = citus::sum_placement_rows(where, results, token_purge_batch);
+    return worker::BatchResult{sum.rows, sum.more, sum.error};
 }
 
 class TokenPurge final : public worker::Task {

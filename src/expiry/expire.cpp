@@ -221,6 +221,144 @@ const ExpireTask expire_task;
 
 }  // namespace
 
+namespace {
+
+/* One batch through the index on the expiry column: the oldest expired rows,
+ * locked (skipping those held) and deleted by index_sql ($1 after, $2 the
+ * cap).  Hands over to the block-range sweep when a row cannot be deleted or
+ * the backlog is large (see local_batch). */
+worker::BatchResult index_batch(Sweep& sweep, const std::string& index_sql,
+                                const std::function<void(const std::function<void()>&)>& as_owner, Datum after,
+                                int64 cap, int64 reltuples) {
+    Oid index_types[2] = {INTERVALOID, INT8OID};
+    Datum index_values[2] = {after, Int64GetDatum(cap)};
+    int64 found = 0, deleted = 0;
+    bool done = true;
+    as_owner([&] {
+        done = bridge::in_subtransaction(
+            [&] {
+                bridge::execute_cached(index_sql, 2, index_types, index_values, nullptr, false);
+                found = bridge::result_int64(0, 1).value_or(0);
+                deleted = bridge::result_int64(0, 3).value_or(0);
+            },
+            [](const bridge::PgError& e) { return is_row_error(e.sqlerrcode()); });
+    });
+    if (!done) {
+        /* A row whose DELETE fails (a trigger that raises, a RESTRICT
+         * foreign key): it would come first through the index every
+         * time, so the sweep takes over, which deletes row by row
+         * around such rows and reports them. */
+        sweep.ranging = true;
+        sweep.index_rows = 0;
+        ItemPointerSet(&sweep.after, 0, 0);
+        return {0, true};
+    }
+    if (found < cap) {
+        sweep.index_rows = 0;
+        return {deleted, false};
+    }
+    sweep.index_rows += found;
+    if (sweep.index_rows >= std::max<int64>(10 * cap, reltuples / 50)) {
+        sweep.ranging = true;
+        sweep.index_rows = 0;
+        ItemPointerSet(&sweep.after, 0, 0);
+    }
+    return {deleted, true};
+}
+
+/* The rows of a sweep batch one by one, when some row's DELETE fails: the
+ * batch's rows locked first (candidates_sql), then each deleted in a
+ * subtransaction (one_sql); the ones that fail are reported in row_error.
+ * Returns the rows deleted and the rows refused; `tried` gets the rows locked. */
+std::pair<int64, int64> delete_row_by_row(const std::string& candidates_sql, const std::string& one_sql, const Oid* types,
+                        const std::array<Datum, 4>& range_values, Datum after,
+                        std::vector<ItemPointerData>& tried, std::string& row_error) {
+    int64 rows = 0;
+    bridge::execute_cached(candidates_sql, 4, types, range_values.data(), nullptr, false);
+    for (uint64 i = 0; i < bridge::processed_rows(); ++i) {
+        tried.push_back(*reinterpret_cast<const ItemPointerData*>(DatumGetPointer(*bridge::result_datum(i, 1))));
+    }
+    int64 refused = 0;
+    for (auto& row : tried) {
+        Datum one[2] = {after, PointerGetDatum(&row)};
+        Oid one_types[2] = {INTERVALOID, TIDOID};
+        bool ok = bridge::in_subtransaction(
+            [&] {
+                bridge::execute_cached(one_sql, 2, one_types, one, nullptr, false);
+                rows += static_cast<int64>(bridge::processed_rows());
+            },
+            [&](const bridge::PgError& e) {
+                if (!is_row_error(e.sqlerrcode())) return false;
+                if (row_error.empty()) row_error = worker::describe_error(e);
+                return true;
+            });
+        if (!ok) ++refused;
+    }
+    if (refused > 0) {
+        row_error += fmt::format(" ({} expired row{} of the batch could not be deleted)", refused,
+                                 refused == 1 ? "" : "s");
+    }
+    return {rows, refused};
+}
+
+/* The block range a sweep batch looked at: blocks first..last_block, rows up
+ * to `end`. */
+struct Range {
+    BlockNumber first;
+    BlockNumber last_block;
+    ItemPointerData end;
+};
+/* What the batch did in it. */
+struct RangeOutcome {
+    int64 rows;       /* deleted */
+    bool capped;      /* the cap was reached at `last` */
+    ItemPointerData last;
+    int64 counted;    /* expired rows looked at */
+    bool all_refused; /* none of them could be deleted */
+    std::string row_error;
+};
+
+/* After a sweep batch: the blocks to prune next time, and the next range —
+ * after the last row counted when the cap was reached, else after this
+ * range, sized so it should hold about `cap` expired rows; the end of the
+ * table ends the sweep. */
+worker::BatchResult next_range(Sweep& sweep, const Range& range, BlockNumber nblocks, int64 cap,
+                               RangeOutcome done) {
+    BlockNumber first = range.first, last_block = range.last_block;
+    int64 rows = done.rows, counted = done.counted;
+    bool capped = done.capped, all_refused = done.all_refused;
+    ItemPointerData last = done.last, range_end = range.end;
+    std::string row_error = std::move(done.row_error);
+    if (rows > 0) {
+        sweep.prune_from = first;
+        sweep.prune_to = capped ? ItemPointerGetBlockNumberNoCheck(&last) + 1 : last_block + 1;
+    }
+    if (capped) {
+        BlockNumber used = ItemPointerGetBlockNumberNoCheck(&last) - first + 1;
+        sweep.after = last;
+        sweep.blocks = std::clamp<BlockNumber>(used, 1, max_range_blocks);
+        /* A batch none of whose rows could be deleted ends the table's
+         * share of this pass: a table that refuses every DELETE costs one
+         * batch per pass, not a row-by-row pass over all of it. */
+        return {rows, !all_refused, row_error};
+    }
+    BlockNumber k = std::max<BlockNumber>(sweep.blocks, 1);
+    BlockNumber grow = std::min<BlockNumber>(k * 2, max_range_blocks);
+    sweep.blocks = counted == 0 ? grow
+                                : static_cast<BlockNumber>(std::clamp<int64>(
+                                      static_cast<int64>(k) * cap / counted, 1, grow));
+    if (last_block + 1 >= nblocks) {
+        /* The end of the table: this sweep is over. */
+        ItemPointerSet(&sweep.after, 0, 0);
+        sweep.ranging = false;
+        return {rows, false, row_error};
+    }
+    sweep.after = range_end;
+    return {rows, !all_refused, row_error};
+}
+
+}  // namespace
+
 /* One batch of the expire task on a local table (a table, a leaf partition,
  * or the shard of a Citus table on the node that holds it). */
 worker::BatchResult local_batch(Oid target, const std::string& column, Datum after, int64 cap) {
@@ -251,7 +389,8 @@ worker::BatchResult local_batch(Oid target, const std::string& column, Datum aft
     /* On a soft-delete table the DELETE keeps the rows: take live ones only
      * (with hide on, the planner hook adds the same test). */
     bool soft_delete = softdelete::lookup(target) != nullptr;
-    std::string expired = fmt::format("{} <= pg_catalog.now() - $1{}", col, soft_delete ? " AND deleted_at IS NULL" : "");
+    std::string expired = fmt::format("{} <= pg_catalog.now() - $1{}", col,
+                                      soft_delete ? fmt::format(" AND {} IS NULL", softdelete::deleted_at_column) : "");
     /* $1 after, $2 batch cap, $3/$4 the range: ctid > $3 AND ctid <= $4. */
     std::string direct_sql = fmt::format(
         "DELETE FROM ONLY {0} WHERE ctid > $3 AND ctid <= $4 AND lifecycle._expire_take(ctid, xmax, {1})",
@@ -314,41 +453,7 @@ worker::BatchResult local_batch(Oid target, const std::string& column, Datum aft
      * its expired rows stay in it, soft-deleted, and every index batch
      * would walk past all of them again. */
     if (!sweep.ranging && indexed && !soft_delete) {
-        std::string index_sql = lock_and_delete_sql(expired, " ORDER BY " + col);
-        Oid index_types[2] = {INTERVALOID, INT8OID};
-        Datum index_values[2] = {after, Int64GetDatum(cap)};
-        int64 found = 0, deleted = 0;
-        bool done = true;
-        as_owner([&] {
-            done = bridge::in_subtransaction(
-                [&] {
-                    bridge::execute_cached(index_sql, 2, index_types, index_values, nullptr, false);
-                    found = bridge::result_int64(0, 1).value_or(0);
-                    deleted = bridge::result_int64(0, 3).value_or(0);
-                },
-                [](const bridge::PgError& e) { return is_row_error(e.sqlerrcode()); });
-        });
-        if (!done) {
-            /* A row whose DELETE fails (a trigger that raises, a RESTRICT
-             * foreign key): it would come first through the index every
-             * time, so the sweep takes over, which deletes row by row
-             * around such rows and reports them. */
-            sweep.ranging = true;
-            sweep.index_rows = 0;
-            ItemPointerSet(&sweep.after, 0, 0);
-            return {0, true};
-        }
-        if (found < cap) {
-            sweep.index_rows = 0;
-            return {deleted, false};
-        }
-        sweep.index_rows += found;
-        if (sweep.index_rows >= std::max<int64>(10 * cap, reltuples / 50)) {
-            sweep.ranging = true;
-            sweep.index_rows = 0;
-            ItemPointerSet(&sweep.after, 0, 0);
-        }
-        return {deleted, true};
+        return index_batch(sweep, lock_and_delete_sql(expired, " ORDER BY " + col), as_owner, after, cap, reltuples);
     }
     sweep.ranging = true;
 
@@ -425,34 +530,10 @@ worker::BatchResult local_batch(Oid target, const std::string& column, Datum aft
             /* Some row's DELETE fails: lock the batch's rows, then delete
              * them one by one, each in a subtransaction, and report the
              * ones that fail.  The sweep goes on past them. */
-            rows = 0;
-            auto v = values(cap, &range_end);
-            bridge::execute_cached(candidates_sql, 4, types, v.data(), nullptr, false);
             std::vector<ItemPointerData> rows_to_try;
-            for (uint64 i = 0; i < bridge::processed_rows(); ++i) {
-                rows_to_try.push_back(*reinterpret_cast<const ItemPointerData*>(
-                    DatumGetPointer(*bridge::result_datum(i, 1))));
-            }
-            int64 refused = 0;
-            for (auto& row : rows_to_try) {
-                Datum one[2] = {after, PointerGetDatum(&row)};
-                Oid one_types[2] = {INTERVALOID, TIDOID};
-                bool ok = bridge::in_subtransaction(
-                    [&] {
-                        bridge::execute_cached(one_sql, 2, one_types, one, nullptr, false);
-                        rows += static_cast<int64>(bridge::processed_rows());
-                    },
-                    [&](const bridge::PgError& e) {
-                        if (!is_row_error(e.sqlerrcode())) return false;
-                        if (row_error.empty()) row_error = worker::describe_error(e);
-                        return true;
-                    });
-                if (!ok) ++refused;
-            }
-            if (refused > 0) {
-                row_error += fmt::format(" ({} expired row{} of the batch could not be deleted)", refused,
-                                         refused == 1 ? "" : "s");
-            }
+            auto [deleted, refused] = delete_row_by_row(candidates_sql, one_sql, types, values(cap, &range_end),
+                                                        after, rows_to_try, row_error);
+            rows = deleted;
             counted = static_cast<int64>(rows_to_try.size());
             capped = counted >= cap;
             if (capped) last = rows_to_try.back();
@@ -460,34 +541,8 @@ worker::BatchResult local_batch(Oid target, const std::string& column, Datum aft
         }
     });
 
-    /* The next range: after the last row counted when the cap was reached,
-     * else after this range, sized so it should hold about `cap` expired rows. */
-    if (rows > 0) {
-        sweep.prune_from = first;
-        sweep.prune_to = capped ? ItemPointerGetBlockNumberNoCheck(&last) + 1 : last_block + 1;
-    }
-    if (capped) {
-        BlockNumber used = ItemPointerGetBlockNumberNoCheck(&last) - first + 1;
-        sweep.after = last;
-        sweep.blocks = std::clamp<BlockNumber>(used, 1, max_range_blocks);
-        /* A batch none of whose rows could be deleted ends the table's
-         * share of this pass: a table that refuses every DELETE costs one
-         * batch per pass, not a row-by-row pass over all of it. */
-        return {rows, !all_refused, row_error};
-    }
-    BlockNumber k = std::max<BlockNumber>(sweep.blocks, 1);
-    BlockNumber grow = std::min<BlockNumber>(k * 2, max_range_blocks);
-    sweep.blocks = counted == 0 ? grow
-                                : static_cast<BlockNumber>(std::clamp<int64>(
-                                      static_cast<int64>(k) * cap / counted, 1, grow));
-    if (last_block + 1 >= nblocks) {
-        /* The end of the table: this sweep is over. */
-        ItemPointerSet(&sweep.after, 0, 0);
-        sweep.ranging = false;
-        return {rows, false, row_error};
-    }
-    sweep.after = range_end;
-    return {rows, !all_refused, row_error};
+    return next_range(sweep, Range{first, last_block, range_end}, nblocks, cap,
+                      RangeOutcome{rows, capped, last, counted, all_refused, std::move(row_error)});
 }
 
 namespace {

@@ -122,20 +122,9 @@ int32 register_config(const Config& cfg, FunctionCallInfo fcinfo) {
     return static_cast<int32>(*bridge::result_int64(0, 1));
 }
 
-}  // namespace
-
-/* lifecycle.count_enable(tbl regclass, dimensions name[], time_column name, bucket interval) RETURNS void */
-LIFECYCLE_FUNCTION(lifecycle_count_enable) {
-    bridge::require_arg(fcinfo, 0, "tbl");
-    bridge::require_arg(fcinfo, 1, "dimensions");
-    Oid relid = PG_GETARG_OID(0);
-    char kind = counted_table_kind(relid);
-    std::string table = relation_display_name(relid);
-    bridge::require_owner(relid, "count its rows");
-
-    Config cfg;
-    cfg.relid = relid;
-    cfg.dims = name_array(fcinfo, 1, "dimensions");
+/* count_enable's dimensions: columns of the table, each once, not one of our
+ * own column names, of a type with equality and ordering. */
+void check_dimensions(const Config& cfg, Oid relid, const std::string& table) {
     for (size_t i = 0; i < cfg.dims.size(); ++i) {
         const std::string& d = cfg.dims[i];
         AttrNumber att = column_attnum(relid, d, table);
@@ -162,75 +151,73 @@ LIFECYCLE_FUNCTION(lifecycle_count_enable) {
                         "A dimension needs equality and ordering (json, for example, does not have them: jsonb does).");
         }
     }
-    if (!PG_ARGISNULL(2)) {
-        cfg.time_column = NameStr(*PG_GETARG_NAME(2));
-        AttrNumber att = column_attnum(relid, cfg.time_column, table);
-        Oid type = pg_call([&] { return get_atttype(relid, att); });
-        if (type != TIMESTAMPTZOID) {
-            throw Error(sqlstate::datatype_mismatch,
-                        fmt::format("column \"{}\" of relation {} is not a timestamptz", cfg.time_column, table),
-                        fmt::format("Its type is {}.", type_name(type)),
-                        "The time column must be timestamptz: with timestamp (without time zone) the edges of a "
-                        "range are ambiguous around daylight-saving changes.");
-        }
-        for (const auto& d : cfg.dims) {
-            if (d == cfg.time_column) {
-                throw Error(sqlstate::invalid_parameter_value,
-                            fmt::format("column \"{}\" cannot be both a dimension and the time column", d));
-            }
-        }
-        bridge::require_arg(fcinfo, 3, "bucket");
-        Interval* bucket = PG_GETARG_INTERVAL_P(3);
-        if (bucket->month != 0) {
-            throw Error(sqlstate::invalid_parameter_value, "bucket must not contain months or years", {},
-                        "Buckets have a fixed width, such as '1 hour' or '1 day'.");
-        }
-        int64 usecs = static_cast<int64>(bucket->day) * USECS_PER_DAY + bucket->time;
-        if (usecs <= 0) throw Error(sqlstate::invalid_parameter_value, "bucket must be a positive interval");
-        cfg.bucket_usecs = usecs;
-        cfg.bucket_text = pg_call([bucket] {
-            return std::string(DatumGetCString(DirectFunctionCall1(interval_out, IntervalPGetDatum(bucket))));
-        });
-    }
+}
 
-    bridge::SpiConnection spi;
-    if (load_config(relid)) {
-        throw Error(sqlstate::object_not_in_prerequisite_state, fmt::format("the rows of table {} are already counted", table), {},
-                    fmt::format("To change dimensions or buckets, call lifecycle.count_disable('{}') first.", table));
+/* count_enable's time column (timestamptz, not a dimension) and bucket (a
+ * positive fixed-width interval), when a time column is given. */
+void take_time_column(Config& cfg, FunctionCallInfo fcinfo, Oid relid, const std::string& table) {
+    if (PG_ARGISNULL(2)) return;
+    cfg.time_column = NameStr(*PG_GETARG_NAME(2));
+    AttrNumber att = column_attnum(relid, cfg.time_column, table);
+    Oid type = pg_call([&] { return get_atttype(relid, att); });
+    if (type != TIMESTAMPTZOID) {
+        throw Error(sqlstate::datatype_mismatch,
+                    fmt::format("column \"{}\" of relation {} is not a timestamptz", cfg.time_column, table),
+                    fmt::format("Its type is {}.", type_name(type)),
+                    "The time column must be timestamptz: with timestamp (without time zone) the edges of a "
+                    "range are ambiguous around daylight-saving changes.");
     }
-    if (kind == RELKIND_RELATION) {
-        if (has_inheritance_children(relid)) {
-            throw Error(sqlstate::object_not_in_prerequisite_state,
-                        fmt::format("table {} has inheritance children", table),
-                        "count(*) on it counts their rows too, which its statement triggers do not see.",
-                        "Use declarative partitioning, or count each table of the hierarchy.");
+    for (const auto& d : cfg.dims) {
+        if (d == cfg.time_column) {
+            throw Error(sqlstate::invalid_parameter_value,
+                        fmt::format("column \"{}\" cannot be both a dimension and the time column", d));
         }
     }
-    citus::Kind on_citus = citus::kind(relid);
-    if (on_citus != citus::Kind::none) {
-        /* A Citus table: its deltas are a Citus table too, filled through
-         * Citus; everything runs as the extension's owner (Citus ties the
-         * placements a transaction touched to one role's connections, and
-         * our triggers are created as that role). */
-        citus::prepare_enable(cfg, on_citus);
-        if (!has_lattice_column()) {
-            throw Error(sqlstate::object_not_in_prerequisite_state, "pg_lifecycle's schema is older than its library", {},
-                        "ALTER EXTENSION pg_lifecycle UPDATE;");
-        }
-        OwnDdl own;
-        Oid table_owner = bridge::relation_owner(relid);
-        bridge::AsRole ext(bridge::extension_owner());
-        bridge::execute_sql(fmt::format("LOCK TABLE {} IN SHARE MODE", table), false);
-        ensure_time_index(cfg, table);
-        cfg.live_column = pg_call([relid] { return get_attnum(relid, softdelete::deleted_at_column); }) > 0;
-        cfg.id = register_config(cfg, fcinfo);
-        create_counts_tables(cfg, table_owner);
-        citus::distribute_counts(cfg, on_citus);
-        registry_changed();
-        create_triggers(cfg, relid);
-        citus::fill(cfg);
-        PG_RETURN_VOID();
+    bridge::require_arg(fcinfo, 3, "bucket");
+    Interval* bucket = PG_GETARG_INTERVAL_P(3);
+    if (bucket->month != 0) {
+        throw Error(sqlstate::invalid_parameter_value, "bucket must not contain months or years", {},
+                    "Buckets have a fixed width, such as '1 hour' or '1 day'.");
     }
+    int64 usecs = static_cast<int64>(bucket->day) * USECS_PER_DAY + bucket->time;
+    if (usecs <= 0) throw Error(sqlstate::invalid_parameter_value, "bucket must be a positive interval");
+    cfg.bucket_usecs = usecs;
+    cfg.bucket_text = pg_call([bucket] {
+        return std::string(DatumGetCString(DirectFunctionCall1(interval_out, IntervalPGetDatum(bucket))));
+    });
+}
+
+/* count_enable of a Citus table (see citus.cpp). */
+void enable_on_citus(Config& cfg, FunctionCallInfo fcinfo, citus::Kind on_citus, const std::string& table) {
+    Oid relid = cfg.relid;
+    /* A Citus table: its deltas are a Citus table too, filled through
+     * Citus; everything runs as the extension's owner (Citus ties the
+     * placements a transaction touched to one role's connections, and
+     * our triggers are created as that role). */
+    citus::prepare_enable(cfg, on_citus);
+    if (!has_lattice_column()) {
+        throw Error(sqlstate::object_not_in_prerequisite_state, "pg_lifecycle's schema is older than its library", {},
+                    "ALTER EXTENSION pg_lifecycle UPDATE;");
+    }
+    OwnDdl own;
+    Oid table_owner = bridge::relation_owner(relid);
+    bridge::AsRole ext(bridge::extension_owner());
+    bridge::execute_sql(fmt::format("LOCK TABLE {} IN SHARE MODE", table), false);
+    ensure_time_index(cfg, table);
+    cfg.live_column = pg_call([relid] { return get_attnum(relid, softdelete::deleted_at_column); }) > 0;
+    cfg.id = register_config(cfg, fcinfo);
+    create_counts_tables(cfg, table_owner);
+    citus::distribute_counts(cfg, on_citus);
+    registry_changed();
+    create_triggers(cfg, relid);
+    citus::fill(cfg);
+}
+
+/* count_enable of a local table: the lattice of summaries chosen from the
+ * dimensions' cardinality, the count tables, the triggers (on every attached
+ * partition too), the summaries filled from the rows, under a SHARE lock. */
+void enable_local(Config& cfg, FunctionCallInfo fcinfo, char kind, const std::string& table) {
+    Oid relid = cfg.relid;
     /* Writers wait while the summaries are filled from the existing rows. */
     bridge::execute_sql(fmt::format("LOCK TABLE {} IN SHARE MODE", table), false);
     ensure_time_index(cfg, table);
@@ -268,6 +255,44 @@ LIFECYCLE_FUNCTION(lifecycle_count_enable) {
                                 table),
                     "The summaries would count rows this transaction cannot see.",
                     "Retry the transaction, or call lifecycle.count_enable in a READ COMMITTED transaction.");
+    }
+}
+
+}  // namespace
+
+/* lifecycle.count_enable(tbl regclass, dimensions name[], time_column name, bucket interval) RETURNS void */
+LIFECYCLE_FUNCTION(lifecycle_count_enable) {
+    bridge::require_arg(fcinfo, 0, "tbl");
+    bridge::require_arg(fcinfo, 1, "dimensions");
+    Oid relid = PG_GETARG_OID(0);
+    char kind = counted_table_kind(relid);
+    std::string table = relation_display_name(relid);
+    bridge::require_owner(relid, "count its rows");
+
+    Config cfg;
+    cfg.relid = relid;
+    cfg.dims = name_array(fcinfo, 1, "dimensions");
+    check_dimensions(cfg, relid, table);
+    take_time_column(cfg, fcinfo, relid, table);
+
+    bridge::SpiConnection spi;
+    if (load_config(relid)) {
+        throw Error(sqlstate::object_not_in_prerequisite_state, fmt::format("the rows of table {} are already counted", table), {},
+                    fmt::format("To change dimensions or buckets, call lifecycle.count_disable('{}') first.", table));
+    }
+    if (kind == RELKIND_RELATION) {
+        if (has_inheritance_children(relid)) {
+            throw Error(sqlstate::object_not_in_prerequisite_state,
+                        fmt::format("table {} has inheritance children", table),
+                        "count(*) on it counts their rows too, which its statement triggers do not see.",
+                        "Use declarative partitioning, or count each table of the hierarchy.");
+        }
+    }
+    citus::Kind on_citus = citus::kind(relid);
+    if (on_citus != citus::Kind::none) {
+        enable_on_citus(cfg, fcinfo, on_citus, table);
+    } else {
+        enable_local(cfg, fcinfo, kind, table);
     }
     PG_RETURN_VOID();
 }

@@ -209,6 +209,8 @@ void before_drop(Node* parsetree);
 void refuse_concurrent_detach(Node* parsetree);
 
 std::string quote_ident_str(const std::string& s);
+/* s as a SQL string literal (quote_literal_cstr). */
+std::string quote_literal_str(const std::string& s);
 std::string relation_display_name(Oid relid);
 
 void register_fold_task();

@@ -12,8 +12,8 @@ bool preloaded = false;
 
 Interval* interval_value(const char* text) {
     return bridge::pg_call([text] {
-        return DatumGetIntervalP(DirectFunctionCall3(interval_in, CStringGetDatum(text),
-                                                     ObjectIdGetDatum(InvalidOid), Int32GetDatum(-1)));
+        return DatumGetIntervalP(
+            DirectFunctionCall3(interval_in, CStringGetDatum(text), ObjectIdGetDatum(InvalidOid), Int32GetDatum(-1)));
     });
 }
 

@@ -14,19 +14,19 @@
 namespace pg_lifecycle::gucs {
 
 /* The worker's (src/worker/settings.cpp). */
-extern bool enabled;                    /* lifecycle.enabled */
-extern int naptime_ms;                  /* lifecycle.naptime */
-extern int worker_nice;                 /* lifecycle.worker_nice */
-extern int max_workers;                 /* lifecycle.max_workers */
-extern char* history_retention;         /* lifecycle.history_retention (interval text) */
+extern bool enabled;            /* lifecycle.enabled */
+extern int naptime_ms;          /* lifecycle.naptime */
+extern int worker_nice;         /* lifecycle.worker_nice */
+extern int max_workers;         /* lifecycle.max_workers */
+extern char* history_retention; /* lifecycle.history_retention (interval text) */
 
 /* Sessions' (src/expiry/settings.cpp). */
 extern char* session_history_retention; /* lifecycle.session_history_retention (interval text) */
 
 /* Soft delete's (src/softdelete/settings.cpp). */
-extern bool include_deleted;            /* lifecycle.include_deleted */
-extern bool hard_delete;                /* lifecycle.hard_delete */
-extern char* actor;                     /* lifecycle.actor */
+extern bool include_deleted; /* lifecycle.include_deleted */
+extern bool hard_delete;     /* lifecycle.hard_delete */
+extern char* actor;          /* lifecycle.actor */
 
 /* Loaded by shared_preload_libraries (set in _PG_init). */
 extern bool preloaded;

@@ -51,6 +51,4 @@ void init_cpp() {
 
 }  // namespace
 
-extern "C" void _PG_init(void) {
-    pg_lifecycle::bridge::entry_guard(init_cpp);
-}
+extern "C" void _PG_init(void) { pg_lifecycle::bridge::entry_guard(init_cpp); }

@@ -35,19 +35,19 @@ extern "C" {
 #if PG_VERSION_NUM < 160000
 inline bool object_ownercheck(Oid classid, Oid objectid, Oid roleid) {
     switch (classid) {
-    case RelationRelationId: return pg_class_ownercheck(objectid, roleid);
-    case NamespaceRelationId: return pg_namespace_ownercheck(objectid, roleid);
-    case DatabaseRelationId: return pg_database_ownercheck(objectid, roleid);
-    case ProcedureRelationId: return pg_proc_ownercheck(objectid, roleid);
-    default: elog(ERROR, "object_ownercheck: unsupported class %u", classid); return false;
+        case RelationRelationId: return pg_class_ownercheck(objectid, roleid);
+        case NamespaceRelationId: return pg_namespace_ownercheck(objectid, roleid);
+        case DatabaseRelationId: return pg_database_ownercheck(objectid, roleid);
+        case ProcedureRelationId: return pg_proc_ownercheck(objectid, roleid);
+        default: elog(ERROR, "object_ownercheck: unsupported class %u", classid); return false;
     }
 }
 inline AclResult object_aclcheck(Oid classid, Oid objectid, Oid roleid, AclMode mode) {
     switch (classid) {
-    case ProcedureRelationId: return pg_proc_aclcheck(objectid, roleid, mode);
-    case NamespaceRelationId: return pg_namespace_aclcheck(objectid, roleid, mode);
-    case DatabaseRelationId: return pg_database_aclcheck(objectid, roleid, mode);
-    default: elog(ERROR, "object_aclcheck: unsupported class %u", classid); return ACLCHECK_NO_PRIV;
+        case ProcedureRelationId: return pg_proc_aclcheck(objectid, roleid, mode);
+        case NamespaceRelationId: return pg_namespace_aclcheck(objectid, roleid, mode);
+        case DatabaseRelationId: return pg_database_aclcheck(objectid, roleid, mode);
+        default: elog(ERROR, "object_aclcheck: unsupported class %u", classid); return ACLCHECK_NO_PRIV;
     }
 }
 #endif
@@ -79,9 +79,7 @@ namespace pg_lifecycle::compat {
 inline tree_walker_callback walker(bool (*fn)(Node*, void*)) { return fn; }
 inline tree_mutator_callback mutator(Node* (*fn)(Node*, void*)) { return fn; }
 #else
-inline auto walker(bool (*fn)(Node*, void*)) {
-    return reinterpret_cast<bool (*)()>(reinterpret_cast<void (*)()>(fn));
-}
+inline auto walker(bool (*fn)(Node*, void*)) { return reinterpret_cast<bool (*)()>(reinterpret_cast<void (*)()>(fn)); }
 inline auto mutator(Node* (*fn)(Node*, void*)) {
     return reinterpret_cast<Node* (*)()>(reinterpret_cast<void (*)()>(fn));
 }
@@ -108,9 +106,7 @@ inline void* guc_malloc(int elevel, size_t size) {
  * pgstat_get_local_beentry_by_index(), 15's pgstat_fetch_stat_local_beentry().
  */
 #if PG_VERSION_NUM < 160000
-inline LocalPgBackendStatus* pgstat_get_local_beentry_by_index(int idx) {
-    return pgstat_fetch_stat_local_beentry(idx);
-}
+inline LocalPgBackendStatus* pgstat_get_local_beentry_by_index(int idx) { return pgstat_fetch_stat_local_beentry(idx); }
 #endif
 
 /*

@@ -42,17 +42,19 @@ inline constexpr int null_value_not_allowed = make_sqlstate("22004");      /* ER
 inline constexpr int invalid_text_representation = make_sqlstate("22P02"); /* ERRCODE_INVALID_TEXT_REPRESENTATION */
 inline constexpr int undefined_function = make_sqlstate("42883");          /* ERRCODE_UNDEFINED_FUNCTION */
 /* A trigger function called other than as the trigger it is written for. */
-inline constexpr int e_r_i_e_trigger_protocol_violated = make_sqlstate("39P01");   /* ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED */
-inline constexpr int foreign_key_violation = make_sqlstate("23503");       /* ERRCODE_FOREIGN_KEY_VIOLATION */
-inline constexpr int undefined_table = make_sqlstate("42P01");             /* ERRCODE_UNDEFINED_TABLE */
-inline constexpr int undefined_column = make_sqlstate("42703");            /* ERRCODE_UNDEFINED_COLUMN */
-inline constexpr int undefined_object = make_sqlstate("42704");            /* ERRCODE_UNDEFINED_OBJECT */
-inline constexpr int datatype_mismatch = make_sqlstate("42804");           /* ERRCODE_DATATYPE_MISMATCH */
-inline constexpr int insufficient_privilege = make_sqlstate("42501");      /* ERRCODE_INSUFFICIENT_PRIVILEGE */
-inline constexpr int object_not_in_prerequisite_state = make_sqlstate("55000");          /* ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE */
-inline constexpr int feature_not_supported = make_sqlstate("0A000");       /* ERRCODE_FEATURE_NOT_SUPPORTED */
-inline constexpr int out_of_memory = make_sqlstate("53200");               /* ERRCODE_OUT_OF_MEMORY */
-inline constexpr int internal_error = make_sqlstate("XX000");              /* ERRCODE_INTERNAL_ERROR */
+inline constexpr int e_r_i_e_trigger_protocol_violated =
+    make_sqlstate("39P01");                                           /* ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED */
+inline constexpr int foreign_key_violation = make_sqlstate("23503");  /* ERRCODE_FOREIGN_KEY_VIOLATION */
+inline constexpr int undefined_table = make_sqlstate("42P01");        /* ERRCODE_UNDEFINED_TABLE */
+inline constexpr int undefined_column = make_sqlstate("42703");       /* ERRCODE_UNDEFINED_COLUMN */
+inline constexpr int undefined_object = make_sqlstate("42704");       /* ERRCODE_UNDEFINED_OBJECT */
+inline constexpr int datatype_mismatch = make_sqlstate("42804");      /* ERRCODE_DATATYPE_MISMATCH */
+inline constexpr int insufficient_privilege = make_sqlstate("42501"); /* ERRCODE_INSUFFICIENT_PRIVILEGE */
+inline constexpr int object_not_in_prerequisite_state =
+    make_sqlstate("55000");                                          /* ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE */
+inline constexpr int feature_not_supported = make_sqlstate("0A000"); /* ERRCODE_FEATURE_NOT_SUPPORTED */
+inline constexpr int out_of_memory = make_sqlstate("53200");         /* ERRCODE_OUT_OF_MEMORY */
+inline constexpr int internal_error = make_sqlstate("XX000");        /* ERRCODE_INTERNAL_ERROR */
 }  // namespace sqlstate
 
 /* A user-facing error raised from C++. */

@@ -14,14 +14,14 @@
 
 #include "bridge/spi.hpp"
 
-#define LIFECYCLE_FUNCTION(name)                                                       \
-    extern "C" {                                                                       \
-    PG_FUNCTION_INFO_V1(name);                                                         \
-    }                                                                                  \
-    static Datum name##_cpp(FunctionCallInfo fcinfo);                                  \
-    extern "C" Datum name(PG_FUNCTION_ARGS) {                                          \
+#define LIFECYCLE_FUNCTION(name)                                                             \
+    extern "C" {                                                                             \
+    PG_FUNCTION_INFO_V1(name);                                                               \
+    }                                                                                        \
+    static Datum name##_cpp(FunctionCallInfo fcinfo);                                        \
+    extern "C" Datum name(PG_FUNCTION_ARGS) {                                                \
         return ::pg_lifecycle::bridge::entry_guard([fcinfo] { return name##_cpp(fcinfo); }); \
-    }                                                                                  \
+    }                                                                                        \
     static Datum name##_cpp(FunctionCallInfo fcinfo)
 
 namespace pg_lifecycle::bridge {
@@ -37,6 +37,5 @@ inline std::string text_arg(FunctionCallInfo fcinfo, int n) {
     text* t = pg_call([&] { return PG_GETARG_TEXT_PP(n); });
     return std::string(VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t));
 }
-
 
 }  // namespace pg_lifecycle::bridge

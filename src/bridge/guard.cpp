@@ -26,9 +26,7 @@ const char* copy_text(const char* s) noexcept {
     return out;
 }
 
-const char* copy_nonempty(const std::string& s) noexcept {
-    return s.empty() ? nullptr : copy_text(s.c_str());
-}
+const char* copy_nonempty(const std::string& s) noexcept { return s.empty() ? nullptr : copy_text(s.c_str()); }
 
 }  // namespace
 
@@ -66,11 +64,10 @@ void capture_bad_alloc(CapturedError& out) noexcept {
 
 void raise_captured(const CapturedError& err) {
     if (err.pg != nullptr) ReThrowError(err.pg);
-    ereport(ERROR,
-            (errcode(err.code != 0 ? err.code : ERRCODE_INTERNAL_ERROR),
-             errmsg_internal("%s", err.message != nullptr ? err.message : "pg_lifecycle error"),
-             err.detail != nullptr ? errdetail_internal("%s", err.detail) : 0,
-             err.hint != nullptr ? errhint("%s", err.hint) : 0));
+    ereport(ERROR, (errcode(err.code != 0 ? err.code : ERRCODE_INTERNAL_ERROR),
+                    errmsg_internal("%s", err.message != nullptr ? err.message : "pg_lifecycle error"),
+                    err.detail != nullptr ? errdetail_internal("%s", err.detail) : 0,
+                    err.hint != nullptr ? errhint("%s", err.hint) : 0));
     pg_unreachable();
 }
 
@@ -78,9 +75,7 @@ ErrorData* pg_try(void (*fn)(void*), void* arg) noexcept {
     MemoryContext caller_cxt = CurrentMemoryContext;
     ErrorData* volatile edata = nullptr;
     PG_TRY();
-    {
-        fn(arg);
-    }
+    { fn(arg); }
     PG_CATCH();
     {
         MemoryContextSwitchTo(error_holding_context());

@@ -55,7 +55,7 @@ private:
 /* Plain data describing a C++ error, filled inside a catch block without
  * anything that can longjmp; raised by raise_captured() afterwards. */
 struct CapturedError {
-    ErrorData* pg = nullptr;   /* a PostgreSQL error to re-raise as it is */
+    ErrorData* pg = nullptr; /* a PostgreSQL error to re-raise as it is */
     int code = 0;
     const char* message = nullptr;
     const char* detail = nullptr;
@@ -98,7 +98,11 @@ auto pg_call(F&& f) -> std::invoke_result_t<F&> {
     std::exception_ptr cpp_error;
     if constexpr (std::is_void_v<R>) {
         auto thunk = [&]() noexcept {
-            try { f(); } catch (...) { cpp_error = std::current_exception(); }
+            try {
+                f();
+            } catch (...) {
+                cpp_error = std::current_exception();
+            }
         };
         ErrorData* e = pg_try([](void* p) { (*static_cast<decltype(thunk)*>(p))(); }, &thunk);
         if (e) throw PgError(e);
@@ -106,7 +110,11 @@ auto pg_call(F&& f) -> std::invoke_result_t<F&> {
     } else {
         std::optional<R> result;
         auto thunk = [&]() noexcept {
-            try { result.emplace(f()); } catch (...) { cpp_error = std::current_exception(); }
+            try {
+                result.emplace(f());
+            } catch (...) {
+                cpp_error = std::current_exception();
+            }
         };
         ErrorData* e = pg_try([](void* p) { (*static_cast<decltype(thunk)*>(p))(); }, &thunk);
         if (e) throw PgError(e);

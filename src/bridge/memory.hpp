@@ -39,9 +39,13 @@ public:
 
     MemoryContext context() const noexcept { return cxt_; }
     template <typename U>
-    bool operator==(const PallocAllocator<U>& o) const noexcept { return cxt_ == o.context(); }
+    bool operator==(const PallocAllocator<U>& o) const noexcept {
+        return cxt_ == o.context();
+    }
     template <typename U>
-    bool operator!=(const PallocAllocator<U>& o) const noexcept { return cxt_ != o.context(); }
+    bool operator!=(const PallocAllocator<U>& o) const noexcept {
+        return cxt_ != o.context();
+    }
 
 private:
     MemoryContext cxt_;

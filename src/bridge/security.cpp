@@ -42,8 +42,7 @@ ExtensionRow extension_row() {
         ExtensionRow row;
         Relation rel = table_open(ExtensionRelationId, AccessShareLock);
         ScanKeyData key;
-        ScanKeyInit(&key, Anum_pg_extension_extname, BTEqualStrategyNumber, F_NAMEEQ,
-                    CStringGetDatum("pg_lifecycle"));
+        ScanKeyInit(&key, Anum_pg_extension_extname, BTEqualStrategyNumber, F_NAMEEQ, CStringGetDatum("pg_lifecycle"));
         SysScanDesc scan = systable_beginscan(rel, ExtensionNameIndexId, true, nullptr, 1, &key);
         HeapTuple tup = systable_getnext(scan);
         if (HeapTupleIsValid(tup)) {
@@ -95,8 +94,8 @@ char require_table(Oid relid, const char* feature) {
         throw Error(sqlstate::undefined_table, fmt::format("relation with OID {} does not exist", relid));
     }
     if (kind != RELKIND_RELATION && kind != RELKIND_PARTITIONED_TABLE) {
-        throw Error(ERRCODE_WRONG_OBJECT_TYPE, fmt::format("\"{}\" is not a table", qualified_relation_name(relid)),
-                    {}, fmt::format("{} works on plain and partitioned tables.", feature));
+        throw Error(ERRCODE_WRONG_OBJECT_TYPE, fmt::format("\"{}\" is not a table", qualified_relation_name(relid)), {},
+                    fmt::format("{} works on plain and partitioned tables.", feature));
     }
     return kind;
 }
@@ -138,8 +137,9 @@ Oid extension_relation(const char* name) {
 Oid extension_owner() {
     ExtensionRow row = extension_row();
     if (!OidIsValid(row.oid)) {
-        throw Error(sqlstate::object_not_in_prerequisite_state, "extension \"pg_lifecycle\" is not installed in this database",
-                    {}, "CREATE EXTENSION pg_lifecycle;");
+        throw Error(sqlstate::object_not_in_prerequisite_state,
+                    "extension \"pg_lifecycle\" is not installed in this database", {},
+                    "CREATE EXTENSION pg_lifecycle;");
     }
     return row.owner;
 }
@@ -173,7 +173,8 @@ std::string equality_operator(Oid type) {
     Oid opno = pg_call([type] { return lookup_type_cache(type, TYPECACHE_EQ_OPR)->eq_opr; });
     if (!OidIsValid(opno)) {
         std::string shown = pg_call([type] { return std::string(format_type_be(type)); });
-        throw Error(sqlstate::undefined_function, fmt::format("could not identify an equality operator for type {}", shown));
+        throw Error(sqlstate::undefined_function,
+                    fmt::format("could not identify an equality operator for type {}", shown));
     }
     return qualified_operator(opno);
 }

@@ -58,8 +58,7 @@ bool in_subtransaction(const std::function<void()>& body, const std::function<bo
 
 static void check_rc(int rc, const char* sql) {
     if (rc < 0) {
-        throw Error(sqlstate::internal_error,
-                    fmt::format("SPI failed: {}", SPI_result_code_string(rc)),
+        throw Error(sqlstate::internal_error, fmt::format("SPI failed: {}", SPI_result_code_string(rc)),
                     fmt::format("statement: {}", sql));
     }
 }
@@ -70,16 +69,13 @@ int Statement::execute(const Datum* values, const char* nulls, bool read_only, l
         plan_ = pg_call([this] {
             SPIPlanPtr p = SPI_prepare(sql_, nargs_, types_);
             if (p == nullptr) {
-                elog(ERROR, "pg_lifecycle: SPI_prepare failed (%s) for: %s",
-                     SPI_result_code_string(SPI_result), sql_);
+                elog(ERROR, "pg_lifecycle: SPI_prepare failed (%s) for: %s", SPI_result_code_string(SPI_result), sql_);
             }
             if (SPI_keepplan(p) != 0) elog(ERROR, "pg_lifecycle: SPI_keepplan failed");
             return p;
         });
     }
-    int rc = pg_call([&] {
-        return SPI_execute_plan(plan_, const_cast<Datum*>(values), nulls, read_only, count);
-    });
+    int rc = pg_call([&] { return SPI_execute_plan(plan_, const_cast<Datum*>(values), nulls, read_only, count); });
     check_rc(rc, sql_);
     return rc;
 }
@@ -95,8 +91,8 @@ int execute_sql(const std::string& sql, int nargs, const Oid* types, const Datum
                 bool read_only, long count) {
     StatementScope scope;
     int rc = pg_call([&] {
-        return SPI_execute_with_args(sql.c_str(), nargs, const_cast<Oid*>(types), const_cast<Datum*>(values),
-                                     nulls, read_only, count);
+        return SPI_execute_with_args(sql.c_str(), nargs, const_cast<Oid*>(types), const_cast<Datum*>(values), nulls,
+                                     read_only, count);
     });
     check_rc(rc, sql.c_str());
     return rc;
@@ -106,7 +102,7 @@ namespace {
 
 struct CachedPlan {
     size_t hash;
-    const char* sql;  /* in TopMemoryContext */
+    const char* sql; /* in TopMemoryContext */
     int nargs;
     int options;
     Oid types[Statement::max_args];
@@ -231,8 +227,7 @@ std::optional<int64> result_int64(uint64 row, int col) {
         case INT8OID: return DatumGetInt64(*d);
         case INT4OID: return DatumGetInt32(*d);
         case INT2OID: return DatumGetInt16(*d);
-        default:
-            throw Error(sqlstate::internal_error, fmt::format("pg_lifecycle: column {} is not an integer", col));
+        default: throw Error(sqlstate::internal_error, fmt::format("pg_lifecycle: column {} is not an integer", col));
     }
 }
 

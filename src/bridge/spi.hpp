@@ -107,8 +107,8 @@ inline Datum text_datum(std::string_view s) {
 inline int interval_sign(const Interval* iv) {
     return pg_call([iv] {
         Interval zero{};
-        return DatumGetInt32(DirectFunctionCall2(interval_cmp, IntervalPGetDatum(const_cast<Interval*>(iv)),
-                                                 IntervalPGetDatum(&zero)));
+        return DatumGetInt32(
+            DirectFunctionCall2(interval_cmp, IntervalPGetDatum(const_cast<Interval*>(iv)), IntervalPGetDatum(&zero)));
     });
 }
 

@@ -37,7 +37,8 @@ char counted_table_kind(Oid relid) {
 AttrNumber column_attnum(Oid relid, const std::string& column, const std::string& table) {
     AttrNumber att = pg_call([&] { return get_attnum(relid, column.c_str()); });
     if (att == InvalidAttrNumber) {
-        throw Error(sqlstate::undefined_column, fmt::format("column \"{}\" of relation {} does not exist", column, table));
+        throw Error(sqlstate::undefined_column,
+                    fmt::format("column \"{}\" of relation {} does not exist", column, table));
     }
     if (att < 0) {
         throw Error(sqlstate::invalid_parameter_value,
@@ -57,7 +58,8 @@ std::vector<std::string> name_array(FunctionCallInfo fcinfo, int n, const char* 
     pg_call([&] {
         ArrayType* arr = PG_GETARG_ARRAYTYPE_P(n);
         if (ARR_NDIM(arr) > 1) {
-            ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE), errmsg("%s must be a one-dimensional array", what)));
+            ereport(ERROR,
+                    (errcode(ERRCODE_INVALID_PARAMETER_VALUE), errmsg("%s must be a one-dimensional array", what)));
         }
         Datum* elems;
         bool* nulls;
@@ -78,7 +80,8 @@ Datum text_array(const std::vector<std::string>& items) {
     return pg_call([&] {
         Datum* elems = static_cast<Datum*>(palloc(sizeof(Datum) * (items.size() + 1)));
         for (size_t i = 0; i < items.size(); ++i) elems[i] = CStringGetTextDatum(items[i].c_str());
-        return PointerGetDatum(construct_array(elems, static_cast<int>(items.size()), TEXTOID, -1, false, TYPALIGN_INT));
+        return PointerGetDatum(
+            construct_array(elems, static_cast<int>(items.size()), TEXTOID, -1, false, TYPALIGN_INT));
     });
 }
 
@@ -112,8 +115,11 @@ int32 register_config(const Config& cfg, FunctionCallInfo fcinfo) {
         "INSERT INTO lifecycle.count_tables (tbl, dimensions, time_column, bucket, live_column) "
         "VALUES ($1, $2, $3, $4, $5) RETURNING id",
         {REGCLASSOID, NAMEARRAYOID, NAMEOID, INTERVALOID, BOOLOID});
-    Datum values[6] = {ObjectIdGetDatum(cfg.relid), PG_GETARG_DATUM(1), cfg.has_time() ? PG_GETARG_DATUM(2) : (Datum)0,
-                       cfg.has_time() ? PG_GETARG_DATUM(3) : (Datum)0, BoolGetDatum(cfg.live_column),
+    Datum values[6] = {ObjectIdGetDatum(cfg.relid),
+                       PG_GETARG_DATUM(1),
+                       cfg.has_time() ? PG_GETARG_DATUM(2) : (Datum)0,
+                       cfg.has_time() ? PG_GETARG_DATUM(3) : (Datum)0,
+                       BoolGetDatum(cfg.live_column),
                        text_array(cfg.lattice_text())};
     char nulls[7] = "      ";
     if (!cfg.has_time()) nulls[2] = nulls[3] = 'n';
@@ -229,7 +235,7 @@ void enable_local(Config& cfg, FunctionCallInfo fcinfo, char kind, const std::st
     Oid table_owner = bridge::relation_owner(relid);
     {
         cfg.legacy = !has_lattice_column();
-        if (cfg.legacy) cfg.lattice.clear();  /* 0.1's schema until ALTER EXTENSION UPDATE: no summaries yet */
+        if (cfg.legacy) cfg.lattice.clear(); /* 0.1's schema until ALTER EXTENSION UPDATE: no summaries yet */
         cfg.live_column = pg_call([relid] { return get_attnum(relid, softdelete::deleted_at_column); }) > 0;
         cfg.id = register_config(cfg, fcinfo);
         bridge::AsRole ext(bridge::extension_owner());
@@ -277,7 +283,8 @@ LIFECYCLE_FUNCTION(lifecycle_count_enable) {
 
     bridge::SpiConnection spi;
     if (load_config(relid)) {
-        throw Error(sqlstate::object_not_in_prerequisite_state, fmt::format("the rows of table {} are already counted", table), {},
+        throw Error(sqlstate::object_not_in_prerequisite_state,
+                    fmt::format("the rows of table {} are already counted", table), {},
                     fmt::format("To change dimensions or buckets, call lifecycle.count_disable('{}') first.", table));
     }
     if (kind == RELKIND_RELATION) {
@@ -308,7 +315,8 @@ LIFECYCLE_FUNCTION(lifecycle_count_disable) {
     bridge::SpiConnection spi;
     auto cfg = load_config(relid);
     if (!cfg) {
-        throw Error(sqlstate::object_not_in_prerequisite_state, fmt::format("the rows of table {} are not counted", table), {},
+        throw Error(sqlstate::object_not_in_prerequisite_state,
+                    fmt::format("the rows of table {} are not counted", table), {},
                     "See lifecycle.count_tables for the tables that are.");
     }
     OwnDdl own;
@@ -348,9 +356,9 @@ void require_select(Oid relid, const Config& cfg, const Filter& filter, bool ran
         }
     }
     if (!ok) {
-        throw Error(sqlstate::insufficient_privilege, fmt::format("permission denied for table {}", table), {},
-                    fmt::format("lifecycle.{} needs the SELECT privilege that count(*) on the table would need.",
-                                function));
+        throw Error(
+            sqlstate::insufficient_privilege, fmt::format("permission denied for table {}", table), {},
+            fmt::format("lifecycle.{} needs the SELECT privilege that count(*) on the table would need.", function));
     }
 }
 
@@ -381,7 +389,8 @@ std::string filter_sql(const Config& cfg, const Filter& filter, Oid relid, int f
                 for (size_t i = 0; i < c.values.size(); ++i) {
                     elems[i] = OidInputFunctionCall(input, const_cast<char*>(c.values[i].c_str()), ioparam, -1);
                 }
-                return PointerGetDatum(construct_array(elems, static_cast<int>(c.values.size()), type, len, byval, align));
+                return PointerGetDatum(
+                    construct_array(elems, static_cast<int>(c.values.size()), type, len, byval, align));
             });
             types.push_back(array_type);
             values.push_back(array);
@@ -413,20 +422,20 @@ struct CountRequest {
     std::string table;
     Config cfg;
     Filter filter;
-    bool soft = false;                         /* only live rows count */
-    std::string where;                         /* the filter over the dimension columns */
-    std::vector<Oid> types;                    /* its parameters $1.. */
+    bool soft = false;      /* only live rows count */
+    std::string where;      /* the filter over the dimension columns */
+    std::vector<Oid> types; /* its parameters $1.. */
     std::vector<Datum> values;
-    std::optional<TimestampTz> since, until;   /* [since, until); nullopt: open */
-    bool citus = false;                        /* a Citus table: deltas only, read as the caller */
+    std::optional<TimestampTz> since, until; /* [since, until); nullopt: open */
+    bool citus = false;                      /* a Citus table: deltas only, read as the caller */
     bool ranged() const { return since.has_value() || until.has_value(); }
 };
 
 /* How counts are grouped. */
 struct Grouping {
     enum Kind { None, Dimension, Bucket } kind = None;
-    size_t dim = 0;    /* Dimension: index into cfg.dims */
-    int64 step = 0;    /* Bucket: width in microseconds, a multiple of the table's bucket */
+    size_t dim = 0; /* Dimension: index into cfg.dims */
+    int64 step = 0; /* Bucket: width in microseconds, a multiple of the table's bucket */
 };
 
 /* Partial groups: key as text (nullopt for SQL NULL, and for no grouping), count. */
@@ -454,7 +463,8 @@ void run_groups(const std::string& sql, const std::vector<Oid>& types, const std
      * narrow a time range or how rare a value is. */
     SPIPlanPtr plan = cached_plan(sql, static_cast<int>(types.size()), types.data(), CURSOR_OPT_CUSTOM_PLAN);
     int rc = bridge::execute_plan(plan, values.data(), nullptr, true, 0);
-    if (rc != SPI_OK_SELECT) throw Error(sqlstate::internal_error, fmt::format("pg_lifecycle: count query failed: {}", sql));
+    if (rc != SPI_OK_SELECT)
+        throw Error(sqlstate::internal_error, fmt::format("pg_lifecycle: count query failed: {}", sql));
     for (uint64 i = 0; i < bridge::processed_rows(); ++i) {
         out.emplace_back(bridge::result_text(i, 1), bridge::result_int64(i, 2).value_or(0));
     }
@@ -496,9 +506,8 @@ const Config::Summary* pick_summary(const CountRequest& rq, const Grouping& g) {
     auto rank = [](const Config::Summary& s) { return (s.timed ? 0 : 1000) + s.dims.size(); };
     for (const auto& s : rq.cfg.lattice) {
         if (timed && !s.timed) continue;
-        bool covers = std::all_of(needed.begin(), needed.end(), [&](size_t d) {
-            return std::find(s.dims.begin(), s.dims.end(), d) != s.dims.end();
-        });
+        bool covers = std::all_of(needed.begin(), needed.end(),
+                                  [&](size_t d) { return std::find(s.dims.begin(), s.dims.end(), d) != s.dims.end(); });
         if (covers && (best == nullptr || rank(s) < rank(*best))) best = &s;
     }
     return best;
@@ -514,9 +523,9 @@ struct Piece {
  * none and the request is not by buckets, all of level 1 when it is), plus
  * the visible deltas, in [delta_lo, delta_hi) when bounded — as the counts'
  * owner. */
-void read_summaries(const CountRequest& rq, const Grouping& g, const Config::Summary& s, const std::vector<Piece>& pieces,
-                    bool bounded, std::optional<TimestampTz> delta_lo, std::optional<TimestampTz> delta_hi,
-                    Groups& out) {
+void read_summaries(const CountRequest& rq, const Grouping& g, const Config::Summary& s,
+                    const std::vector<Piece>& pieces, bool bounded, std::optional<TimestampTz> delta_lo,
+                    std::optional<TimestampTz> delta_hi, Groups& out) {
     std::vector<Oid> t = rq.types;
     std::vector<Datum> v = rq.values;
     std::string key = group_key(rq, g, true, t, v);
@@ -540,8 +549,8 @@ void read_summaries(const CountRequest& rq, const Grouping& g, const Config::Sum
     std::string table = rq.cfg.summary(s.no);
     auto branch = [&](int level, const std::string& range) {
         if (!sql.empty()) sql += " UNION ALL ";
-        sql += fmt::format("SELECT {}, pg_catalog.sum(lc_n)::bigint FROM {} WHERE lc_level = {} AND {}{} GROUP BY 1", key,
-                           table, level, cond, range);
+        sql += fmt::format("SELECT {}, pg_catalog.sum(lc_n)::bigint FROM {} WHERE lc_level = {} AND {}{} GROUP BY 1",
+                           key, table, level, cond, range);
     };
     if (!bounded) {
         branch(g.kind == Grouping::Bucket ? 1 : 0, "");
@@ -659,7 +668,7 @@ Groups count_groups(const CountRequest& rq, const Grouping& g) {
         lo_f = since == DT_NOBEGIN ? since : ceil_bucket(since, fine);
     }
     if (rq.until) {
-        TimestampTz until = *rq.until;  /* not -infinity: since >= until returned above */
+        TimestampTz until = *rq.until; /* not -infinity: since >= until returned above */
         hi_c = until == DT_NOEND ? until : bucket_start(until, coarse);
         hi_f = until == DT_NOEND ? until : bucket_start(until, fine);
     }
@@ -693,7 +702,8 @@ std::map<std::optional<std::string>, int64> merge_groups(const Groups& groups) {
  * since and until (the two after it).  Checks them and the configuration;
  * `validate` checks the function's own arguments and the caller's SELECT
  * privilege. */
-CountRequest prepare_count(FunctionCallInfo fcinfo, int filter_arg, const std::function<void(CountRequest&)>& validate) {
+CountRequest prepare_count(FunctionCallInfo fcinfo, int filter_arg,
+                           const std::function<void(CountRequest&)>& validate) {
     bridge::require_arg(fcinfo, 0, "tbl");
     bridge::require_arg(fcinfo, filter_arg, "filter");
     CountRequest rq;
@@ -709,7 +719,8 @@ CountRequest prepare_count(FunctionCallInfo fcinfo, int filter_arg, const std::f
 
     auto cfg = load_config(rq.relid);
     if (!cfg) {
-        throw Error(sqlstate::object_not_in_prerequisite_state, fmt::format("the rows of table {} are not counted", rq.table), {},
+        throw Error(sqlstate::object_not_in_prerequisite_state,
+                    fmt::format("the rows of table {} are not counted", rq.table), {},
                     fmt::format("Call lifecycle.count_enable('{}') first (its owner can).", rq.table));
     }
     rq.cfg = *cfg;
@@ -720,7 +731,7 @@ CountRequest prepare_count(FunctionCallInfo fcinfo, int filter_arg, const std::f
                     {}, "Enable it with lifecycle.count_enable(..., time_column => ...) to count time ranges.");
     }
     validate(rq);
-    rq.soft = softdelete::enabled_on(rq.relid);  /* then only live rows count */
+    rq.soft = softdelete::enabled_on(rq.relid); /* then only live rows count */
     rq.citus = citus::kind(rq.relid) != citus::Kind::none;
     rq.cfg.citus_coarse = rq.citus;
     rq.where = filter_sql(rq.cfg, rq.filter, rq.relid, 1, rq.types, rq.values);
@@ -732,9 +743,8 @@ CountRequest prepare_count(FunctionCallInfo fcinfo, int filter_arg, const std::f
 /* lifecycle.count(tbl regclass, filter jsonb, since timestamptz, until timestamptz) RETURNS bigint */
 LIFECYCLE_FUNCTION(lifecycle_count) {
     bridge::SpiConnection spi;
-    CountRequest rq = prepare_count(fcinfo, 1, [](CountRequest& r) {
-        require_select(r.relid, r.cfg, r.filter, r.ranged(), r.table);
-    });
+    CountRequest rq = prepare_count(
+        fcinfo, 1, [](CountRequest& r) { require_select(r.relid, r.cfg, r.filter, r.ranged(), r.table); });
     int64 total = 0;
     for (const auto& [key, n] : count_groups(rq, Grouping{})) total += n;
     PG_RETURN_INT64(total);
@@ -778,22 +788,24 @@ LIFECYCLE_FUNCTION(lifecycle_count_by) {
             counts.push_back(Int64GetDatum(n));
         }
         if (!keys.empty()) {
-            Datum arrays[2] = {pg_call([&] {
-                                   int dims[1] = {static_cast<int>(keys.size())};
-                                   int lbs[1] = {1};
-                                   bool* nulls = static_cast<bool*>(palloc(sizeof(bool) * keys.size()));
-                                   for (size_t i = 0; i < keys.size(); ++i) nulls[i] = key_nulls[i];
-                                   return PointerGetDatum(construct_md_array(keys.data(), nulls, 1, dims, lbs, TEXTOID,
-                                                                             -1, false, TYPALIGN_INT));
-                               }),
-                               pg_call([&] {
-                                   return PointerGetDatum(construct_array(counts.data(), static_cast<int>(counts.size()),
-                                                                          INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
-                               })};
+            Datum arrays[2] = {
+                pg_call([&] {
+                    int dims[1] = {static_cast<int>(keys.size())};
+                    int lbs[1] = {1};
+                    bool* nulls = static_cast<bool*>(palloc(sizeof(bool) * keys.size()));
+                    for (size_t i = 0; i < keys.size(); ++i) nulls[i] = key_nulls[i];
+                    return PointerGetDatum(
+                        construct_md_array(keys.data(), nulls, 1, dims, lbs, TEXTOID, -1, false, TYPALIGN_INT));
+                }),
+                pg_call([&] {
+                    return PointerGetDatum(construct_array(counts.data(), static_cast<int>(counts.size()), INT8OID, 8,
+                                                           FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+                })};
             std::vector<Oid> t = {TEXTARRAYOID, INT8ARRAYOID};
             std::vector<Datum> v = {arrays[0], arrays[1]};
             std::string sql = fmt::format(
-                "SELECT (pg_catalog.array_agg(k))[1], pg_catalog.sum(n)::bigint FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2)) u(k, n) "
+                "SELECT (pg_catalog.array_agg(k))[1], pg_catalog.sum(n)::bigint FROM ROWS FROM (pg_catalog.unnest($1), "
+                "pg_catalog.unnest($2)) u(k, n) "
                 "GROUP BY CAST(k AS {0}) HAVING pg_catalog.sum(n) > 0 ORDER BY CAST(k AS {0})",
                 type_sql);
             Groups regrouped;
@@ -849,8 +861,8 @@ LIFECYCLE_FUNCTION(lifecycle_count_series) {
             int64 usecs = static_cast<int64>(step_iv->day) * USECS_PER_DAY + step_iv->time;
             if (step_iv->month != 0 || usecs <= 0 || usecs % r.cfg.bucket_usecs != 0) {
                 throw Error(sqlstate::invalid_parameter_value,
-                            fmt::format("step must be a positive whole multiple of the bucket of table {} ({})", r.table,
-                                        bucket),
+                            fmt::format("step must be a positive whole multiple of the bucket of table {} ({})",
+                                        r.table, bucket),
                             "Series are added up from the table's buckets; months vary in length.",
                             fmt::format("Use '{}' or a multiple of it, such as '1 day' for hourly buckets.", bucket));
             }
@@ -961,7 +973,7 @@ namespace pg_lifecycle::counts {
  * its arguments (id, time column, bucket, dimensions), and fill the summaries
  * from the table's rows.  Refused (55000) when that cannot be done. */
 void reattach_after_restore(Oid rel, const std::string& trigger_name, const std::vector<std::string>& args) {
-    if (own_ddl_depth > 0 || config_for_relation(rel) != nullptr) return;  /* ours, or attached already */
+    if (own_ddl_depth > 0 || config_for_relation(rel) != nullptr) return; /* ours, or attached already */
     /* A Citus shard (or shell table) of a counted table: Citus copied the
      * trigger, which finds its deltas by itself (citus.cpp). */
     if (softdelete::citus::copy_of_citus_table(rel)) return;
@@ -986,12 +998,11 @@ void reattach_after_restore(Oid rel, const std::string& trigger_name, const std:
         return;
     }
     if (args.size() < 3) {
-        throw Error(sqlstate::object_not_in_prerequisite_state,
-                    fmt::format("table {} has pg_lifecycle's count trigger \"{}\" but is not counted", table,
-                                trigger_name),
-                    "Its configuration was not restored (a schema-only or partial dump?).",
-                    fmt::format("Drop its lifecycle_count_{}_* triggers and call lifecycle.count_enable('{}').", id,
-                                table));
+        throw Error(
+            sqlstate::object_not_in_prerequisite_state,
+            fmt::format("table {} has pg_lifecycle's count trigger \"{}\" but is not counted", table, trigger_name),
+            "Its configuration was not restored (a schema-only or partial dump?).",
+            fmt::format("Drop its lifecycle_count_{}_* triggers and call lifecycle.count_enable('{}').", id, table));
     }
     bridge::require_owner(rel, "count its rows");
     Config cfg;
@@ -1016,9 +1027,15 @@ void reattach_after_restore(Oid rel, const std::string& trigger_name, const std:
             return PointerGetDatum(
                 construct_array(elems, static_cast<int>(cfg.dims.size()), TEXTOID, -1, false, TYPALIGN_INT));
         });
-        Datum values[7] = {Int32GetDatum(id), ObjectIdGetDatum(rel), dims,
-                           cfg.has_time() ? pg_call([&] { return DirectFunctionCall1(namein, CStringGetDatum(cfg.time_column.c_str())); }) : (Datum)0,
-                           cfg.has_time() ? bridge::text_datum(cfg.bucket_text) : (Datum)0, BoolGetDatum(cfg.live_column),
+        Datum values[7] = {Int32GetDatum(id),
+                           ObjectIdGetDatum(rel),
+                           dims,
+                           cfg.has_time() ? pg_call([&] {
+                               return DirectFunctionCall1(namein, CStringGetDatum(cfg.time_column.c_str()));
+                           })
+                                          : (Datum)0,
+                           cfg.has_time() ? bridge::text_datum(cfg.bucket_text) : (Datum)0,
+                           BoolGetDatum(cfg.live_column),
                            text_array(cfg.lattice_text())};
         char nulls[8] = "       ";
         if (!cfg.has_time()) nulls[3] = nulls[4] = 'n';
@@ -1027,16 +1044,18 @@ void reattach_after_restore(Oid rel, const std::string& trigger_name, const std:
             insert.execute(values, nulls, false);
         } catch (const bridge::PgError& e) {
             if (e.sqlerrcode() != ERRCODE_UNIQUE_VIOLATION) throw;
-            throw Error(sqlstate::object_not_in_prerequisite_state,
-                        fmt::format("cannot attach the counts of table {}: count id {} is in use here", table, id),
-                        "The dump's count ids clash with this database's.",
-                        fmt::format("Drop the table's lifecycle_count_{}_* triggers and call lifecycle.count_enable('{}').",
-                                    id, table));
+            throw Error(
+                sqlstate::object_not_in_prerequisite_state,
+                fmt::format("cannot attach the counts of table {}: count id {} is in use here", table, id),
+                "The dump's count ids clash with this database's.",
+                fmt::format("Drop the table's lifecycle_count_{}_* triggers and call lifecycle.count_enable('{}').", id,
+                            table));
         }
         /* Keep the identity ahead of the ids taken by hand. */
-        bridge::execute_sql("SELECT pg_catalog.setval(pg_catalog.pg_get_serial_sequence('lifecycle.count_tables', "
-                            "'id'), pg_catalog.max(id)) FROM lifecycle.count_tables",
-                            false);
+        bridge::execute_sql(
+            "SELECT pg_catalog.setval(pg_catalog.pg_get_serial_sequence('lifecycle.count_tables', "
+            "'id'), pg_catalog.max(id)) FROM lifecycle.count_tables",
+            false);
         if (lifecycle_relation(cfg.table_name("delta")) == InvalidOid) {
             create_counts_tables(cfg, bridge::relation_owner(rel));
         }

@@ -27,7 +27,8 @@ namespace {
 
 TriggerData* trigger_data(FunctionCallInfo fcinfo, const char* name) {
     if (!CALLED_AS_TRIGGER(fcinfo)) {
-        throw Error(sqlstate::e_r_i_e_trigger_protocol_violated, fmt::format("lifecycle.{}() must be called as a trigger", name));
+        throw Error(sqlstate::e_r_i_e_trigger_protocol_violated,
+                    fmt::format("lifecycle.{}() must be called as a trigger", name));
     }
     return reinterpret_cast<TriggerData*>(fcinfo->context);
 }
@@ -39,11 +40,11 @@ Config config_of(TriggerData* td) {
     Oid rel = RelationGetRelid(td->tg_relation);
     const Config* cfg = config_for_relation(rel);
     if (cfg == nullptr) {
-        throw Error(sqlstate::object_not_in_prerequisite_state,
-                    fmt::format("table {} is not counted by pg_lifecycle", relation_display_name(rel)),
-                    fmt::format("Trigger \"{}\" calls a function of pg_lifecycle's exact counts.",
-                                td->tg_trigger->tgname),
-                    "Drop the trigger; lifecycle.count_enable creates the triggers counting needs.");
+        throw Error(
+            sqlstate::object_not_in_prerequisite_state,
+            fmt::format("table {} is not counted by pg_lifecycle", relation_display_name(rel)),
+            fmt::format("Trigger \"{}\" calls a function of pg_lifecycle's exact counts.", td->tg_trigger->tgname),
+            "Drop the trigger; lifecycle.count_enable creates the triggers counting needs.");
     }
     return *cfg;
 }
@@ -62,9 +63,9 @@ bool has_deleted_at(Relation rel) {
  * (with the distribution column's value of one of each group's rows as
  * lc_dist, which keeps the row in that shard's hash range). */
 struct Target {
-    std::string delta;        /* qualified, quoted */
+    std::string delta; /* qualified, quoted */
     Oid delta_oid = InvalidOid;
-    std::string dist_column;  /* empty: no lc_dist */
+    std::string dist_column; /* empty: no lc_dist */
 };
 
 std::string capture_sql(const Config& cfg, TriggerData* td, const Target& target) {
@@ -74,7 +75,8 @@ std::string capture_sql(const Config& cfg, TriggerData* td, const Target& target
         /* lc_dist is carried through the grouping as an aggregate */
         std::string dist = bridge::quote_ident(target.dist_column);
         std::string cols = dims.empty() ? "" : dims + ", ";
-        std::string live = (has_deleted_at(td->tg_relation) ? fmt::format("({} IS NULL)", softdelete::deleted_at_column) : std::string("true"));
+        std::string live = (has_deleted_at(td->tg_relation) ? fmt::format("({} IS NULL)", softdelete::deleted_at_column)
+                                                            : std::string("true"));
         std::string bucket = cfg.has_time() ? bucket_expression(cfg, 1) + " AS lc_bucket, " : std::string();
         int ngroup = static_cast<int>(cfg.dims.size()) + (cfg.has_time() ? 1 : 0) + 1;
         std::string group;
@@ -82,21 +84,23 @@ std::string capture_sql(const Config& cfg, TriggerData* td, const Target& target
         std::string columns = fmt::format("{}{}lc_live", cols, cfg.has_time() ? "lc_bucket, " : "");
         std::string rows;
         if (TRIGGER_FIRED_BY_UPDATE(td->tg_event)) {
-            rows = fmt::format("SELECT {0}{1}{2} AS lc_live, {3} AS lc_d, 1 AS lc_s FROM {4} UNION ALL "
-                               "SELECT {0}{1}{2}, {3}, -1 FROM {5}",
-                               cols, bucket, live, dist, bridge::quote_ident(trig->tgnewtable),
-                               bridge::quote_ident(trig->tgoldtable));
+            rows = fmt::format(
+                "SELECT {0}{1}{2} AS lc_live, {3} AS lc_d, 1 AS lc_s FROM {4} UNION ALL "
+                "SELECT {0}{1}{2}, {3}, -1 FROM {5}",
+                cols, bucket, live, dist, bridge::quote_ident(trig->tgnewtable), bridge::quote_ident(trig->tgoldtable));
         } else {
             bool insert = TRIGGER_FIRED_BY_INSERT(td->tg_event);
             rows = fmt::format("SELECT {}{}{} AS lc_live, {} AS lc_d, {} AS lc_s FROM {}", cols, bucket, live, dist,
                                insert ? "1" : "-1", bridge::quote_ident(insert ? trig->tgnewtable : trig->tgoldtable));
         }
-        return fmt::format("INSERT INTO {0} ({1}, lc_dist, lc_delta) SELECT {1}, (pg_catalog.array_agg(lc_d))[1], "
-                           "pg_catalog.sum(lc_s) FROM ({2}) x GROUP BY {3} HAVING pg_catalog.sum(lc_s) <> 0",
-                           target.delta, columns, rows, group);
+        return fmt::format(
+            "INSERT INTO {0} ({1}, lc_dist, lc_delta) SELECT {1}, (pg_catalog.array_agg(lc_d))[1], "
+            "pg_catalog.sum(lc_s) FROM ({2}) x GROUP BY {3} HAVING pg_catalog.sum(lc_s) <> 0",
+            target.delta, columns, rows, group);
     }
     std::string sep = dims.empty() ? "" : ", ";
-    std::string live = (has_deleted_at(td->tg_relation) ? fmt::format("({} IS NULL)", softdelete::deleted_at_column) : std::string("true"));
+    std::string live = (has_deleted_at(td->tg_relation) ? fmt::format("({} IS NULL)", softdelete::deleted_at_column)
+                                                        : std::string("true"));
     std::string bucket = cfg.has_time() ? bucket_expression(cfg, 1) : std::string();
     int ngroup = static_cast<int>(cfg.dims.size()) + (cfg.has_time() ? 1 : 0) + 1;
     std::string group;
@@ -109,14 +113,13 @@ std::string capture_sql(const Config& cfg, TriggerData* td, const Target& target
             "INSERT INTO {0} ({1}, lc_delta) SELECT {1}, pg_catalog.sum(lc_s) FROM ("
             "SELECT {2}{3}{4} AS lc_live, 1 AS lc_s FROM {5} UNION ALL "
             "SELECT {2}{3}{4}, -1 FROM {6}) x GROUP BY {7} HAVING pg_catalog.sum(lc_s) <> 0",
-            target.delta, columns, fmt::format("{}{}", dims, sep),
-            cfg.has_time() ? bucket + " AS lc_bucket, " : "", live, bridge::quote_ident(trig->tgnewtable),
-            bridge::quote_ident(trig->tgoldtable), group);
+            target.delta, columns, fmt::format("{}{}", dims, sep), cfg.has_time() ? bucket + " AS lc_bucket, " : "",
+            live, bridge::quote_ident(trig->tgnewtable), bridge::quote_ident(trig->tgoldtable), group);
     }
     bool insert = TRIGGER_FIRED_BY_INSERT(td->tg_event);
-    return fmt::format("INSERT INTO {} ({}, lc_delta) SELECT {}, {}pg_catalog.count(*) FROM {} GROUP BY {}", target.delta, columns,
-                       keys, insert ? "" : "-", bridge::quote_ident(insert ? trig->tgnewtable : trig->tgoldtable),
-                       group);
+    return fmt::format("INSERT INTO {} ({}, lc_delta) SELECT {}, {}pg_catalog.count(*) FROM {} GROUP BY {}",
+                       target.delta, columns, keys, insert ? "" : "-",
+                       bridge::quote_ident(insert ? trig->tgnewtable : trig->tgoldtable), group);
 }
 
 /* ------------------------------------------------------------------------
@@ -137,7 +140,7 @@ struct DeltaKey {
     bool bucket_null;
     bool live;
     int64 delta;
-    Datum dist;       /* lc_dist: the distribution column of the group's first row */
+    Datum dist; /* lc_dist: the distribution column of the group's first row */
     bool dist_null;
 };
 
@@ -149,7 +152,7 @@ struct SourceColumns {
     Oid typid[fast_path_max_dims];
     AttrNumber time = InvalidAttrNumber;
     AttrNumber deleted_at = InvalidAttrNumber;
-    AttrNumber dist = InvalidAttrNumber;  /* Citus: the distribution column, for lc_dist */
+    AttrNumber dist = InvalidAttrNumber; /* Citus: the distribution column, for lc_dist */
     int16 dist_typlen = 0;
     bool dist_typbyval = false;
     Oid dist_typid = InvalidOid;
@@ -267,7 +270,7 @@ void insert_keys(Oid delta_oid, const SourceColumns& src, const Config& cfg, con
         }
         /* Never form a tuple whose values do not match the delta table's
          * column types (check_columns refuses DDL that would cause it). */
-        Oid expected = role[i] >= 0 ? src.typid[role[i]]
+        Oid expected = role[i] >= 0    ? src.typid[role[i]]
                        : role[i] == -1 ? TIMESTAMPTZOID
                        : role[i] == -2 ? BOOLOID
                        : role[i] == -3 ? INT8OID
@@ -303,9 +306,7 @@ void insert_keys(Oid delta_oid, const SourceColumns& src, const Config& cfg, con
                     nulls[i] = keys[k].dist_null;
                     values[i] = keys[k].dist;
                     break;
-                default:
-                    nulls[i] = keys[k].nulls[role[i]];
-                    values[i] = keys[k].dims[role[i]];
+                default: nulls[i] = keys[k].nulls[role[i]]; values[i] = keys[k].dims[role[i]];
             }
         }
         HeapTuple tup = heap_form_tuple(dd, values, nulls);
@@ -320,9 +321,8 @@ bool capture_small(const Config& cfg, TriggerData* td, const Target& target) {
     if (cfg.dims.size() > static_cast<size_t>(fast_path_max_dims)) return false;
     Tuplestorestate* news = TRIGGER_FIRED_BY_DELETE(td->tg_event) ? nullptr : td->tg_newtable;
     Tuplestorestate* olds = TRIGGER_FIRED_BY_INSERT(td->tg_event) ? nullptr : td->tg_oldtable;
-    int64 rows = pg_call([&] {
-        return (news ? tuplestore_tuple_count(news) : 0) + (olds ? tuplestore_tuple_count(olds) : 0);
-    });
+    int64 rows =
+        pg_call([&] { return (news ? tuplestore_tuple_count(news) : 0) + (olds ? tuplestore_tuple_count(olds) : 0); });
     if (rows > fast_path_max_rows) return false;
     if (rows == 0) return true;
     TupleDesc desc = RelationGetDescr(td->tg_relation);
@@ -330,7 +330,7 @@ bool capture_small(const Config& cfg, TriggerData* td, const Target& target) {
     if (!source_columns(cfg, desc, target.dist_column, src)) return false;
     Oid delta = target.delta_oid;
     if (delta == InvalidOid) return false;
-    int64 stride = cfg.has_time() ? DatumGetInt64(bucket_interval(cfg)) : 1;  /* the deltas' (fine) buckets */
+    int64 stride = cfg.has_time() ? DatumGetInt64(bucket_interval(cfg)) : 1; /* the deltas' (fine) buckets */
     DeltaKey keys[2 * fast_path_max_rows];
     int nkeys = 0;
     pg_call([&] {
@@ -536,7 +536,7 @@ void wrap_merge_source(ModifyTableState* mt, EState* estate) {
     Relation root = mt->rootResultRelInfo->ri_RelationDesc;
     if (root->rd_rel->relkind != RELKIND_PARTITIONED_TABLE) return;
     PlanState* source = outerPlanState(mt);
-    if (source == nullptr || source->ExecProcNodeReal == merge_source_next) return;  /* run again */
+    if (source == nullptr || source->ExecProcNodeReal == merge_source_next) return; /* run again */
     if (config_for_relation(RelationGetRelid(root)) == nullptr) return;
     pg_call([&] {
         auto* s = static_cast<MergeSource*>(MemoryContextAllocZero(estate->es_query_cxt, sizeof(MergeSource)));
@@ -576,7 +576,8 @@ extern "C" void lifecycle_executor_run(QueryDesc* qd, ScanDirection direction,
     } else {
         standard_ExecutorRun(qd, direction, count LIFECYCLE_EXECUTE_ONCE_ARG);
     }
-    if (qd->operation == CMD_MERGE) bridge::entry_guard([qd] { queue_merge_moves(merge_node(qd->planstate), qd->estate); });
+    if (qd->operation == CMD_MERGE)
+        bridge::entry_guard([qd] { queue_merge_moves(merge_node(qd->planstate), qd->estate); });
 }
 
 /* A MERGE in a WITH clause ends while the statement runs (when the outer
@@ -593,18 +594,19 @@ extern "C" void lifecycle_executor_finish(QueryDesc* qd) {
             Relation root = mt->rootResultRelInfo->ri_RelationDesc;
             if (root->rd_rel->relkind != RELKIND_PARTITIONED_TABLE) continue;
             if (config_for_relation(RelationGetRelid(root)) == nullptr) continue;
-            if (!mt->mt_done) pg_call([&] {
-                MemoryContext old = MemoryContextSwitchTo(estate->es_query_cxt);
-                ScanDirection direction = estate->es_direction;
-                estate->es_direction = ForwardScanDirection;
-                for (;;) {
-                    ResetPerTupleExprContext(estate);
-                    TupleTableSlot* slot = ExecProcNode(&mt->ps);
-                    if (TupIsNull(slot)) break;
-                }
-                estate->es_direction = direction;
-                MemoryContextSwitchTo(old);
-            });
+            if (!mt->mt_done)
+                pg_call([&] {
+                    MemoryContext old = MemoryContextSwitchTo(estate->es_query_cxt);
+                    ScanDirection direction = estate->es_direction;
+                    estate->es_direction = ForwardScanDirection;
+                    for (;;) {
+                        ResetPerTupleExprContext(estate);
+                        TupleTableSlot* slot = ExecProcNode(&mt->ps);
+                        if (TupIsNull(slot)) break;
+                    }
+                    estate->es_direction = direction;
+                    MemoryContextSwitchTo(old);
+                });
             queue_merge_moves(mt, estate);
         }
     });
@@ -621,7 +623,8 @@ extern "C" void lifecycle_executor_finish(QueryDesc* qd) {
 LIFECYCLE_FUNCTION(lifecycle_count_capture) {
     TriggerData* td = trigger_data(fcinfo, "count_capture");
     if (!TRIGGER_FIRED_FOR_STATEMENT(td->tg_event) || !TRIGGER_FIRED_AFTER(td->tg_event)) {
-        throw Error(sqlstate::object_not_in_prerequisite_state, "lifecycle.count_capture() must be an AFTER ... FOR EACH STATEMENT trigger");
+        throw Error(sqlstate::object_not_in_prerequisite_state,
+                    "lifecycle.count_capture() must be an AFTER ... FOR EACH STATEMENT trigger");
     }
     Oid rel = RelationGetRelid(td->tg_relation);
     const Config* registered = config_for_relation(rel);
@@ -643,16 +646,18 @@ LIFECYCLE_FUNCTION(lifecycle_count_capture) {
         target.delta_oid = shard->delta;
         target.dist_column = shard->dist_column;
     } else {
-        cfg = config_of(td);  /* raises */
+        cfg = config_of(td); /* raises */
     }
     if (TRIGGER_FIRED_BY_UPDATE(td->tg_event)) refuse_merge_started_before_load(td);
     if ((TRIGGER_FIRED_BY_INSERT(td->tg_event) || TRIGGER_FIRED_BY_UPDATE(td->tg_event)) &&
         td->tg_trigger->tgnewtable == nullptr) {
-        throw Error(sqlstate::object_not_in_prerequisite_state, "lifecycle.count_capture() needs a NEW TABLE transition table");
+        throw Error(sqlstate::object_not_in_prerequisite_state,
+                    "lifecycle.count_capture() needs a NEW TABLE transition table");
     }
     if ((TRIGGER_FIRED_BY_DELETE(td->tg_event) || TRIGGER_FIRED_BY_UPDATE(td->tg_event)) &&
         td->tg_trigger->tgoldtable == nullptr) {
-        throw Error(sqlstate::object_not_in_prerequisite_state, "lifecycle.count_capture() needs an OLD TABLE transition table");
+        throw Error(sqlstate::object_not_in_prerequisite_state,
+                    "lifecycle.count_capture() needs an OLD TABLE transition table");
     }
     if (capture_small(cfg, td, target)) return PointerGetDatum(nullptr);
     std::string sql = capture_sql(cfg, td, target);
@@ -676,7 +681,8 @@ LIFECYCLE_FUNCTION(lifecycle_count_capture) {
 LIFECYCLE_FUNCTION(lifecycle_count_truncate) {
     TriggerData* td = trigger_data(fcinfo, "count_truncate");
     if (!TRIGGER_FIRED_BY_TRUNCATE(td->tg_event)) {
-        throw Error(sqlstate::e_r_i_e_trigger_protocol_violated, "lifecycle.count_truncate() must be a TRUNCATE trigger");
+        throw Error(sqlstate::e_r_i_e_trigger_protocol_violated,
+                    "lifecycle.count_truncate() must be a TRUNCATE trigger");
     }
     if (compat::my_lxid() != truncating_lxid) {
         truncating_lxid = compat::my_lxid();
@@ -742,7 +748,8 @@ LIFECYCLE_FUNCTION(lifecycle_count_truncate) {
 /* lifecycle.count_ddl() RETURNS event_trigger */
 LIFECYCLE_FUNCTION(lifecycle_count_ddl) {
     if (!CALLED_AS_EVENT_TRIGGER(fcinfo)) {
-        throw Error(sqlstate::e_r_i_e_trigger_protocol_violated, "lifecycle.count_ddl() must be called as an event trigger");
+        throw Error(sqlstate::e_r_i_e_trigger_protocol_violated,
+                    "lifecycle.count_ddl() must be called as an event trigger");
     }
     if (creating_extension || own_ddl_depth > 0) PG_RETURN_VOID();
     auto* data = reinterpret_cast<EventTriggerData*>(fcinfo->context);
@@ -753,7 +760,8 @@ LIFECYCLE_FUNCTION(lifecycle_count_ddl) {
         ListCell* cell;
         foreach (cell, castNode(AlterTableStmt, data->parsetree)->cmds) {
             auto* cmd = lfirst_node(AlterTableCmd, cell);
-            if (cmd->subtype == AT_DetachPartition && cmd->def != nullptr && castNode(PartitionCmd, cmd->def)->concurrent) {
+            if (cmd->subtype == AT_DetachPartition && cmd->def != nullptr &&
+                castNode(PartitionCmd, cmd->def)->concurrent) {
                 detach_concurrently = true;
             }
         }

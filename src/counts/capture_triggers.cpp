@@ -45,17 +45,17 @@ void create_triggers(const Config& cfg, Oid rel) {
     bridge::AsRole ext(bridge::extension_owner());
     /* On a Citus table, Citus copies them to every shard. */
     softdelete::citus::with_triggers_allowed([&] {
-    for (const auto& t : trigger_specs) {
-        std::string name = fmt::format("lifecycle_count_{}_{}", cfg.id, t.suffix);
-        bool capture = std::string_view(t.function) == "count_capture";
-        bridge::execute_sql(fmt::format("CREATE TRIGGER {} {} ON {} {} FOR EACH STATEMENT EXECUTE FUNCTION "
-                                        "lifecycle.{}({})",
-                                        name, t.timing_event, table, t.referencing, t.function,
-                                        capture ? args : quote_literal_str(std::to_string(cfg.id))),
-                            false);
-        /* Counts must follow every change, logical replication's included. */
-        bridge::execute_sql(fmt::format("ALTER TABLE {} ENABLE ALWAYS TRIGGER {}", table, name), false);
-    }
+        for (const auto& t : trigger_specs) {
+            std::string name = fmt::format("lifecycle_count_{}_{}", cfg.id, t.suffix);
+            bool capture = std::string_view(t.function) == "count_capture";
+            bridge::execute_sql(fmt::format("CREATE TRIGGER {} {} ON {} {} FOR EACH STATEMENT EXECUTE FUNCTION "
+                                            "lifecycle.{}({})",
+                                            name, t.timing_event, table, t.referencing, t.function,
+                                            capture ? args : quote_literal_str(std::to_string(cfg.id))),
+                                false);
+            /* Counts must follow every change, logical replication's included. */
+            bridge::execute_sql(fmt::format("ALTER TABLE {} ENABLE ALWAYS TRIGGER {}", table, name), false);
+        }
     });
 }
 
@@ -118,6 +118,4 @@ void unregister_part(Oid part) {
 
 }  // namespace pg_lifecycle::counts
 
-namespace pg_lifecycle::counts {
-
-}  // namespace pg_lifecycle::counts
+namespace pg_lifecycle::counts {}  // namespace pg_lifecycle::counts

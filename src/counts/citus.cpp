@@ -145,7 +145,7 @@ void prepare_enable(Config& cfg, Kind k) {
                         "Count Citus tables by columns of PostgreSQL's built-in types.");
         }
     }
-    cfg.lattice.clear();  /* no summaries on Citus: the deltas are compacted in place */
+    cfg.lattice.clear(); /* no summaries on Citus: the deltas are compacted in place */
     cfg.citus_coarse = true;
 }
 
@@ -153,9 +153,10 @@ void distribute_counts(const Config& cfg, Kind k) {
     if (k == Kind::distributed) {
         Oid types[2] = {TEXTOID, TEXTOID};
         Datum values[2] = {bridge::text_datum(cfg.delta()), bridge::text_datum(relation_display_name(cfg.relid))};
-        bridge::execute_sql("SELECT pg_catalog.create_distributed_table($1::pg_catalog.regclass, 'lc_dist', "
-                            "colocate_with => $2)",
-                            2, types, values, nullptr, false);
+        bridge::execute_sql(
+            "SELECT pg_catalog.create_distributed_table($1::pg_catalog.regclass, 'lc_dist', "
+            "colocate_with => $2)",
+            2, types, values, nullptr, false);
     } else {
         Oid types[1] = {TEXTOID};
         Datum values[1] = {bridge::text_datum(cfg.delta())};
@@ -208,12 +209,13 @@ void refuse_distributing(Oid relid) {
     }
     if (!counted) return;
     std::string table = relation_display_name(relid);
-    throw Error(sqlstate::feature_not_supported,
-                fmt::format("table {} cannot be distributed while its rows are counted", table),
-                "Its count tables would stay on the coordinator while its rows go to the shards.",
-                fmt::format("Call lifecycle.count_disable('{0}'), distribute it, then lifecycle.count_enable('{0}', ...) "
-                            "again.",
-                            table));
+    throw Error(
+        sqlstate::feature_not_supported,
+        fmt::format("table {} cannot be distributed while its rows are counted", table),
+        "Its count tables would stay on the coordinator while its rows go to the shards.",
+        fmt::format("Call lifecycle.count_disable('{0}'), distribute it, then lifecycle.count_enable('{0}', ...) "
+                    "again.",
+                    table));
 }
 
 bool caller_reads_counts(const Config& cfg) {
@@ -326,7 +328,7 @@ std::optional<ShardCapture> find_shard(Oid rel, int id) {
     ShardCapture sc;
     sc.delta_name = fmt::format("{}_{}", cfg.table_name("delta"), delta_shard);
     sc.delta = lifecycle_relation(sc.delta_name);
-    if (!OidIsValid(sc.delta)) return std::nullopt;  /* not on this node */
+    if (!OidIsValid(sc.delta)) return std::nullopt; /* not on this node */
     sc.dist_column = dist;
     cfg.relid = logical;
     cfg.citus_coarse = true;
@@ -344,7 +346,8 @@ int64 fold(const Config& cfg) {
     Oid types[1] = {TEXTOID};
     Datum values[1] = {bridge::text_datum(cfg.delta())};
     bridge::execute_sql(
-        "SELECT pg_catalog.bool_and(success), pg_catalog.sum(CASE WHEN success THEN result::pg_catalog.int8 END)::pg_catalog.int8, "
+        "SELECT pg_catalog.bool_and(success), pg_catalog.sum(CASE WHEN success THEN result::pg_catalog.int8 "
+        "END)::pg_catalog.int8, "
         "pg_catalog.min(CASE WHEN NOT success THEN result END) FROM pg_catalog.run_command_on_placements("
         "$1::pg_catalog.regclass, 'SELECT lifecycle._count_compact(%L::pg_catalog.regclass)')",
         1, types, values, nullptr, false, 1);
@@ -391,11 +394,13 @@ LIFECYCLE_FUNCTION(lifecycle_count_compact) {
             "AND logicalrelid::pg_catalog.oid OPERATOR(pg_catalog.=) $2",
             {INT8OID, OIDOID});
         Datum values[2] = {Int64GetDatum(shardid), ObjectIdGetDatum(lifecycle_relation(cfg.table_name("delta")))};
-        ours = softdelete::citus::present() && (of_deltas.execute(values, nullptr, true, 1), bridge::processed_rows() > 0);
+        ours =
+            softdelete::citus::present() && (of_deltas.execute(values, nullptr, true, 1), bridge::processed_rows() > 0);
     }
     if (!ours) {
-        throw Error(sqlstate::object_not_in_prerequisite_state,
-                    fmt::format("relation {} is not a shard of pg_lifecycle's count deltas", name.empty() ? "?" : name));
+        throw Error(
+            sqlstate::object_not_in_prerequisite_state,
+            fmt::format("relation {} is not a shard of pg_lifecycle's count deltas", name.empty() ? "?" : name));
     }
     bridge::require_owner(shard, "fold its counts");
     std::string table = relation_display_name(shard);

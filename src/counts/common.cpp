@@ -33,8 +33,9 @@ std::string relation_display_name(Oid relid) { return bridge::qualified_relation
 Oid lifecycle_namespace() {
     Oid nsp = bridge::extension_schema();
     if (!OidIsValid(nsp)) {
-        throw Error(sqlstate::object_not_in_prerequisite_state, "extension \"pg_lifecycle\" is not installed in this database",
-                    {}, "CREATE EXTENSION pg_lifecycle;");
+        throw Error(sqlstate::object_not_in_prerequisite_state,
+                    "extension \"pg_lifecycle\" is not installed in this database", {},
+                    "CREATE EXTENSION pg_lifecycle;");
     }
     return nsp;
 }
@@ -53,7 +54,7 @@ std::vector<std::string> Config::count_tables() const {
 
 int64 Config::fine_usecs() const {
     if (!has_time()) return 0;
-    if (legacy || citus_coarse) return bucket_usecs;  /* 0.1's and Citus's deltas are by bucket */
+    if (legacy || citus_coarse) return bucket_usecs; /* 0.1's and Citus's deltas are by bucket */
     constexpr int64 minute = 60 * USECS_PER_SEC;
     return bucket_usecs % minute == 0 ? bucket_usecs / 60 : bucket_usecs;
 }
@@ -167,8 +168,8 @@ public:
         nest_ = pg_call([] {
             int nest = NewGUCNestLevel();
             if (GetConfigOption("lifecycle.include_deleted", true, false) != nullptr) {
-                (void)set_config_option("lifecycle.include_deleted", "on", PGC_USERSET, PGC_S_SESSION,
-                                        GUC_ACTION_SAVE, true, 0, false);
+                (void)set_config_option("lifecycle.include_deleted", "on", PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE,
+                                        true, 0, false);
             }
             return nest;
         });
@@ -221,7 +222,8 @@ std::string summary_rows_sql(const Config& cfg, const Config::Summary& s, const 
             sd, sep, source);
     }
     return fmt::format(
-        "SELECT {0}{1}(CASE WHEN GROUPING(lc_fb) = 0 THEN 2 WHEN GROUPING(lc_cb) = 0 THEN 1 ELSE 0 END)::pg_catalog.int2 "
+        "SELECT {0}{1}(CASE WHEN GROUPING(lc_fb) = 0 THEN 2 WHEN GROUPING(lc_cb) = 0 THEN 1 ELSE 0 "
+        "END)::pg_catalog.int2 "
         "AS lc_level, CASE WHEN GROUPING(lc_fb) = 0 THEN lc_fb ELSE lc_cb END AS lc_bucket, lc_live, "
         "pg_catalog.sum(lc_c)::bigint AS lc_n "
         "FROM (SELECT *, lifecycle.count_bucket(lc_fb, {3}::bigint) AS lc_cb FROM {2}) src_c "
@@ -277,8 +279,9 @@ std::string summary_columns(const Config& cfg, const Config::Summary& s) {
 void drop_count_tables(const Config& cfg) {
     std::string list;
     for (const auto& t : cfg.count_tables()) list += (list.empty() ? "" : ", ") + t;
-    for (const char* old : {"bucket", "total"}) {  /* 0.1's summaries, until ALTER EXTENSION UPDATE */
-        if (cfg.legacy && lifecycle_relation(cfg.table_name(old)) != InvalidOid) list += ", lifecycle." + cfg.table_name(old);
+    for (const char* old : {"bucket", "total"}) { /* 0.1's summaries, until ALTER EXTENSION UPDATE */
+        if (cfg.legacy && lifecycle_relation(cfg.table_name(old)) != InvalidOid)
+            list += ", lifecycle." + cfg.table_name(old);
     }
     bridge::execute_sql("DROP TABLE IF EXISTS " + list, false);
 }

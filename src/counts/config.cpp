@@ -20,8 +20,8 @@ using bridge::pg_call;
 namespace {
 
 /* Columns: id, tbl, time_column, bucket::text, bucket usecs, dimensions, live_column, lattice. */
-#define CONFIG_COLUMNS_WITHOUT_LATTICE                                                              \
-    "SELECT id, tbl::oid, time_column::text, bucket::text, "                                        \
+#define CONFIG_COLUMNS_WITHOUT_LATTICE                       \
+    "SELECT id, tbl::oid, time_column::text, bucket::text, " \
     "(extract(epoch FROM bucket) * 1000000)::bigint, dimensions, live_column, "
 #define CONFIG_COLUMNS CONFIG_COLUMNS_WITHOUT_LATTICE "lattice FROM lifecycle.count_tables "
 /* The schema of 0.1, run by this library until ALTER EXTENSION UPDATE. */
@@ -113,7 +113,7 @@ struct CachedConfig {
 };
 std::unordered_map<Oid, CachedConfig> config_cache;
 uint64 config_invalidations = 0;
-Oid cached_tables_oid = InvalidOid;  /* lifecycle.count_tables and count_parts when the cache was filled */
+Oid cached_tables_oid = InvalidOid; /* lifecycle.count_tables and count_parts when the cache was filled */
 Oid cached_parts_oid = InvalidOid;
 
 extern "C" void config_cache_callback(Datum, Oid relid) {
@@ -142,7 +142,7 @@ const Config* config_for_relation(Oid rel) {
     Oid parts = lifecycle_relation("count_parts");
     if (!OidIsValid(tables) || !OidIsValid(parts)) return nullptr;
     if (tables != cached_tables_oid || parts != cached_parts_oid) {
-        config_cache.clear();  /* the extension was re-created */
+        config_cache.clear(); /* the extension was re-created */
         cached_tables_oid = tables;
         cached_parts_oid = parts;
     }

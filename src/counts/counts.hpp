@@ -42,10 +42,10 @@ struct Config {
     int32 id = 0;
     Oid relid = InvalidOid;
     std::vector<std::string> dims;
-    std::string time_column;       /* empty: no time column */
-    int64 bucket_usecs = 0;        /* bucket width, when there is a time column */
-    std::string bucket_text;       /* the bucket interval as text (trigger argument) */
-    bool live_column = false;      /* the table had a deleted_at column when last looked at */
+    std::string time_column;  /* empty: no time column */
+    int64 bucket_usecs = 0;   /* bucket width, when there is a time column */
+    std::string bucket_text;  /* the bucket interval as text (trigger argument) */
+    bool live_column = false; /* the table had a deleted_at column when last looked at */
 
     /* One grouping set of the lattice: count_N_s<no>, keyed by these
      * dimensions (indexes into dims); `timed` summaries have levels 1
@@ -87,7 +87,7 @@ struct Config {
     std::string summary(int no) const;
     /* Every count table: the delta table, then the summaries. */
     std::vector<std::string> count_tables() const;
-    std::string table_name(const char* kind) const;  /* unqualified: count_N_<kind> */
+    std::string table_name(const char* kind) const; /* unqualified: count_N_<kind> */
     /* Quoted dimension list "a", "b" (empty when none). */
     std::string dim_list(const char* prefix = "") const;
     std::string dim_list(const Summary& s) const;
@@ -251,8 +251,8 @@ bool caller_reads_counts(const Config& cfg);
 struct ShardCapture {
     Config cfg;
     Oid delta = InvalidOid;
-    std::string delta_name;   /* unqualified, in our schema */
-    std::string dist_column;  /* empty for a reference table */
+    std::string delta_name;  /* unqualified, in our schema */
+    std::string dist_column; /* empty for a reference table */
 };
 std::optional<ShardCapture> shard_capture(Oid rel, const Trigger* trigger);
 /* The fold of a Citus table: every placement of its deltas compacted on its

@@ -69,7 +69,8 @@ void check_columns(const Config& cfg) {
     Datum names = pg_call([&] {
         Datum* elems = static_cast<Datum*>(palloc(sizeof(Datum) * (cfg.dims.size() + 1)));
         for (size_t i = 0; i < cfg.dims.size(); ++i) elems[i] = CStringGetTextDatum(cfg.dims[i].c_str());
-        return PointerGetDatum(construct_array(elems, static_cast<int>(cfg.dims.size()), TEXTOID, -1, false, TYPALIGN_INT));
+        return PointerGetDatum(
+            construct_array(elems, static_cast<int>(cfg.dims.size()), TEXTOID, -1, false, TYPALIGN_INT));
     });
     Datum values[4] = {ObjectIdGetDatum(cfg.relid), names, ObjectIdGetDatum(delta),
                        cfg.has_time() ? bridge::text_datum(cfg.time_column) : (Datum)0};
@@ -96,7 +97,8 @@ void check_triggers_enabled(const Config& cfg, const std::vector<Oid>& rels) {
     Datum arr = pg_call([&] {
         Datum* elems = static_cast<Datum*>(palloc(sizeof(Datum) * (rels.size() + 1)));
         for (size_t i = 0; i < rels.size(); ++i) elems[i] = ObjectIdGetDatum(rels[i]);
-        return PointerGetDatum(construct_array(elems, static_cast<int>(rels.size()), OIDOID, sizeof(Oid), true, TYPALIGN_INT));
+        return PointerGetDatum(
+            construct_array(elems, static_cast<int>(rels.size()), OIDOID, sizeof(Oid), true, TYPALIGN_INT));
     });
     Datum values[2] = {arr, bridge::text_datum(fmt::format("lifecycle\\_count\\_{}\\_%", cfg.id))};
     disabled.execute(values, nullptr, true, 1);
@@ -105,9 +107,10 @@ void check_triggers_enabled(const Config& cfg, const std::vector<Oid>& rels) {
         throw Error(sqlstate::object_not_in_prerequisite_state,
                     fmt::format("trigger \"{}\" on table {} keeps the counts of {} exact and must stay enabled",
                                 *bridge::result_text(0, 1), *bridge::result_text(0, 2), table),
-                    {}, fmt::format("To load data without it, call lifecycle.count_disable('{}') and count_enable "
-                                    "again afterwards.",
-                                    table));
+                    {},
+                    fmt::format("To load data without it, call lifecycle.count_disable('{}') and count_enable "
+                                "again afterwards.",
+                                table));
     }
 }
 
@@ -216,7 +219,8 @@ void refuse_inheritance() {
     children.execute(nullptr, nullptr, true, 1);
     if (bridge::processed_rows() > 0) {
         std::string table = *bridge::result_text(0, 1);
-        throw Error(sqlstate::object_not_in_prerequisite_state, fmt::format("the rows of table {} are counted by pg_lifecycle", table),
+        throw Error(sqlstate::object_not_in_prerequisite_state,
+                    fmt::format("the rows of table {} are counted by pg_lifecycle", table),
                     "A table with inheritance children is counted with their rows by count(*), which its statement "
                     "triggers do not see.",
                     fmt::format("Call lifecycle.count_disable('{}') first, or use declarative partitioning.", table));
@@ -272,11 +276,11 @@ void reconcile_after_ddl(bool dropping) {
             for (const auto& cfg : configs) {
                 if (cfg.id != id || relkind_of(cfg.relid) == '\0') continue;
                 std::string table = relation_display_name(cfg.relid);
-                throw Error(sqlstate::object_not_in_prerequisite_state,
-                            fmt::format("{} {} keeps the counts of table {} exact",
-                                        type == "trigger" ? "trigger" : "table",
-                                        type == "trigger" ? trigger : "lifecycle." + name, table),
-                            {}, fmt::format("Call lifecycle.count_disable('{}') to stop counting.", table));
+                throw Error(
+                    sqlstate::object_not_in_prerequisite_state,
+                    fmt::format("{} {} keeps the counts of table {} exact", type == "trigger" ? "trigger" : "table",
+                                type == "trigger" ? trigger : "lifecycle." + name, table),
+                    {}, fmt::format("Call lifecycle.count_disable('{}') to stop counting.", table));
             }
         }
     } else {

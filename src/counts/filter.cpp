@@ -22,9 +22,9 @@ constexpr const char* shape_hint =
 /* One JSON value, as much as a filter needs. */
 struct Value {
     enum Kind { Null, Bool, Number, String, Array, Object } kind = Null;
-    std::string text;                                     /* Bool, Number, String */
-    std::vector<Value> items;                             /* Array */
-    std::vector<std::pair<std::string, Value>> members;   /* Object */
+    std::string text;                                   /* Bool, Number, String */
+    std::vector<Value> items;                           /* Array */
+    std::vector<std::pair<std::string, Value>> members; /* Object */
 };
 
 const char* kind_name(Value::Kind k) {
@@ -221,7 +221,8 @@ private:
 std::string quoted(std::string_view s) { return "\"" + std::string(s) + "\""; }
 
 std::string fmt_value_error(const std::string& key, Value::Kind kind) {
-    return "filter value for " + quoted(key) + " must be a string, number, boolean or null (or an array of them), not " +
+    return "filter value for " + quoted(key) +
+           " must be a string, number, boolean or null (or an array of them), not " +
            (kind == Value::Array ? std::string("a nested array") : std::string(kind_name(kind)));
 }
 
@@ -231,8 +232,7 @@ void add_value(DimensionFilter& f, const Value& v, const std::string& key) {
         case Value::Bool:
         case Value::Number:
         case Value::String: f.values.push_back(v.text); return;
-        default:
-            throw bad_filter(fmt_value_error(key, v.kind), shape_hint);
+        default: throw bad_filter(fmt_value_error(key, v.kind), shape_hint);
     }
 }
 
@@ -256,9 +256,10 @@ Filter parse_filter(std::string_view json, const std::vector<std::string>& dimen
     for (const auto& [key, v] : doc.members) {
         auto it = std::find(dimensions.begin(), dimensions.end(), key);
         if (it == dimensions.end()) {
-            std::string hint = dimensions.empty()
-                ? "Table " + std::string(table) + " is counted without dimensions: only {} is accepted."
-                : "The dimensions of " + std::string(table) + " are: " + join_names(dimensions) + ".";
+            std::string hint =
+                dimensions.empty()
+                    ? "Table " + std::string(table) + " is counted without dimensions: only {} is accepted."
+                    : "The dimensions of " + std::string(table) + " are: " + join_names(dimensions) + ".";
             throw bad_filter(quoted(key) + " is not a dimension of table " + std::string(table), hint);
         }
         std::size_t index = static_cast<std::size_t>(it - dimensions.begin());

@@ -21,9 +21,9 @@ namespace pg_lifecycle::counts {
 /* Equality on one dimension: any of `values` (text forms, converted to the
  * column's type by its input function), or SQL NULL when match_null. */
 struct DimensionFilter {
-    std::size_t dimension = 0;        /* index into the table's dimension list */
-    std::vector<std::string> values;  /* non-null values, in the order given */
-    bool match_null = false;          /* JSON null: matches SQL NULL */
+    std::size_t dimension = 0;       /* index into the table's dimension list */
+    std::vector<std::string> values; /* non-null values, in the order given */
+    bool match_null = false;         /* JSON null: matches SQL NULL */
 };
 
 /* A parsed filter: at most one condition per dimension, ordered by dimension

@@ -46,10 +46,11 @@ std::string fold_sql(const Config& cfg) {
         "WITH moved AS (DELETE FROM {0} WHERE ctid = ANY (ARRAY(SELECT ctid FROM {0} LIMIT $1 FOR UPDATE SKIP LOCKED)) "
         "RETURNING {1}{2}{3}lc_live, lc_delta), ",
         cfg.delta(), dims, sep, cfg.has_time() ? "lc_bucket AS lc_fb, " : "");
-    sql += fmt::format("agg AS MATERIALIZED (SELECT {0}{1}{2}lc_live, pg_catalog.sum(lc_delta)::bigint AS lc_c FROM moved "
-                       "GROUP BY {3})",
-                       dims, sep, cfg.has_time() ? "lc_fb, " : "",
-                       numbers(static_cast<int>(cfg.dims.size()) + (cfg.has_time() ? 2 : 1)));
+    sql += fmt::format(
+        "agg AS MATERIALIZED (SELECT {0}{1}{2}lc_live, pg_catalog.sum(lc_delta)::bigint AS lc_c FROM moved "
+        "GROUP BY {3})",
+        dims, sep, cfg.has_time() ? "lc_fb, " : "",
+        numbers(static_cast<int>(cfg.dims.size()) + (cfg.has_time() ? 2 : 1)));
     std::string result = "SELECT (SELECT pg_catalog.count(*) FROM moved)";
     for (const auto& s : cfg.lattice) {
         std::string sd = cfg.dim_list(s);
@@ -80,8 +81,8 @@ public:
 
     worker::BatchResult run_batch(const worker::Unit& unit) const override {
         auto cfg = load_config(unit.target);
-        if (!cfg) return {0, false}; /* disabled since the pass began */
-        if (cfg->legacy) return {0, false}; /* 0.1's schema: ALTER EXTENSION UPDATE rebuilds */
+        if (!cfg) return {0, false};                    /* disabled since the pass began */
+        if (cfg->legacy) return {0, false};             /* 0.1's schema: ALTER EXTENSION UPDATE rebuilds */
         if (!try_fold_lock(cfg->id)) return {0, false}; /* someone else is folding it */
         if (citus::kind(cfg->relid) != citus::Kind::none) return {citus::fold(*cfg), false};
 

@@ -21,21 +21,24 @@ void create_counts_tables(const Config& cfg, Oid table_owner, bool with_delta) {
     std::string base = relation_display_name(cfg.relid);
     std::string dims = cfg.dim_list();
     std::string sep = dims.empty() ? "" : ", ";
-    std::string owner = bridge::quote_ident(pg_call([table_owner] { return std::string(GetUserNameFromId(table_owner, false)); }));
+    std::string owner =
+        bridge::quote_ident(pg_call([table_owner] { return std::string(GetUserNameFromId(table_owner, false)); }));
     auto run = [](const std::string& sql) { bridge::execute_sql(sql, false); };
 
     /* CREATE TABLE AS copies each dimension's type, typmod and collation, so
      * equality on the copies is equality on the table's columns. */
     if (with_delta) {
-    run(fmt::format("CREATE TABLE {} WITH (autovacuum_vacuum_scale_factor = 0, autovacuum_vacuum_threshold = 1000, "
-                    "autovacuum_vacuum_insert_scale_factor = 0, autovacuum_vacuum_insert_threshold = 1000) AS "
-                    "SELECT {}{}{}{}true AS lc_live, 0::bigint AS lc_delta FROM {} WITH NO DATA",
-                    cfg.delta(), cfg.citus_dist.empty() ? "" : bridge::quote_ident(cfg.citus_dist) + " AS lc_dist, ", dims,
-                    sep, cfg.has_time() ? "NULL::pg_catalog.timestamptz AS lc_bucket, " : "", base));
-    run(fmt::format("ALTER TABLE {} ALTER lc_live SET NOT NULL, ALTER lc_delta SET NOT NULL", cfg.delta()));
-    run(fmt::format("COMMENT ON TABLE {} IS {}", cfg.delta(),
-                    quote_literal_str(fmt::format("pg_lifecycle: count deltas of {}, folded by the worker", base))));
-    run(fmt::format("ALTER TABLE {} OWNER TO {}", cfg.delta(), owner));
+        run(fmt::format(
+            "CREATE TABLE {} WITH (autovacuum_vacuum_scale_factor = 0, autovacuum_vacuum_threshold = 1000, "
+            "autovacuum_vacuum_insert_scale_factor = 0, autovacuum_vacuum_insert_threshold = 1000) AS "
+            "SELECT {}{}{}{}true AS lc_live, 0::bigint AS lc_delta FROM {} WITH NO DATA",
+            cfg.delta(), cfg.citus_dist.empty() ? "" : bridge::quote_ident(cfg.citus_dist) + " AS lc_dist, ", dims, sep,
+            cfg.has_time() ? "NULL::pg_catalog.timestamptz AS lc_bucket, " : "", base));
+        run(fmt::format("ALTER TABLE {} ALTER lc_live SET NOT NULL, ALTER lc_delta SET NOT NULL", cfg.delta()));
+        run(fmt::format(
+            "COMMENT ON TABLE {} IS {}", cfg.delta(),
+            quote_literal_str(fmt::format("pg_lifecycle: count deltas of {}, folded by the worker", base))));
+        run(fmt::format("ALTER TABLE {} OWNER TO {}", cfg.delta(), owner));
     }
     for (const auto& s : cfg.lattice) {
         std::string sd = cfg.dim_list(s);
@@ -43,11 +46,12 @@ void create_counts_tables(const Config& cfg, Oid table_owner, bool with_delta) {
         std::string name = cfg.summary(s.no);
         /* Timed summaries grow at their end (new buckets) and are updated
          * there; the others are updated anywhere: room for HOT updates. */
-        run(fmt::format("CREATE TABLE {} WITH (fillfactor = {}) AS SELECT {}{}0::pg_catalog.int2 AS lc_level, "
-                        "NULL::pg_catalog.timestamptz AS lc_bucket, true AS lc_live, 0::bigint AS lc_n FROM {} WITH NO DATA",
-                        name, s.timed ? 90 : 70, sd, ssep, base));
-        run(fmt::format("ALTER TABLE {} ALTER lc_level SET NOT NULL, ALTER lc_live SET NOT NULL, ALTER lc_n SET NOT NULL",
-                        name));
+        run(fmt::format(
+            "CREATE TABLE {} WITH (fillfactor = {}) AS SELECT {}{}0::pg_catalog.int2 AS lc_level, "
+            "NULL::pg_catalog.timestamptz AS lc_bucket, true AS lc_live, 0::bigint AS lc_n FROM {} WITH NO DATA",
+            name, s.timed ? 90 : 70, sd, ssep, base));
+        run(fmt::format(
+            "ALTER TABLE {} ALTER lc_level SET NOT NULL, ALTER lc_live SET NOT NULL, ALTER lc_n SET NOT NULL", name));
         /* One index each: by time first for a timed summary (a range of
          * buckets, the dimensions tested inside the index), by dimensions
          * first for the others (one probe per filter value). */
@@ -59,9 +63,10 @@ void create_counts_tables(const Config& cfg, Oid table_owner, bool with_delta) {
                             ssep));
         }
         std::string what = sd.empty() ? std::string("all rows") : "(" + sd + ")";
-        run(fmt::format("COMMENT ON TABLE {} IS {}", name,
-                        quote_literal_str(fmt::format("pg_lifecycle: counts of {} by {}{}", base, what,
-                                                      s.timed ? ", all time, per bucket and per fine bucket" : ", all time"))));
+        run(fmt::format(
+            "COMMENT ON TABLE {} IS {}", name,
+            quote_literal_str(fmt::format("pg_lifecycle: counts of {} by {}{}", base, what,
+                                          s.timed ? ", all time, per bucket and per fine bucket" : ", all time"))));
         run(fmt::format("ALTER TABLE {} OWNER TO {}", name, owner));
     }
 }
@@ -102,7 +107,7 @@ std::vector<size_t> choose_lattice(Config& cfg) {
         {OIDOID});
     Datum key = ObjectIdGetDatum(cfg.relid);
     pg_call([] { CommandCounterIncrement(); });
-    stats.execute(&key, nullptr, false);  /* a snapshot that sees what ANALYZE wrote */
+    stats.execute(&key, nullptr, false); /* a snapshot that sees what ANALYZE wrote */
     std::vector<double> nd(cfg.dims.size(), 0);
     double rows = 0;
     for (uint64 i = 0; i < bridge::processed_rows(); ++i) {

@@ -18,9 +18,10 @@ char partition_method(Oid relid) {
     Oid types[1] = {OIDOID};
     Datum args[1] = {ObjectIdGetDatum(relid)};
     bridge::SpiConnection spi;
-    bridge::execute_cached("SELECT partmethod::pg_catalog.text FROM pg_catalog.pg_dist_partition "
-                           "WHERE logicalrelid::pg_catalog.oid OPERATOR(pg_catalog.=) $1",
-                           1, types, args, nullptr, true, 1);
+    bridge::execute_cached(
+        "SELECT partmethod::pg_catalog.text FROM pg_catalog.pg_dist_partition "
+        "WHERE logicalrelid::pg_catalog.oid OPERATOR(pg_catalog.=) $1",
+        1, types, args, nullptr, true, 1);
     if (bridge::processed_rows() == 0) return '\0';
     std::string method = bridge::result_text(0, 1).value_or("");
     return method.empty() ? '\0' : method[0];

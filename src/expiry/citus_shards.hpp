@@ -34,7 +34,7 @@ bool on_coordinator();
 
 struct Placement {
     int64 shardid;
-    std::string shard;  /* schema-qualified, quoted shard relation name */
+    std::string shard; /* schema-qualified, quoted shard relation name */
     std::string node;
     int32 port;
 };
@@ -43,7 +43,7 @@ std::vector<Placement> placements(Oid relid);
 
 struct RemoteResult {
     bool success;
-    std::string result;  /* the command's single value, or the error message */
+    std::string result; /* the command's single value, or the error message */
 };
 /* Runs commands[i] on placements[i]'s node, in parallel, each in its own
  * connection and transaction (Citus's master_run_on_worker), as the current

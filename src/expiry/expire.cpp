@@ -61,8 +61,8 @@ constexpr BlockNumber max_range_blocks = 8192;
 struct Sweep {
     ItemPointerData after;
     BlockNumber blocks;
-    bool ranging = false;      /* a sweep over block ranges is under way */
-    int64 index_rows = 0;      /* rows found through the index since it last came up short */
+    bool ranging = false; /* a sweep over block ranges is under way */
+    int64 index_rows = 0; /* rows found through the index since it last came up short */
     /* The blocks the last sweep batch deleted from, [prune_from, prune_to):
      * the next batch prunes them (see prune_blocks). */
     BlockNumber prune_from = 0;
@@ -103,11 +103,11 @@ Sweep& sweep_of(Oid table) {
 struct Take {
     bool armed = false;
     int64 cap = 0;
-    int64 taken = 0;          /* rows handed to the DELETE */
-    int64 held = 0;           /* expired rows with xmax set, left to the locking statement */
-    bool capped = false;      /* an expired row came after the cap was reached */
-    ItemPointerData last{};   /* the last row taken or held */
-    ItemPointerData after{};  /* the batch's range: after < row <= upto */
+    int64 taken = 0;         /* rows handed to the DELETE */
+    int64 held = 0;          /* expired rows with xmax set, left to the locking statement */
+    bool capped = false;     /* an expired row came after the cap was reached */
+    ItemPointerData last{};  /* the last row taken or held */
+    ItemPointerData after{}; /* the batch's range: after < row <= upto */
     ItemPointerData upto{};
 };
 Take take;
@@ -163,7 +163,7 @@ public:
     void collect(std::vector<worker::Unit>& out) const override {
         bridge::execute_sql(
             "SELECT e.tbl, c.relkind::text FROM lifecycle.expire_tables e JOIN pg_catalog.pg_class c ON c.oid = e.tbl "
-            "ORDER BY c.relkind = 'p', e.tbl",  /* a partition's own registration comes before its parent's */
+            "ORDER BY c.relkind = 'p', e.tbl", /* a partition's own registration comes before its parent's */
             true);
         std::vector<std::pair<Oid, bool>> registered;
         for (uint64 i = 0; i < bridge::processed_rows(); ++i) {
@@ -207,12 +207,9 @@ public:
         int64 cap = *bridge::result_int64(0, 3);
         if (pg_call([&unit] { return get_rel_relkind(unit.target); }) == '\0') return {0, false}; /* dropped */
         switch (citus::partition_method(unit.target)) {
-        case '\0':
-            return local_batch(unit.target, column, after, cap);
-        case 'n':
-            return reference_batch(unit.target, column, after, cap);
-        default:
-            return shards_batch(unit.target, column, after, cap);
+            case '\0': return local_batch(unit.target, column, after, cap);
+            case 'n': return reference_batch(unit.target, column, after, cap);
+            default: return shards_batch(unit.target, column, after, cap);
         }
     }
 };
@@ -270,9 +267,9 @@ worker::BatchResult index_batch(Sweep& sweep, const std::string& index_sql,
  * batch's rows locked first (candidates_sql), then each deleted in a
  * subtransaction (one_sql); the ones that fail are reported in row_error.
  * Returns the rows deleted and the rows refused; `tried` gets the rows locked. */
-std::pair<int64, int64> delete_row_by_row(const std::string& candidates_sql, const std::string& one_sql, const Oid* types,
-                        const std::array<Datum, 4>& range_values, Datum after,
-                        std::vector<ItemPointerData>& tried, std::string& row_error) {
+std::pair<int64, int64> delete_row_by_row(const std::string& candidates_sql, const std::string& one_sql,
+                                          const Oid* types, const std::array<Datum, 4>& range_values, Datum after,
+                                          std::vector<ItemPointerData>& tried, std::string& row_error) {
     int64 rows = 0;
     bridge::execute_cached(candidates_sql, 4, types, range_values.data(), nullptr, false);
     for (uint64 i = 0; i < bridge::processed_rows(); ++i) {
@@ -295,8 +292,8 @@ std::pair<int64, int64> delete_row_by_row(const std::string& candidates_sql, con
         if (!ok) ++refused;
     }
     if (refused > 0) {
-        row_error += fmt::format(" ({} expired row{} of the batch could not be deleted)", refused,
-                                 refused == 1 ? "" : "s");
+        row_error +=
+            fmt::format(" ({} expired row{} of the batch could not be deleted)", refused, refused == 1 ? "" : "s");
     }
     return {rows, refused};
 }
@@ -310,8 +307,8 @@ struct Range {
 };
 /* What the batch did in it. */
 struct RangeOutcome {
-    int64 rows;       /* deleted */
-    bool capped;      /* the cap was reached at `last` */
+    int64 rows;  /* deleted */
+    bool capped; /* the cap was reached at `last` */
     ItemPointerData last;
     int64 counted;    /* expired rows looked at */
     bool all_refused; /* none of them could be deleted */
@@ -322,8 +319,7 @@ struct RangeOutcome {
  * after the last row counted when the cap was reached, else after this
  * range, sized so it should hold about `cap` expired rows; the end of the
  * table ends the sweep. */
-worker::BatchResult next_range(Sweep& sweep, const Range& range, BlockNumber nblocks, int64 cap,
-                               RangeOutcome done) {
+worker::BatchResult next_range(Sweep& sweep, const Range& range, BlockNumber nblocks, int64 cap, RangeOutcome done) {
     BlockNumber first = range.first, last_block = range.last_block;
     int64 rows = done.rows, counted = done.counted;
     bool capped = done.capped, all_refused = done.all_refused;
@@ -344,9 +340,9 @@ worker::BatchResult next_range(Sweep& sweep, const Range& range, BlockNumber nbl
     }
     BlockNumber k = std::max<BlockNumber>(sweep.blocks, 1);
     BlockNumber grow = std::min<BlockNumber>(k * 2, max_range_blocks);
-    sweep.blocks = counted == 0 ? grow
-                                : static_cast<BlockNumber>(std::clamp<int64>(
-                                      static_cast<int64>(k) * cap / counted, 1, grow));
+    sweep.blocks = counted == 0
+                       ? grow
+                       : static_cast<BlockNumber>(std::clamp<int64>(static_cast<int64>(k) * cap / counted, 1, grow));
     if (last_block + 1 >= nblocks) {
         /* The end of the table: this sweep is over. */
         ItemPointerSet(&sweep.after, 0, 0);
@@ -392,14 +388,16 @@ worker::BatchResult local_batch(Oid target, const std::string& column, Datum aft
     std::string expired = fmt::format("{} <= pg_catalog.now() - $1{}", col,
                                       soft_delete ? fmt::format(" AND {} IS NULL", softdelete::deleted_at_column) : "");
     /* $1 after, $2 batch cap, $3/$4 the range: ctid > $3 AND ctid <= $4. */
-    std::string direct_sql = fmt::format(
-        "DELETE FROM ONLY {0} WHERE ctid > $3 AND ctid <= $4 AND lifecycle._expire_take(ctid, xmax, {1})",
-        table, expired);
+    std::string direct_sql =
+        fmt::format("DELETE FROM ONLY {0} WHERE ctid > $3 AND ctid <= $4 AND lifecycle._expire_take(ctid, xmax, {1})",
+                    table, expired);
     /* Row by row, when some row's DELETE fails: the batch's rows, locked. */
     std::string candidates_sql = fmt::format(
         "SELECT ctid FROM ONLY {0} WHERE ctid > $3 AND ctid <= $4 AND {1} ORDER BY ctid LIMIT $2 "
-        "FOR UPDATE SKIP LOCKED", table, expired);
-    std::string one_sql = fmt::format("DELETE FROM ONLY {0} WHERE ctid = $2 AND {1} <= pg_catalog.now() - $1", table, col);
+        "FOR UPDATE SKIP LOCKED",
+        table, expired);
+    std::string one_sql =
+        fmt::format("DELETE FROM ONLY {0} WHERE ctid = $2 AND {1} <= pg_catalog.now() - $1", table, col);
     /* Lock the candidate rows, skipping those held, and delete them:
      * (candidates, last candidate, deleted).  $1 after, $2 the limit. */
     auto lock_and_delete_sql = [&](const std::string& where, const std::string& order_by) {
@@ -475,7 +473,8 @@ worker::BatchResult local_batch(Oid target, const std::string& column, Datum aft
         auto v = values(limit, upto);
         bridge::execute_cached(locking_sql(held_only), 4, types, v.data(), nullptr, false);
         Counts c{bridge::result_int64(0, 1).value_or(0), std::nullopt, bridge::result_int64(0, 3).value_or(0)};
-        if (auto d = bridge::result_datum(0, 2)) c.last = *reinterpret_cast<const ItemPointerData*>(DatumGetPointer(*d));
+        if (auto d = bridge::result_datum(0, 2))
+            c.last = *reinterpret_cast<const ItemPointerData*>(DatumGetPointer(*d));
         return c;
     };
 
@@ -510,7 +509,7 @@ worker::BatchResult local_batch(Oid target, const std::string& column, Datum aft
                 } else if (is_row_error(e.sqlerrcode())) {
                     outcome = row_failed;
                 } else {
-                    return false;  /* a cancel, a shutdown...: the batch ends */
+                    return false; /* a cancel, a shutdown...: the batch ends */
                 }
                 return true;
             });
@@ -531,8 +530,8 @@ worker::BatchResult local_batch(Oid target, const std::string& column, Datum aft
              * them one by one, each in a subtransaction, and report the
              * ones that fail.  The sweep goes on past them. */
             std::vector<ItemPointerData> rows_to_try;
-            auto [deleted, refused] = delete_row_by_row(candidates_sql, one_sql, types, values(cap, &range_end),
-                                                        after, rows_to_try, row_error);
+            auto [deleted, refused] = delete_row_by_row(candidates_sql, one_sql, types, values(cap, &range_end), after,
+                                                        rows_to_try, row_error);
             rows = deleted;
             counted = static_cast<int64>(rows_to_try.size());
             capped = counted >= cap;
@@ -563,7 +562,8 @@ void run_as_owner(Oid owner, const std::function<void()>& body) {
 std::unordered_map<int64, std::string> shard_sweeps;
 
 std::string schema_prefix() {
-    return bridge::quote_ident(pg_call([] { return std::string(get_namespace_name(bridge::extension_schema())); })) + ".";
+    return bridge::quote_ident(pg_call([] { return std::string(get_namespace_name(bridge::extension_schema())); })) +
+           ".";
 }
 
 }  // namespace
@@ -613,14 +613,17 @@ worker::BatchResult shards_batch(Oid table, const std::string& column, Datum aft
     for (size_t i = 0; i < results.size(); ++i) {
         const auto& r = results[i];
         if (!r.success) {
-            if (out.error.empty()) out.error = fmt::format("shard {} on {}:{}: {}", where[i].shard, where[i].node, where[i].port, r.result);
+            if (out.error.empty())
+                out.error =
+                    fmt::format("shard {} on {}:{}: {}", where[i].shard, where[i].node, where[i].port, r.result);
             continue;
         }
         /* "<rows> <more> <sweep state>\n<rows it could not delete>" */
         long long rows = 0;
         int more = 0, used = 0;
         if (std::sscanf(r.result.c_str(), "%lld %d %n", &rows, &more, &used) < 2) {
-            if (out.error.empty()) out.error = fmt::format("shard {}: unexpected result \"{}\"", where[i].shard, r.result);
+            if (out.error.empty())
+                out.error = fmt::format("shard {}: unexpected result \"{}\"", where[i].shard, r.result);
             continue;
         }
         std::string rest = r.result.substr(static_cast<size_t>(used));
@@ -654,14 +657,17 @@ worker::BatchResult reference_batch(Oid table, const std::string& column, Datum 
     Oid oid_type = OIDOID;
     bridge::execute_cached(
         "SELECT pg_catalog.string_agg(pg_catalog.quote_ident(a.attname), ', ' ORDER BY k.n) "
-        "FROM pg_catalog.pg_index i, pg_catalog.unnest(i.indkey) WITH ORDINALITY k(attnum, n), pg_catalog.pg_attribute a "
-        "WHERE i.indrelid OPERATOR(pg_catalog.=) $1 AND i.indisprimary AND a.attrelid OPERATOR(pg_catalog.=) i.indrelid "
+        "FROM pg_catalog.pg_index i, pg_catalog.unnest(i.indkey) WITH ORDINALITY k(attnum, n), pg_catalog.pg_attribute "
+        "a "
+        "WHERE i.indrelid OPERATOR(pg_catalog.=) $1 AND i.indisprimary AND a.attrelid OPERATOR(pg_catalog.=) "
+        "i.indrelid "
         "AND a.attnum OPERATOR(pg_catalog.=) k.attnum",
         1, &oid_type, args, nullptr, true, 1);
     std::optional<std::string> key = bridge::processed_rows() ? bridge::result_text(0, 1) : std::nullopt;
-    std::string sql = key ? fmt::format("DELETE FROM ONLY {0} WHERE {1} AND ({2}) IN "
-                                        "(SELECT {2} FROM ONLY {0} WHERE {1} LIMIT {3})",
-                                        name, expired, *key, cap)
+    std::string sql = key ? fmt::format(
+                                "DELETE FROM ONLY {0} WHERE {1} AND ({2}) IN "
+                                "(SELECT {2} FROM ONLY {0} WHERE {1} LIMIT {3})",
+                                name, expired, *key, cap)
                           : fmt::format("DELETE FROM ONLY {} WHERE {}", name, expired);
     int64 rows = 0;
     run_as_owner(bridge::relation_owner(table), [&] {
@@ -713,8 +719,8 @@ LIFECYCLE_FUNCTION(lifecycle_expire_enable) {
                     "Expiry needs a timestamptz, timestamp or date column.");
     }
     if (bridge::interval_sign(after) < 0) {
-        throw Error(sqlstate::invalid_parameter_value, "after must not be negative",
-                    {}, "A row expires when column + after <= now().");
+        throw Error(sqlstate::invalid_parameter_value, "after must not be negative", {},
+                    "A row expires when column + after <= now().");
     }
     if (batch_size < 1 || batch_size > 1000000) {
         throw Error(sqlstate::invalid_parameter_value,
@@ -728,7 +734,8 @@ LIFECYCLE_FUNCTION(lifecycle_expire_enable) {
         {REGCLASSOID, NAMEOID, INTERVALOID, INT4OID});
     bridge::SpiConnection spi;
     Oid ext_owner = bridge::extension_owner();
-    Datum values[4] = {ObjectIdGetDatum(relid), PG_GETARG_DATUM(1), IntervalPGetDatum(after), Int32GetDatum(batch_size)};
+    Datum values[4] = {ObjectIdGetDatum(relid), PG_GETARG_DATUM(1), IntervalPGetDatum(after),
+                       Int32GetDatum(batch_size)};
     bridge::AsRole as_owner(ext_owner);
     upsert.execute(values, nullptr, false);
     PG_RETURN_VOID();
@@ -764,8 +771,9 @@ LIFECYCLE_FUNCTION(lifecycle_expire_disable) {
 LIFECYCLE_FUNCTION(lifecycle_expire_take) {
     using expiry::take;
     if (!take.armed) {
-        throw Error(sqlstate::object_not_in_prerequisite_state, "lifecycle._expire_take() is internal to expiry batches",
-                    {}, "It only works inside the DELETE of a batch of the expire task.");
+        throw Error(sqlstate::object_not_in_prerequisite_state,
+                    "lifecycle._expire_take() is internal to expiry batches", {},
+                    "It only works inside the DELETE of a batch of the expire task.");
     }
     if (PG_ARGISNULL(0) || PG_ARGISNULL(1) || PG_ARGISNULL(2) || !PG_GETARG_BOOL(2) || take.capped) {
         PG_RETURN_BOOL(false);
@@ -809,7 +817,8 @@ LIFECYCLE_FUNCTION(lifecycle_expire_shard) {
     bridge::require_table(shard, "Row expiry");
     bridge::require_owner(shard, "expire rows of it");
     if (cap < 1 || cap > 1000000) {
-        throw Error(sqlstate::invalid_parameter_value, fmt::format("batch_size must be between 1 and 1000000, not {}", cap));
+        throw Error(sqlstate::invalid_parameter_value,
+                    fmt::format("batch_size must be between 1 and 1000000, not {}", cap));
     }
     bridge::SpiConnection spi;
     expiry::set_sweep_state(shard, state);

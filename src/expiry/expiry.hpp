@@ -7,7 +7,7 @@
 
 namespace pg_lifecycle::expiry {
 
-void init();  /* its settings (settings.cpp), from _PG_init */
+void init(); /* its settings (settings.cpp), from _PG_init */
 void register_expire_task();
 void register_session_tasks();
 

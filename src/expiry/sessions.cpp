@@ -26,30 +26,28 @@ namespace {
  * reason it died, unless it was live — then now, for the caller's reason.
  * $3 is now(): Citus refuses functions that are not IMMUTABLE in a CASE and
  * in RETURNING of a distributed UPDATE. */
-#define DEAD "(expires_at <= pg_catalog.now() OR idle_expires_at <= pg_catalog.now())"  /* NULL, not false, when live without idle timeout */
+#define DEAD \
+    "(expires_at <= pg_catalog.now() OR idle_expires_at <= pg_catalog.now())" /* NULL, not false, when live without idle timeout */
 #define DEAD_AT_NOW "(expires_at <= $3 OR idle_expires_at <= $3)"
 #define END_AT "CASE WHEN " DEAD_AT_NOW " THEN least(expires_at, idle_expires_at) ELSE $3 END"
-#define END_REASON                                                                            \
+#define END_REASON                                                                        \
     "CASE WHEN expires_at <= $3 AND expires_at <= coalesce(idle_expires_at, 'infinity') " \
     "THEN 'expired' WHEN idle_expires_at <= $3 THEN 'idle' ELSE $2 END"
 #define WAS_LIVE "(expires_at > $3 AND (idle_expires_at IS NULL OR idle_expires_at > $3))"
 
 int compare_to_zero(Interval* iv) { return bridge::interval_sign(iv); }
 
-Oid sessions_relid() {
-    return bridge::extension_relation("sessions");
-}
+Oid sessions_relid() { return bridge::extension_relation("sessions"); }
 
 /* The statements of the session tasks, on lifecycle.sessions or on one of
  * its shards ({0}). */
-constexpr const char* close_sql =
-    "WITH dead AS (SELECT session_id FROM {0} WHERE ended_at IS NULL AND " DEAD
-    " LIMIT $1 FOR UPDATE SKIP LOCKED) "
-    "UPDATE {0} s SET ended_at = least(s.expires_at, s.idle_expires_at), "
-    "end_reason = CASE WHEN s.expires_at <= coalesce(s.idle_expires_at, 'infinity') "
-    "THEN 'expired' ELSE 'idle' END "
-    "FROM dead WHERE s.session_id = dead.session_id AND s.ended_at IS NULL "
-    "AND (s.expires_at <= pg_catalog.now() OR s.idle_expires_at <= pg_catalog.now())";
+constexpr const char* close_sql = "WITH dead AS (SELECT session_id FROM {0} WHERE ended_at IS NULL AND " DEAD
+                                  " LIMIT $1 FOR UPDATE SKIP LOCKED) "
+                                  "UPDATE {0} s SET ended_at = least(s.expires_at, s.idle_expires_at), "
+                                  "end_reason = CASE WHEN s.expires_at <= coalesce(s.idle_expires_at, 'infinity') "
+                                  "THEN 'expired' ELSE 'idle' END "
+                                  "FROM dead WHERE s.session_id = dead.session_id AND s.ended_at IS NULL "
+                                  "AND (s.expires_at <= pg_catalog.now() OR s.idle_expires_at <= pg_catalog.now())";
 constexpr const char* purge_sql =
     "DELETE FROM {0} WHERE ctid = ANY (ARRAY(SELECT ctid FROM {0} "
     "WHERE ended_at < pg_catalog.now() - $2 LIMIT $1 FOR UPDATE SKIP LOCKED)) AND ended_at < pg_catalog.now() - $2";
@@ -78,12 +76,14 @@ worker::BatchResult session_task_batch(bool close) {
     }
     if (!citus::on_coordinator()) return {0, false}; /* the coordinator does every shard */
     if (method == 'n') {
-        throw Error(sqlstate::feature_not_supported, "lifecycle.sessions as a Citus reference table is not supported",
-                    {}, "Distribute it by session_id: SELECT create_distributed_table('lifecycle.sessions', 'session_id').");
+        throw Error(
+            sqlstate::feature_not_supported, "lifecycle.sessions as a Citus reference table is not supported", {},
+            "Distribute it by session_id: SELECT create_distributed_table('lifecycle.sessions', 'session_id').");
     }
     std::vector<citus::Placement> where = citus::placements(rel);
-    std::string fn = bridge::quote_ident(pg_call([] { return std::string(get_namespace_name(bridge::extension_schema())); })) +
-                     "._sessions_shard";
+    std::string fn =
+        bridge::quote_ident(pg_call([] { return std::string(get_namespace_name(bridge::extension_schema())); })) +
+        "._sessions_shard";
     std::vector<std::string> commands;
     for (const auto& p : where) {
         commands.push_back(fmt::format("SELECT {}({}, {}::pg_catalog.regclass, {})", fn, close ? "'close'" : "'purge'",
@@ -143,12 +143,13 @@ LIFECYCLE_FUNCTION(lifecycle_session_create) {
         throw Error(sqlstate::invalid_parameter_value, "ttl must be a positive interval");
     }
     if (!PG_ARGISNULL(2) && expiry::compare_to_zero(PG_GETARG_INTERVAL_P(2)) <= 0) {
-        throw Error(sqlstate::invalid_parameter_value, "idle_timeout must be a positive interval",
-                    {}, "Pass NULL for a session without an idle timeout.");
+        throw Error(sqlstate::invalid_parameter_value, "idle_timeout must be a positive interval", {},
+                    "Pass NULL for a session without an idle timeout.");
     }
     static bridge::Statement insert(
         "INSERT INTO lifecycle.sessions (user_id, expires_at, idle_timeout, idle_expires_at, device_id, ip, "
-        "user_agent, mfa_verified) VALUES ($1, pg_catalog.now() + $2, $3, pg_catalog.now() + $3, $4, $5, $6, $7) RETURNING session_id",
+        "user_agent, mfa_verified) VALUES ($1, pg_catalog.now() + $2, $3, pg_catalog.now() + $3, $4, $5, $6, $7) "
+        "RETURNING session_id",
         {TEXTOID, INTERVALOID, INTERVALOID, TEXTOID, INETOID, TEXTOID, BOOLOID});
     Datum values[7];
     char nulls[8] = "       ";
@@ -171,7 +172,9 @@ LIFECYCLE_FUNCTION(lifecycle_session_create) {
 
 namespace pg_lifecycle::expiry {
 /* now(), as a parameter. */
-Datum session_now() { return TimestampTzGetDatum(pg_call([] { return GetCurrentTransactionStartTimestamp(); })); }
+Datum session_now() {
+    return TimestampTzGetDatum(pg_call([] { return GetCurrentTransactionStartTimestamp(); }));
+}
 }  // namespace pg_lifecycle::expiry
 
 /* session_touch's UPDATE of a live session.  Where Citus is installed the
@@ -179,9 +182,9 @@ Datum session_now() { return TimestampTzGetDatum(pg_call([] { return GetCurrentT
  * refuses "now() + idle_timeout" (a STABLE operator over a column) in a
  * distributed UPDATE, while "timestamp + interval" and timezone() are
  * IMMUTABLE. */
-#define TOUCH_SQL(idle_expiry, returning)                                                                \
+#define TOUCH_SQL(idle_expiry, returning)                                                                 \
     "UPDATE lifecycle.sessions s SET last_activity_at = pg_catalog.now(), idle_expires_at = " idle_expiry \
-    " WHERE s.session_id = $1 AND s.ended_at IS NULL AND s.expires_at > pg_catalog.now() "               \
+    " WHERE s.session_id = $1 AND s.ended_at IS NULL AND s.expires_at > pg_catalog.now() "                \
     "AND (s.idle_expires_at IS NULL OR s.idle_expires_at > pg_catalog.now())" returning
 #define IDLE_EXPIRY "pg_catalog.now() + s.idle_timeout"
 #define IDLE_EXPIRY_UTC \
@@ -227,10 +230,9 @@ LIFECYCLE_FUNCTION(lifecycle_session_validate) {
 LIFECYCLE_FUNCTION(lifecycle_session_end) {
     bridge::require_arg(fcinfo, 0, "session_id");
     bridge::require_arg(fcinfo, 1, "reason");
-    static bridge::Statement end(
-        "UPDATE lifecycle.sessions SET ended_at = " END_AT ", end_reason = " END_REASON
-        " WHERE session_id = $1 AND ended_at IS NULL RETURNING " WAS_LIVE,
-        {UUIDOID, TEXTOID, TIMESTAMPTZOID});
+    static bridge::Statement end("UPDATE lifecycle.sessions SET ended_at = " END_AT ", end_reason = " END_REASON
+                                 " WHERE session_id = $1 AND ended_at IS NULL RETURNING " WAS_LIVE,
+                                 {UUIDOID, TEXTOID, TIMESTAMPTZOID});
     Datum values[3] = {PG_GETARG_DATUM(0), PG_GETARG_DATUM(1), expiry::session_now()};
     bridge::SpiConnection spi;
     end.execute(values, nullptr, false);
@@ -242,11 +244,12 @@ LIFECYCLE_FUNCTION(lifecycle_session_end) {
 LIFECYCLE_FUNCTION(lifecycle_sessions_end_user) {
     bridge::require_arg(fcinfo, 0, "user_id");
     bridge::require_arg(fcinfo, 1, "reason");
-    static bridge::Statement end_all(
-        "WITH ended AS (UPDATE lifecycle.sessions SET ended_at = " END_AT ", end_reason = " END_REASON
-        " WHERE user_id = $1 AND ended_at IS NULL RETURNING " WAS_LIVE " AS live) "
-        "SELECT pg_catalog.count(*) FILTER (WHERE live) FROM ended",
-        {TEXTOID, TEXTOID, TIMESTAMPTZOID});
+    static bridge::Statement end_all("WITH ended AS (UPDATE lifecycle.sessions SET ended_at = " END_AT
+                                     ", end_reason = " END_REASON
+                                     " WHERE user_id = $1 AND ended_at IS NULL RETURNING " WAS_LIVE
+                                     " AS live) "
+                                     "SELECT pg_catalog.count(*) FILTER (WHERE live) FROM ended",
+                                     {TEXTOID, TEXTOID, TIMESTAMPTZOID});
     Datum values[3] = {PG_GETARG_DATUM(0), PG_GETARG_DATUM(1), expiry::session_now()};
     bridge::SpiConnection spi;
     end_all.execute(values, nullptr, false);

@@ -104,9 +104,8 @@ extern "C" void lifecycle_extension_utility(PlannedStmt* pstmt, const char* quer
                                 "skipping")));
         return;
     }
-    Oid dropping = bridge::entry_guard([stmt] {
-        return drops_this_extension(stmt) ? bridge::extension_schema() : InvalidOid;
-    });
+    Oid dropping =
+        bridge::entry_guard([stmt] { return drops_this_extension(stmt) ? bridge::extension_schema() : InvalidOid; });
     if (prev_utility_hook) {
         prev_utility_hook(pstmt, query_string, read_only_tree, context, params, query_env, dest, qc);
     } else {
@@ -130,7 +129,8 @@ using bridge::pg_call;
 /* lifecycle.on_create_trigger() RETURNS event_trigger */
 LIFECYCLE_FUNCTION(lifecycle_on_create_trigger) {
     if (!CALLED_AS_EVENT_TRIGGER(fcinfo)) {
-        throw Error(sqlstate::e_r_i_e_trigger_protocol_violated, "on_create_trigger must be called as an event trigger");
+        throw Error(sqlstate::e_r_i_e_trigger_protocol_violated,
+                    "on_create_trigger must be called as an event trigger");
     }
     if (creating_extension) PG_RETURN_VOID();
     Oid nsp = bridge::extension_schema();
@@ -176,7 +176,8 @@ LIFECYCLE_FUNCTION(lifecycle_on_create_trigger) {
 /* lifecycle.on_drop_extension() RETURNS event_trigger */
 LIFECYCLE_FUNCTION(lifecycle_on_drop_extension) {
     if (!CALLED_AS_EVENT_TRIGGER(fcinfo)) {
-        throw Error(sqlstate::e_r_i_e_trigger_protocol_violated, "on_drop_extension must be called as an event trigger");
+        throw Error(sqlstate::e_r_i_e_trigger_protocol_violated,
+                    "on_drop_extension must be called as an event trigger");
     }
     auto* data = reinterpret_cast<EventTriggerData*>(fcinfo->context);
     if (!extension::drops_this_extension(data->parsetree)) PG_RETURN_VOID();

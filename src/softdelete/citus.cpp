@@ -34,7 +34,7 @@ namespace {
 
 enum class Known { unknown, yes, no };
 Known citus_installed = Known::unknown;
-std::unordered_map<Oid, bool> citus_tables;   /* relid -> in pg_dist_partition */
+std::unordered_map<Oid, bool> citus_tables; /* relid -> in pg_dist_partition */
 /* Inside our own catalog queries: their planning (the planner hook, lookups
  * of the catalogs they read) must not query again. */
 int own_sql = 0;
@@ -72,9 +72,10 @@ Oid shard_owner(Oid relid) {
     Oid types[1] = {INT8OID};
     Datum args[1] = {Int64GetDatum(shardid)};
     bridge::SpiConnection spi;
-    bridge::execute_fresh("SELECT logicalrelid::pg_catalog.oid FROM pg_catalog.pg_dist_shard "
-                          "WHERE shardid OPERATOR(pg_catalog.=) $1",
-                          1, types, args, true, 1);
+    bridge::execute_fresh(
+        "SELECT logicalrelid::pg_catalog.oid FROM pg_catalog.pg_dist_shard "
+        "WHERE shardid OPERATOR(pg_catalog.=) $1",
+        1, types, args, true, 1);
     if (bridge::processed_rows() == 0) return InvalidOid;
     Oid logical = DatumGetObjectId(*bridge::result_datum(0, 1));
     /* Same schema, and the name is the table's name with the shard id appended. */
@@ -112,9 +113,10 @@ bool is_citus_table(Oid relid) {
     bool found;
     {
         bridge::SpiConnection spi;
-        bridge::execute_fresh("SELECT FROM pg_catalog.pg_dist_partition "
-                              "WHERE logicalrelid::pg_catalog.oid OPERATOR(pg_catalog.=) $1",
-                              1, types, args, true, 1);
+        bridge::execute_fresh(
+            "SELECT FROM pg_catalog.pg_dist_partition "
+            "WHERE logicalrelid::pg_catalog.oid OPERATOR(pg_catalog.=) $1",
+            1, types, args, true, 1);
         found = bridge::processed_rows() > 0;
     }
     citus_tables[relid] = found;
@@ -131,10 +133,11 @@ std::optional<bool> marked(Oid relid) {
     {
         OwnSql own;
         bridge::SpiConnection spi;
-        bridge::execute_fresh("SELECT pg_catalog.encode(tgargs, 'escape') FROM pg_catalog.pg_trigger "
-                              "WHERE tgrelid OPERATOR(pg_catalog.=) $1 AND tgfoid OPERATOR(pg_catalog.=) $2 "
-                              "AND tgenabled OPERATOR(pg_catalog.<>) 'D'",
-                              2, types, args, true, 1);
+        bridge::execute_fresh(
+            "SELECT pg_catalog.encode(tgargs, 'escape') FROM pg_catalog.pg_trigger "
+            "WHERE tgrelid OPERATOR(pg_catalog.=) $1 AND tgfoid OPERATOR(pg_catalog.=) $2 "
+            "AND tgenabled OPERATOR(pg_catalog.<>) 'D'",
+            2, types, args, true, 1);
         if (bridge::processed_rows() == 0) return std::nullopt;
         arguments = bridge::result_text(0, 1).value_or("");
     }
@@ -162,9 +165,10 @@ bool guard_arguments_match(Oid relid, bool hide) {
     Oid types[2] = {OIDOID, OIDOID};
     Datum args[2] = {ObjectIdGetDatum(relid), ObjectIdGetDatum(guard)};
     bridge::SpiConnection spi;
-    bridge::execute_fresh("SELECT pg_catalog.encode(tgargs, 'escape') FROM pg_catalog.pg_trigger "
-                          "WHERE tgrelid OPERATOR(pg_catalog.=) $1 AND tgfoid OPERATOR(pg_catalog.=) $2",
-                          2, types, args, true, 1);
+    bridge::execute_fresh(
+        "SELECT pg_catalog.encode(tgargs, 'escape') FROM pg_catalog.pg_trigger "
+        "WHERE tgrelid OPERATOR(pg_catalog.=) $1 AND tgfoid OPERATOR(pg_catalog.=) $2",
+        2, types, args, true, 1);
     if (bridge::processed_rows() == 0) return true; /* none yet: it will be created with them */
     bool shows = bridge::result_text(0, 1).value_or("").rfind("show", 0) == 0;
     return shows == !hide;
@@ -293,14 +297,15 @@ void refuse_local_join(Query* q) {
     }
     if (!any_citus || !OidIsValid(local_hidden)) return;
     std::string table = bridge::qualified_relation_name(local_hidden);
-    throw Error(sqlstate::feature_not_supported,
-                fmt::format("a query on a Citus table cannot read soft-delete table {}, which is not distributed", table),
-                "Citus plans a local table joined with distributed ones in a way that does not keep (Citus 13.2: "
-                "crashes on) the qual that hides "
-                "its soft-deleted rows.",
-                fmt::format("Make {} a reference or distributed table (soft delete keeps working there), or query "
-                            "it separately.",
-                            table));
+    throw Error(
+        sqlstate::feature_not_supported,
+        fmt::format("a query on a Citus table cannot read soft-delete table {}, which is not distributed", table),
+        "Citus plans a local table joined with distributed ones in a way that does not keep (Citus 13.2: "
+        "crashes on) the qual that hides "
+        "its soft-deleted rows.",
+        fmt::format("Make {} a reference or distributed table (soft delete keeps working there), or query "
+                    "it separately.",
+                    table));
 }
 
 /* Distributing a table that is already enabled.  Citus refuses to distribute
@@ -318,7 +323,8 @@ needs_fmgr_hook_type prev_needs_fmgr_hook = nullptr;
 fmgr_hook_type prev_fmgr_hook = nullptr;
 
 constexpr const char* distributing_functions[] = {"create_distributed_table", "create_reference_table",
-                                                  "citus_add_local_table_to_metadata", "master_create_distributed_table"};
+                                                  "citus_add_local_table_to_metadata",
+                                                  "master_create_distributed_table"};
 
 /* A few function OIDs remembered per backend (no allocation: this runs in
  * every function lookup). */
@@ -370,10 +376,11 @@ bool only_our_triggers(Oid relid) {
     Oid types[2] = {OIDOID, OIDOID};
     Datum args[2] = {ObjectIdGetDatum(relid), ObjectIdGetDatum(bridge::extension_schema())};
     bridge::SpiConnection spi;
-    bridge::execute_fresh("SELECT pg_catalog.bool_and(p.pronamespace OPERATOR(pg_catalog.=) $2) "
-                          "FROM pg_catalog.pg_trigger t JOIN pg_catalog.pg_proc p ON p.oid OPERATOR(pg_catalog.=) t.tgfoid "
-                          "WHERE t.tgrelid OPERATOR(pg_catalog.=) $1 AND NOT t.tgisinternal",
-                          2, types, args, true, 1);
+    bridge::execute_fresh(
+        "SELECT pg_catalog.bool_and(p.pronamespace OPERATOR(pg_catalog.=) $2) "
+        "FROM pg_catalog.pg_trigger t JOIN pg_catalog.pg_proc p ON p.oid OPERATOR(pg_catalog.=) t.tgfoid "
+        "WHERE t.tgrelid OPERATOR(pg_catalog.=) $1 AND NOT t.tgisinternal",
+        2, types, args, true, 1);
     return bridge::result_datum(0, 1).has_value() && DatumGetBool(*bridge::result_datum(0, 1));
 }
 
@@ -383,8 +390,8 @@ int allow_for_call(FmgrInfo* flinfo) {
     if (!OidIsValid(relid) || !present() || lookup(relid) == nullptr || !only_our_triggers(relid)) return 0;
     return pg_call([] {
         int n = NewGUCNestLevel();
-        (void)set_config_option("citus.enable_unsafe_triggers", "on", PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE,
-                                true, 0, false);
+        (void)set_config_option("citus.enable_unsafe_triggers", "on", PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE, true,
+                                0, false);
         return n;
     });
 }

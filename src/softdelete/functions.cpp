@@ -33,8 +33,8 @@ const TableInfo& require_enabled(Oid relid) {
     const TableInfo* info = lookup(relid);
     if (info == nullptr) {
         throw Error(sqlstate::object_not_in_prerequisite_state,
-                    fmt::format("soft delete is not enabled on table {}", bridge::qualified_relation_name(relid)),
-                    {}, "See lifecycle.soft_delete_tables; enable it with lifecycle.soft_delete_enable().");
+                    fmt::format("soft delete is not enabled on table {}", bridge::qualified_relation_name(relid)), {},
+                    "See lifecycle.soft_delete_tables; enable it with lifecycle.soft_delete_enable().");
     }
     return *info;
 }
@@ -71,9 +71,9 @@ void check_flag_column(Oid relid, const std::string& flag, const std::string& ta
     }
     for (const auto& col : soft_columns) {
         if (flag == col.name) {
-            throw Error(sqlstate::invalid_parameter_value,
-                        fmt::format("column \"{}\" of table {} cannot be the flag: soft delete keeps it itself", flag,
-                                    table));
+            throw Error(
+                sqlstate::invalid_parameter_value,
+                fmt::format("column \"{}\" of table {} cannot be the flag: soft delete keeps it itself", flag, table));
         }
     }
     if (pg_call([&] { return get_atttype(relid, att); }) != BOOLOID) {
@@ -133,17 +133,19 @@ std::vector<Datum> key_from_json(Datum id, Oid id_type, const std::vector<std::s
             return OidInputFunctionCall(in, const_cast<char*>(text.c_str()), ioparam, -1);
         });
     } catch (const bridge::PgError& e) {
-        throw Error(sqlstate::invalid_text_representation,
-                    fmt::format("the key of table {} has {} columns: \"{}\" is not a JSON object", table, pk.size(), text),
-                    e.what(), composite_key_hint(pk));
+        throw Error(
+            sqlstate::invalid_text_representation,
+            fmt::format("the key of table {} has {} columns: \"{}\" is not a JSON object", table, pk.size(), text),
+            e.what(), composite_key_hint(pk));
     }
     Oid jsonb = JSONBOID;
-    bridge::execute_sql("SELECT pg_catalog.jsonb_typeof($1) OPERATOR(pg_catalog.=) 'object'", 1, &jsonb, &json,
-                        nullptr, true, 1);
+    bridge::execute_sql("SELECT pg_catalog.jsonb_typeof($1) OPERATOR(pg_catalog.=) 'object'", 1, &jsonb, &json, nullptr,
+                        true, 1);
     if (!DatumGetBool(bridge::result_datum(0, 1).value_or(BoolGetDatum(false)))) {
-        throw Error(sqlstate::invalid_parameter_value,
-                    fmt::format("the key of table {} has {} columns: \"{}\" is not a JSON object", table, pk.size(), text),
-                    {}, composite_key_hint(pk));
+        throw Error(
+            sqlstate::invalid_parameter_value,
+            fmt::format("the key of table {} has {} columns: \"{}\" is not a JSON object", table, pk.size(), text), {},
+            composite_key_hint(pk));
     }
     bridge::execute_sql("SELECT e.key, e.value FROM pg_catalog.jsonb_each_text($1) AS e", 1, &jsonb, &json, nullptr,
                         true);
@@ -231,8 +233,7 @@ std::vector<Datum> key_values(Datum id, Oid id_type, const std::vector<std::stri
         case TEXTOID:
         case VARCHAROID:
         case UNKNOWNOID:
-        case CSTRINGOID:
-            return key_from_json(id, id_type, pk, types, table);
+        case CSTRINGOID: return key_from_json(id, id_type, pk, types, table);
         default:
             throw Error(sqlstate::datatype_mismatch,
                         fmt::format("the key of table {} has {} columns; a value of type {} cannot name a row", table,
@@ -321,15 +322,15 @@ constexpr size_t keys_per_statement = 50000;
  * the rows of alias `x` whose `cols` match one of the key tuples passed as
  * arrays $1…$n, with the key's own operators: `<key value> op <column>`, or
  * `<column> op <key value>` when !key_on_left. */
-std::string matches_keys(const std::string& x, const std::vector<std::string>& cols, const std::vector<std::string>& ops,
-                         bool key_on_left = true) {
+std::string matches_keys(const std::string& x, const std::vector<std::string>& cols,
+                         const std::vector<std::string>& ops, bool key_on_left = true) {
     std::string args, names, conds;
     for (size_t i = 0; i < cols.size(); ++i) {
         args += fmt::format("{}pg_catalog.unnest(${})", i ? ", " : "", i + 1);
         names += fmt::format("{}k{}", i ? ", " : "", i + 1);
         std::string key = fmt::format("k.k{}", i + 1), column = fmt::format("{}.{}", x, bridge::quote_ident(cols[i]));
-        conds += fmt::format("{}{} {} {}", i ? " AND " : "", key_on_left ? key : column, ops[i],
-                             key_on_left ? column : key);
+        conds +=
+            fmt::format("{}{} {} {}", i ? " AND " : "", key_on_left ? key : column, ops[i], key_on_left ? column : key);
     }
     return fmt::format("EXISTS (SELECT FROM ROWS FROM ({}) AS k({}) WHERE {})", args, names, conds);
 }
@@ -472,8 +473,8 @@ void check_parent_not_deleted(const ForeignKey& fk, const std::vector<Oid>& type
         where += fmt::format("{}x.{} {} ${}", i ? " AND " : "", bridge::quote_ident(fk.referenced_cols[i]),
                              fk.eq_ops[i], i + 1);
     }
-    std::string sql =
-        fmt::format("SELECT x.deleted_at IS NOT NULL FROM {} x WHERE {}{}", parent, where, citus_lock_clause(fk.referenced));
+    std::string sql = fmt::format("SELECT x.deleted_at IS NOT NULL FROM {} x WHERE {}{}", parent, where,
+                                  citus_lock_clause(fk.referenced));
     {
         bridge::AsKeyActionOwner as_owner(bridge::relation_owner(fk.referenced));
         bridge::execute_sql(sql, static_cast<int>(values.size()), types.data(), values.data(), nullptr, false, 1);
@@ -501,8 +502,9 @@ LIFECYCLE_FUNCTION(lifecycle_soft_delete_enable) {
     bridge::require_owner(relid, "enable soft delete on it");
     if (!PG_ARGISNULL(1)) {
         Interval* retention = PG_GETARG_INTERVAL_P(1);
-        if (bridge::interval_sign(retention) <= 0) throw Error(sqlstate::invalid_parameter_value, "retention must be a positive interval",
-                                   {}, "Pass NULL to keep soft-deleted rows until purged by hand.");
+        if (bridge::interval_sign(retention) <= 0)
+            throw Error(sqlstate::invalid_parameter_value, "retention must be a positive interval", {},
+                        "Pass NULL to keep soft-deleted rows until purged by hand.");
     }
 
     bridge::SpiConnection spi;
@@ -517,8 +519,8 @@ LIFECYCLE_FUNCTION(lifecycle_soft_delete_enable) {
             bridge::execute_sql(fmt::format("ALTER TABLE {} ADD COLUMN {} {}", table, col.name, col.sql_type), false);
         } else if (!softdelete::soft_column_type_ok(col.name, pg_call([&] { return get_atttype(relid, attnum); }))) {
             throw Error(sqlstate::datatype_mismatch,
-                        fmt::format("column \"{}\" of table {} must be of type {}", col.name, table, col.sql_type),
-                        {}, "Rename or drop the column, then enable soft delete again.");
+                        fmt::format("column \"{}\" of table {} must be of type {}", col.name, table, col.sql_type), {},
+                        "Rename or drop the column, then enable soft delete again.");
         }
     }
     /* A legacy boolean flag (is_deleted): rows where it and deleted_at
@@ -583,8 +585,9 @@ LIFECYCLE_FUNCTION(lifecycle_soft_delete_disable) {
         remove.execute(&key, nullptr, false);
     }
     if (bridge::processed_rows() == 0) {
-        throw Error(sqlstate::object_not_in_prerequisite_state, fmt::format("soft delete is not enabled on table {}", table),
-                    {}, "See lifecycle.soft_delete_tables for the tables it is enabled on.");
+        throw Error(sqlstate::object_not_in_prerequisite_state,
+                    fmt::format("soft delete is not enabled on table {}", table), {},
+                    "See lifecycle.soft_delete_tables for the tables it is enabled on.");
     }
     softdelete::citus::with_triggers_allowed([&] { softdelete::remove_triggers(relid); });
     softdelete::invalidate(relid);
@@ -629,8 +632,9 @@ LIFECYCLE_FUNCTION(lifecycle_restore) {
         bridge::execute_sql(find, nkey, key.types.data(), values.data(), nullptr, true, 2);
         if (bridge::processed_rows() == 0) {
             throw Error(sqlstate::invalid_parameter_value,
-                        nkey == 1 ? fmt::format("no row with {} = {} in table {}", shown_cols, shown_values, table)
-                                  : fmt::format("no row with ({}) = ({}) in table {}", shown_cols, shown_values, table));
+                        nkey == 1
+                            ? fmt::format("no row with {} = {} in table {}", shown_cols, shown_values, table)
+                            : fmt::format("no row with ({}) = ({}) in table {}", shown_cols, shown_values, table));
         }
         bool deleted = DatumGetBool(*bridge::result_datum(0, 2));
         if (!deleted) return; /* live already: nothing to restore */
@@ -672,13 +676,15 @@ LIFECYCLE_FUNCTION(lifecycle_purge) {
         retention.execute(&key, nullptr, true, 1);
         auto r = bridge::processed_rows() ? bridge::result_datum(0, 1) : std::nullopt;
         if (!r) {
-            throw Error(sqlstate::invalid_parameter_value,
-                        fmt::format("table {} has no retention: pass older_than", bridge::qualified_relation_name(relid)),
-                        {}, "lifecycle.purge('t', '0') purges every soft-deleted row.");
+            throw Error(
+                sqlstate::invalid_parameter_value,
+                fmt::format("table {} has no retention: pass older_than", bridge::qualified_relation_name(relid)), {},
+                "lifecycle.purge('t', '0') purges every soft-deleted row.");
         }
         older_than = DatumGetIntervalP(*r);
     }
-    if (bridge::interval_sign(older_than) < 0) throw Error(sqlstate::invalid_parameter_value, "older_than must not be negative");
+    if (bridge::interval_sign(older_than) < 0)
+        throw Error(sqlstate::invalid_parameter_value, "older_than must not be negative");
 
     std::vector<Oid> leaves{relid};
     if (kind == RELKIND_PARTITIONED_TABLE) {
@@ -723,14 +729,15 @@ LIFECYCLE_FUNCTION(lifecycle_soft_unique) {
         if (nulls[i]) throw Error(sqlstate::null_value_not_allowed, "columns must not contain NULL");
         std::string col = NameStr(*DatumGetName(elems[i]));
         if (pg_call([&] { return get_attnum(relid, col.c_str()); }) == InvalidAttrNumber) {
-            throw Error(sqlstate::undefined_column, fmt::format("column \"{}\" of relation {} does not exist", col, table));
+            throw Error(sqlstate::undefined_column,
+                        fmt::format("column \"{}\" of relation {} does not exist", col, table));
         }
         cols += (i ? ", " : "") + bridge::quote_ident(col);
         name_part += (i ? "_" : "") + col;
     }
     std::string index = pg_call([&] {
-        return std::string(ChooseRelationName(get_rel_name(relid), name_part.c_str(), "live_key",
-                                              get_rel_namespace(relid), false));
+        return std::string(
+            ChooseRelationName(get_rel_name(relid), name_part.c_str(), "live_key", get_rel_namespace(relid), false));
     });
     {
         bridge::SpiConnection spi;
@@ -755,7 +762,8 @@ LIFECYCLE_FUNCTION(lifecycle_current_delete_event) {
     if (my_lxid != lxid) {
         Oid seq = softdelete::event_sequence();
         if (!OidIsValid(seq)) {
-            throw Error(sqlstate::object_not_in_prerequisite_state, "extension \"pg_lifecycle\" is not installed in this database");
+            throw Error(sqlstate::object_not_in_prerequisite_state,
+                        "extension \"pg_lifecycle\" is not installed in this database");
         }
         event = DatumGetInt64(pg_call([seq] { return DirectFunctionCall1(nextval_oid, ObjectIdGetDatum(seq)); }));
         /* On a Citus worker: its group id above 2^48, unique across nodes. */

@@ -58,8 +58,8 @@ bool plan_depends_on_role = false;
 List* soft_delete_targetlist(Query* q, RangeTblEntry* rte, const TableInfo& info, Oid actor, Oid event) {
     return pg_call([&] {
         Expr* now_expr = (Expr*)makeFuncExpr(F_NOW, TIMESTAMPTZOID, NIL, InvalidOid, InvalidOid, COERCE_EXPLICIT_CALL);
-        Expr* actor_expr = (Expr*)makeFuncExpr(actor, TEXTOID, NIL, InvalidOid, DEFAULT_COLLATION_OID,
-                                               COERCE_EXPLICIT_CALL);
+        Expr* actor_expr =
+            (Expr*)makeFuncExpr(actor, TEXTOID, NIL, InvalidOid, DEFAULT_COLLATION_OID, COERCE_EXPLICIT_CALL);
         /* deleted_by may be varchar(n): the actor as its type, as an UPDATE would assign it. */
         Oid by_type;
         int32 by_typmod;
@@ -289,8 +289,8 @@ bool process_query(Query* q, bool hide) {
  * conflicts with a hidden row, a MERGE action on one). */
 void protect_hidden_rows(Query* q) {
     if (q->resultRelation <= 0) return;
-    bool upsert = q->commandType == CMD_INSERT && q->onConflict != nullptr &&
-                  q->onConflict->action == ONCONFLICT_UPDATE;
+    bool upsert =
+        q->commandType == CMD_INSERT && q->onConflict != nullptr && q->onConflict->action == ONCONFLICT_UPDATE;
     bool merge = q->commandType == CMD_MERGE;
     if (!upsert && !merge) return;
     RangeTblEntry* rte = rt_fetch(q->resultRelation, q->rtable);

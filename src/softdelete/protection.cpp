@@ -64,10 +64,12 @@ std::vector<Oid> table_and_partitions(Oid relid) {
  * catalogs are now (the DDL being checked included). */
 char trigger_state(Oid rel, const char* name) {
     Oid types[2] = {OIDOID, NAMEOID};
-    Datum args[2] = {ObjectIdGetDatum(rel), pg_call([name] { return DirectFunctionCall1(namein, CStringGetDatum(name)); })};
-    bridge::execute_fresh("SELECT tgenabled FROM pg_catalog.pg_trigger WHERE tgrelid OPERATOR(pg_catalog.=) $1 "
-                          "AND tgname OPERATOR(pg_catalog.=) $2",
-                          2, types, args, true, 1);
+    Datum args[2] = {ObjectIdGetDatum(rel),
+                     pg_call([name] { return DirectFunctionCall1(namein, CStringGetDatum(name)); })};
+    bridge::execute_fresh(
+        "SELECT tgenabled FROM pg_catalog.pg_trigger WHERE tgrelid OPERATOR(pg_catalog.=) $1 "
+        "AND tgname OPERATOR(pg_catalog.=) $2",
+        2, types, args, true, 1);
     if (bridge::processed_rows() == 0) return '\0';
     return DatumGetChar(*bridge::result_datum(0, 1));
 }
@@ -118,7 +120,8 @@ void create_truncate_trigger(Oid rel) {
 
 [[noreturn]] void refuse(Oid relid, const std::string& what) {
     std::string table = bridge::qualified_relation_name(relid);
-    throw Error(sqlstate::object_not_in_prerequisite_state, fmt::format("{} would remove the soft-delete protection of table {}", what, table),
+    throw Error(sqlstate::object_not_in_prerequisite_state,
+                fmt::format("{} would remove the soft-delete protection of table {}", what, table),
                 "pg_lifecycle keeps deleted rows in deleted_at, deleted_by and delete_event, and its triggers keep "
                 "DELETE and TRUNCATE from removing rows.",
                 fmt::format("Call lifecycle.soft_delete_disable('{}') first.", table));
@@ -132,8 +135,9 @@ std::optional<std::string> registered_flag(Oid relid) {
     }
     Oid type = REGCLASSOID;
     Datum key = ObjectIdGetDatum(relid);
-    bridge::execute_fresh("SELECT flag::pg_catalog.text FROM lifecycle.soft_delete_tables WHERE tbl OPERATOR(pg_catalog.=) $1",
-                          1, &type, &key, true, 1);
+    bridge::execute_fresh(
+        "SELECT flag::pg_catalog.text FROM lifecycle.soft_delete_tables WHERE tbl OPERATOR(pg_catalog.=) $1", 1, &type,
+        &key, true, 1);
     if (bridge::processed_rows() == 0) return std::nullopt;
     return bridge::result_text(0, 1);
 }
@@ -230,20 +234,22 @@ void set_flag_trigger(Oid relid, const std::optional<std::string>& flag) {
         bridge::execute_sql(fmt::format("DROP TRIGGER {} ON {}", flag_trigger, table), false);
     }
     if (!flag) return;
-    bridge::execute_sql(fmt::format("CREATE TRIGGER {} BEFORE INSERT OR UPDATE ON {} FOR EACH ROW "
-                                    "EXECUTE FUNCTION lifecycle.soft_delete_flag({})",
-                                    flag_trigger, table, pg_call([&] { return std::string(quote_literal_cstr(flag->c_str())); })),
-                        false);
+    bridge::execute_sql(
+        fmt::format("CREATE TRIGGER {} BEFORE INSERT OR UPDATE ON {} FOR EACH ROW "
+                    "EXECUTE FUNCTION lifecycle.soft_delete_flag({})",
+                    flag_trigger, table, pg_call([&] { return std::string(quote_literal_cstr(flag->c_str())); })),
+        false);
 }
 
 void reattach_after_restore(Oid relid) {
     if (own_ddl_depth > 0 || lookup(relid) != nullptr) return; /* ours, or registered already */
-    if (citus::copy_of_citus_table(relid)) return;              /* a shard: recognised by its trigger */
+    if (citus::copy_of_citus_table(relid)) return;             /* a shard: recognised by its trigger */
     std::string table = bridge::qualified_relation_name(relid);
     bridge::require_owner(relid, "enable soft delete on it");
     for (const Column& col : protected_columns) {
         AttrNumber att = pg_call([&] { return get_attnum(relid, col.name); });
-        if (att == InvalidAttrNumber || !soft_column_type_ok(col.name, pg_call([&] { return get_atttype(relid, att); }))) {
+        if (att == InvalidAttrNumber ||
+            !soft_column_type_ok(col.name, pg_call([&] { return get_atttype(relid, att); }))) {
             throw Error(sqlstate::object_not_in_prerequisite_state,
                         fmt::format("table {} gets a soft-delete trigger of pg_lifecycle but has no column \"{}\" of "
                                     "the type soft delete needs",
@@ -281,9 +287,9 @@ void remove_triggers(Oid relid) {
         bridge::execute_sql(fmt::format("DROP TRIGGER {} ON {}", flag_trigger, table), false);
     }
     for (Oid rel : table_and_partitions(relid)) {
-        bridge::execute_sql(fmt::format("DROP TRIGGER IF EXISTS {} ON {}", truncate_trigger,
-                                        bridge::qualified_relation_name(rel)),
-                            false);
+        bridge::execute_sql(
+            fmt::format("DROP TRIGGER IF EXISTS {} ON {}", truncate_trigger, bridge::qualified_relation_name(rel)),
+            false);
     }
 }
 
@@ -298,7 +304,8 @@ LIFECYCLE_FUNCTION(lifecycle_soft_delete_truncate) {
     }
     auto* td = reinterpret_cast<TriggerData*>(fcinfo->context);
     if (!TRIGGER_FIRED_BY_TRUNCATE(td->tg_event) || !TRIGGER_FIRED_BEFORE(td->tg_event)) {
-        throw Error(sqlstate::e_r_i_e_trigger_protocol_violated, "soft_delete_truncate must be a BEFORE TRUNCATE trigger");
+        throw Error(sqlstate::e_r_i_e_trigger_protocol_violated,
+                    "soft_delete_truncate must be a BEFORE TRUNCATE trigger");
     }
     Oid relid = RelationGetRelid(td->tg_relation);
     if (softdelete::lookup(relid) == nullptr) return PointerGetDatum(nullptr); /* not protected (any more) */

@@ -34,15 +34,15 @@ struct Registered {
 
 bool valid = false;
 bool loading = false;
-uint64 invalidations = 0;   /* relevant invalidations seen so far */
+uint64 invalidations = 0; /* relevant invalidations seen so far */
 Oid registry_oid = InvalidOid;
 Oid actor_fn = InvalidOid;
 Oid event_fn = InvalidOid;
 Oid event_seq = InvalidOid;
 Oid legacy_fn = InvalidOid;
-bool loaded_once = false;  /* registered/memo hold the newest load, kept or not */
+bool loaded_once = false; /* registered/memo hold the newest load, kept or not */
 std::unordered_map<Oid, Registered> registered;
-std::unordered_map<Oid, TableInfo> memo;          /* relid -> info (relid == InvalidOid: not enabled) */
+std::unordered_map<Oid, TableInfo> memo; /* relid -> info (relid == InvalidOid: not enabled) */
 std::unordered_map<Oid, std::vector<ForeignKey>> incoming_memo;
 
 extern "C" void relcache_callback(Datum, Oid relid) {
@@ -82,8 +82,8 @@ void load() {
     loading = true;
     try {
         bridge::SpiConnection spi;
-        bridge::execute_fresh("SELECT tbl::pg_catalog.oid, hide FROM lifecycle.soft_delete_tables", 0, nullptr,
-                              nullptr, true);
+        bridge::execute_fresh("SELECT tbl::pg_catalog.oid, hide FROM lifecycle.soft_delete_tables", 0, nullptr, nullptr,
+                              true);
         for (uint64 i = 0; i < bridge::processed_rows(); ++i) {
             Oid relid = DatumGetObjectId(*bridge::result_datum(i, 1));
             registered[relid] = Registered{DatumGetBool(*bridge::result_datum(i, 2))};
@@ -135,31 +135,36 @@ std::vector<ForeignKey> read_fks(const char* side_column, Oid relid) {
         "ORDER BY c.oid",
         side_column);
     /* The table and its ancestors: a key may be declared on a partitioned parent. */
-    List* ancestors = pg_call([relid] {
-        return get_rel_relispartition(relid) ? get_partition_ancestors(relid) : NIL;
-    });
+    List* ancestors = pg_call([relid] { return get_rel_relispartition(relid) ? get_partition_ancestors(relid) : NIL; });
     std::vector<Datum> oids{ObjectIdGetDatum(relid)};
     ListCell* lc;
     foreach (lc, ancestors) oids.push_back(ObjectIdGetDatum(lfirst_oid(lc)));
     Datum arr = pg_call([&oids] {
-        return PointerGetDatum(construct_array(oids.data(), static_cast<int>(oids.size()), OIDOID, sizeof(Oid),
-                                               true, TYPALIGN_INT));
+        return PointerGetDatum(
+            construct_array(oids.data(), static_cast<int>(oids.size()), OIDOID, sizeof(Oid), true, TYPALIGN_INT));
     });
     Oid types[1] = {OIDARRAYOID};
     bridge::SpiConnection spi;
     bridge::execute_fresh(sql, 1, types, &arr, true);
-    auto split = [](std::string s) {  /* {a,b} -> [a, b]; names here are plain (quoted if needed) */
-        std::vector<std::string> out;
-        if (s.size() >= 2) s = s.substr(1, s.size() - 2);
-        std::string cur;
-        bool quoted = false;
-        for (char ch : s) {
-            if (ch == '"') { quoted = !quoted; continue; }
-            if (ch == ',' && !quoted) { out.push_back(cur); cur.clear(); continue; }
-            cur += ch;
-        }
-        if (!cur.empty()) out.push_back(cur);
-        return out;
+    auto split = [](std::string s) { /* {a,b} -> [a, b]; names here are plain (quoted if needed) */
+                                     std::vector<std::string> out;
+                                     if (s.size() >= 2) s = s.substr(1, s.size() - 2);
+                                     std::string cur;
+                                     bool quoted = false;
+                                     for (char ch : s) {
+                                         if (ch == '"') {
+                                             quoted = !quoted;
+                                             continue;
+                                         }
+                                         if (ch == ',' && !quoted) {
+                                             out.push_back(cur);
+                                             cur.clear();
+                                             continue;
+                                         }
+                                         cur += ch;
+                                     }
+                                     if (!cur.empty()) out.push_back(cur);
+                                     return out;
     };
     std::vector<ForeignKey> fks;
     for (uint64 i = 0; i < bridge::processed_rows(); ++i) {

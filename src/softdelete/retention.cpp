@@ -44,8 +44,8 @@ private:
 std::string join_condition(const ForeignKey& fk) {
     std::string out;
     for (size_t i = 0; i < fk.referencing_cols.size(); ++i) {
-        out += fmt::format("{}p.{} {} c.{}", i ? " AND " : "", bridge::quote_ident(fk.referenced_cols[i]),
-                           fk.eq_ops[i], bridge::quote_ident(fk.referencing_cols[i]));
+        out += fmt::format("{}p.{} {} c.{}", i ? " AND " : "", bridge::quote_ident(fk.referenced_cols[i]), fk.eq_ops[i],
+                           bridge::quote_ident(fk.referencing_cols[i]));
     }
     return out;
 }
@@ -112,15 +112,15 @@ int64 purge_batch(Oid table, Interval* older_than, int batch) {
     std::string name = bridge::qualified_relation_name(table);
     std::vector<Oid> scope_tables{table};
     std::string keep_referenced;
-    std::vector<std::pair<std::string, std::string>> children;  /* (child name, join condition) */
+    std::vector<std::pair<std::string, std::string>> children; /* (child name, join condition) */
     for (const ForeignKey& fk : incoming_fks(table)) {
         bool protected_child = lookup(fk.referencing) != nullptr;
         if (!protected_child && !restricts(fk)) continue;
         std::string child = bridge::qualified_relation_name(fk.referencing);
         std::string join = join_condition(fk);
         if (protected_child) {
-            keep_referenced += fmt::format(" AND NOT EXISTS (SELECT 1 FROM {} c WHERE {} AND c.deleted_at IS NULL)",
-                                           child, join);
+            keep_referenced +=
+                fmt::format(" AND NOT EXISTS (SELECT 1 FROM {} c WHERE {} AND c.deleted_at IS NULL)", child, join);
             if (restricts(fk)) {
                 children.emplace_back(child, join);
                 scope_tables.push_back(fk.referencing);
@@ -136,12 +136,13 @@ int64 purge_batch(Oid table, Interval* older_than, int batch) {
         name, keep_referenced);
     std::string purge_sql;
     for (size_t i = 0; i < children.size(); ++i) {
-        purge_sql += fmt::format("{}c{} AS (DELETE FROM {} c USING ONLY {} p WHERE p.ctid OPERATOR(pg_catalog.=) ANY ($1) "
-                                 "AND {} AND c.deleted_at IS NOT NULL) ",
-                                 i ? ", " : "WITH ", i, children[i].first, name, children[i].second);
+        purge_sql += fmt::format(
+            "{}c{} AS (DELETE FROM {} c USING ONLY {} p WHERE p.ctid OPERATOR(pg_catalog.=) ANY ($1) "
+            "AND {} AND c.deleted_at IS NOT NULL) ",
+            i ? ", " : "WITH ", i, children[i].first, name, children[i].second);
     }
-    purge_sql += fmt::format(
-        "DELETE FROM ONLY {} WHERE ctid OPERATOR(pg_catalog.=) ANY ($1) AND deleted_at IS NOT NULL", name);
+    purge_sql +=
+        fmt::format("DELETE FROM ONLY {} WHERE ctid OPERATOR(pg_catalog.=) ANY ($1) AND deleted_at IS NOT NULL", name);
 
     PurgeScope scope(scope_tables);
     int nest = pg_call([] {
@@ -163,8 +164,9 @@ int64 purge_batch(Oid table, Interval* older_than, int batch) {
                 bridge::execute_sql(purge_sql, 1, &tid_array, &which, nullptr, false);
                 return static_cast<int64>(bridge::processed_rows());
             };
-            bool done = bridge::in_subtransaction([&] { rows = delete_rows(ctids); },
-                                                  [](const bridge::PgError& e) { return is_row_error(e.sqlerrcode()); });
+            bool done =
+                bridge::in_subtransaction([&] { rows = delete_rows(ctids); },
+                                          [](const bridge::PgError& e) { return is_row_error(e.sqlerrcode()); });
             if (!done) {
                 /* Some row cannot go (a live row further down a cascade, a
                  * trigger): each row on its own, the others are purged. */
@@ -177,13 +179,14 @@ int64 purge_batch(Oid table, Interval* older_than, int batch) {
                     deconstruct_array(DatumGetArrayTypeP(ctids), TIDOID, sizeof(ItemPointerData), false, TYPALIGN_SHORT,
                                       &elems, &nulls, &n);
                     for (int i = 0; i < n; ++i) {
-                        each.push_back(PointerGetDatum(construct_array(&elems[i], 1, TIDOID, sizeof(ItemPointerData),
-                                                                       false, TYPALIGN_SHORT)));
+                        each.push_back(PointerGetDatum(
+                            construct_array(&elems[i], 1, TIDOID, sizeof(ItemPointerData), false, TYPALIGN_SHORT)));
                     }
                 });
                 for (Datum one : each) {
-                    (void)bridge::in_subtransaction([&] { rows += delete_rows(latest_version(table, one)); },
-                                                    [](const bridge::PgError& e) { return is_row_error(e.sqlerrcode()); });
+                    (void)bridge::in_subtransaction(
+                        [&] { rows += delete_rows(latest_version(table, one)); },
+                        [](const bridge::PgError& e) { return is_row_error(e.sqlerrcode()); });
                 }
             }
         }
@@ -203,21 +206,22 @@ PurgeResult purge_any(Oid table, Interval* older_than, int batch) {
         return {rows, rows >= batch, {}};
     }
     if (method == 'n') {
-        throw Error(sqlstate::feature_not_supported,
-                    fmt::format("purging Citus reference table {} is not supported",
-                                bridge::qualified_relation_name(table)),
-                    "A purge picks rows by their physical position, which differs between a reference table's "
-                    "placements.",
-                    "Enable soft delete on it without a retention; as its owner, delete its soft-deleted rows "
-                    "with lifecycle.hard_delete and lifecycle.include_deleted on.");
+        throw Error(
+            sqlstate::feature_not_supported,
+            fmt::format("purging Citus reference table {} is not supported", bridge::qualified_relation_name(table)),
+            "A purge picks rows by their physical position, which differs between a reference table's "
+            "placements.",
+            "Enable soft delete on it without a retention; as its owner, delete its soft-deleted rows "
+            "with lifecycle.hard_delete and lifecycle.include_deleted on.");
     }
     /* A distributed table: one batch on every shard placement, on the node
      * that holds it (as the current role: the worker's, or lifecycle.purge's
      * caller, the table's owner); each placement's batch commits there on
      * its own. */
     std::vector<citus::Placement> where = citus::placements(table);
-    std::string fn = bridge::quote_ident(pg_call([] { return std::string(get_namespace_name(bridge::extension_schema())); })) +
-                     "._purge_shard";
+    std::string fn =
+        bridge::quote_ident(pg_call([] { return std::string(get_namespace_name(bridge::extension_schema())); })) +
+        "._purge_shard";
     std::vector<std::string> commands;
     for (const auto& p : where) {
         commands.push_back(fmt::format("SELECT {}({}::pg_catalog.regclass, {}, {})", fn, citus::literal(p.shard),

@@ -22,7 +22,7 @@ namespace {
  * a change must replan cached statements. */
 extern "C" void assign_plan_setting(bool newval, void* extra) {
     (void)extra;
-    static bool first = true;  /* the boot value needs no reset */
+    static bool first = true; /* the boot value needs no reset */
     if (!first) ResetPlanCache();
     first = false;
     (void)newval;
@@ -40,12 +40,12 @@ extern "C" bool check_hard_delete(bool* newval, void** extra, GucSource source) 
         case PGC_S_CLIENT:
         case PGC_S_OVERRIDE:
         case PGC_S_INTERACTIVE:
-        case PGC_S_SESSION:
-            return true;
+        case PGC_S_SESSION: return true;
         default:
             GUC_check_errcode(ERRCODE_INSUFFICIENT_PRIVILEGE);
-            GUC_check_errdetail("lifecycle.hard_delete can only be turned on by a session for itself (SET or SET "
-                                "LOCAL), not as a default for a database, a role, a function or the server.");
+            GUC_check_errdetail(
+                "lifecycle.hard_delete can only be turned on by a session for itself (SET or SET "
+                "LOCAL), not as a default for a database, a role, a function or the server.");
             return false;
     }
 }
@@ -56,8 +56,8 @@ void define_settings() {
     bridge::pg_call([] {
         DefineCustomBoolVariable("lifecycle.include_deleted", "Show soft-deleted rows to queries.",
                                  "Off: rows deleted from a table with hide = true are invisible to SELECT, UPDATE "
-                                 "and DELETE.", &gucs::include_deleted, false, PGC_USERSET, 0, nullptr,
-                                 assign_plan_setting, nullptr);
+                                 "and DELETE.",
+                                 &gucs::include_deleted, false, PGC_USERSET, 0, nullptr, assign_plan_setting, nullptr);
         DefineCustomBoolVariable("lifecycle.hard_delete", "DELETE on soft-delete tables removes rows for real.",
                                  "Honoured only for the table's owner (or a superuser) acting directly, and only "
                                  "when a session sets it for itself.",

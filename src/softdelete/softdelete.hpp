@@ -30,7 +30,7 @@ inline bool soft_column_type_ok(const char* name, Oid type) {
 /* An enabled table (or a partition of one), with its columns. */
 struct TableInfo {
     Oid relid;
-    Oid registered;           /* the table named in soft_delete_tables (itself or an ancestor) */
+    Oid registered; /* the table named in soft_delete_tables (itself or an ancestor) */
     bool hide;
     AttrNumber deleted_at;
     AttrNumber deleted_by;
@@ -68,10 +68,10 @@ void invalidate(Oid relid);
 struct ForeignKey {
     Oid constraint;
     std::string name;
-    Oid referencing;                           /* the child table */
-    Oid referenced;                            /* the parent table */
-    char on_delete;                            /* confdeltype: a r c n d */
-    bool deferred = false;                     /* DEFERRABLE INITIALLY DEFERRED: checked at commit */
+    Oid referencing;       /* the child table */
+    Oid referenced;        /* the parent table */
+    char on_delete;        /* confdeltype: a r c n d */
+    bool deferred = false; /* DEFERRABLE INITIALLY DEFERRED: checked at commit */
     std::vector<std::string> referencing_cols;
     std::vector<std::string> referenced_cols;
     /* The key's own "referenced = referencing" operator for each column pair,
@@ -134,7 +134,7 @@ void set_flag_trigger(Oid relid, const std::optional<std::string>& flag);
  * again, with default settings, so that it is never left unprotected. */
 void reattach_after_restore(Oid relid);
 
-void init();  /* its settings (settings.cpp), hooks and callbacks, from _PG_init */
+void init(); /* its settings (settings.cpp), hooks and callbacks, from _PG_init */
 void register_retention_task();
 
 /* One purge batch of `table` (a leaf or plain table): hard-deletes up to
@@ -145,8 +145,8 @@ int64 purge_batch(Oid table, Interval* older_than, int batch);
  * refused (0A000) on a reference table. */
 struct PurgeResult {
     int64 rows;
-    bool more;          /* some table or shard had a full batch */
-    std::string error;  /* shards that failed while others were purged */
+    bool more;         /* some table or shard had a full batch */
+    std::string error; /* shards that failed while others were purged */
 };
 PurgeResult purge_any(Oid table, Interval* older_than, int batch);
 

@@ -47,7 +47,7 @@ TriggerData* trigger_data(FunctionCallInfo fcinfo, const char* name) {
 struct RowKey {
     std::vector<Datum> values;
     std::vector<Oid> types;
-    std::string text;  /* "(a, b)=(1, 2)" for messages */
+    std::string text; /* "(a, b)=(1, 2)" for messages */
     bool has_null = false;
 };
 
@@ -129,9 +129,9 @@ void run_deferred_checks() {
         bool still_deleted;
         {
             bridge::AsKeyActionOwner as_owner(bridge::relation_owner(c.fk.referenced));
-            bridge::execute_sql(fmt::format("SELECT x.deleted_at IS NOT NULL FROM {} x WHERE {}", parent_name, where_parent),
-                                static_cast<int>(c.key.values.size()), c.key.types.data(), c.key.values.data(), nullptr,
-                                false, 1);
+            bridge::execute_sql(
+                fmt::format("SELECT x.deleted_at IS NOT NULL FROM {} x WHERE {}", parent_name, where_parent),
+                static_cast<int>(c.key.values.size()), c.key.types.data(), c.key.values.data(), nullptr, false, 1);
             still_deleted = parent != nullptr && bridge::processed_rows() > 0 &&
                             DatumGetBool(bridge::result_datum(0, 1).value_or(BoolGetDatum(false)));
         }
@@ -150,7 +150,8 @@ void run_deferred_checks() {
             std::string child_rel = pg_call([&] { return std::string(get_rel_name(c.fk.referencing)); });
             throw Error(sqlstate::foreign_key_violation,
                         fmt::format("update or delete on table \"{}\" violates foreign key constraint \"{}\" on table "
-                                    "\"{}\"", c.parent_text, c.fk.name, child_rel),
+                                    "\"{}\"",
+                                    c.parent_text, c.fk.name, child_rel),
                         fmt::format("Key {} is still referenced from table \"{}\".", c.key.text, child_rel));
         }
     }
@@ -227,8 +228,7 @@ void cascade_row(Relation rel, HeapTuple row, Datum deleted_at, Datum deleted_by
             deferred_checks.push_back(DeferredCheck{GetCurrentSubTransactionId(), fk, kept_key(key), parent_text});
         } else {
             /* RESTRICT / NO ACTION: live children forbid the delete. */
-            std::string sql = fmt::format("SELECT 1 FROM {} WHERE {}{} LIMIT 1", child_name,
-                                          where_key(fk, 1),
+            std::string sql = fmt::format("SELECT 1 FROM {} WHERE {}{} LIMIT 1", child_name, where_key(fk, 1),
                                           child_enabled ? " AND deleted_at IS NULL" : "");
             SPIPlanPtr plan = bridge::cached_plan(sql, static_cast<int>(key.types.size()), key.types.data());
             int rc;
@@ -245,7 +245,8 @@ void cascade_row(Relation rel, HeapTuple row, Datum deleted_at, Datum deleted_by
                 std::string child_rel = pg_call([&] { return std::string(get_rel_name(fk.referencing)); });
                 throw Error(sqlstate::foreign_key_violation,
                             fmt::format("update or delete on table \"{}\" violates foreign key constraint \"{}\" on "
-                                        "table \"{}\"", parent_name, fk.name, child_rel),
+                                        "table \"{}\"",
+                                        parent_name, fk.name, child_rel),
                             fmt::format("Key {} is still referenced from table \"{}\".", key.text, child_rel));
             }
         }
@@ -314,7 +315,8 @@ Datum flag_cpp(FunctionCallInfo fcinfo) {
     if (found == nullptr) return PointerGetDatum(row); /* not enabled (any more) */
     AttrNumber deleted_at = found->deleted_at;
     if (td->tg_trigger->tgnargs != 1) {
-        throw Error(sqlstate::e_r_i_e_trigger_protocol_violated, "soft_delete_flag needs the flag column's name as its argument");
+        throw Error(sqlstate::e_r_i_e_trigger_protocol_violated,
+                    "soft_delete_flag needs the flag column's name as its argument");
     }
     const char* name = td->tg_trigger->tgargs[0];
     TupleDesc desc = RelationGetDescr(rel);
@@ -363,7 +365,8 @@ Datum guard_cpp(FunctionCallInfo fcinfo) {
     TriggerData* td = trigger_data(fcinfo, "soft_delete_guard");
     if (!TRIGGER_FIRED_BEFORE(td->tg_event) || !TRIGGER_FIRED_FOR_ROW(td->tg_event) ||
         !TRIGGER_FIRED_BY_DELETE(td->tg_event)) {
-        throw Error(sqlstate::e_r_i_e_trigger_protocol_violated, "soft_delete_guard must be a BEFORE DELETE FOR EACH ROW trigger");
+        throw Error(sqlstate::e_r_i_e_trigger_protocol_violated,
+                    "soft_delete_guard must be a BEFORE DELETE FOR EACH ROW trigger");
     }
     Relation rel = td->tg_relation;
     Oid relid = RelationGetRelid(rel);
@@ -382,7 +385,8 @@ Datum guard_cpp(FunctionCallInfo fcinfo) {
     if (in_ri_context()) {
         /* ON DELETE CASCADE from a parent that is being hard-deleted. */
         std::string table = bridge::qualified_relation_name(relid);
-        throw Error(sqlstate::foreign_key_violation, fmt::format("hard delete cascades into soft-delete table {}", table),
+        throw Error(sqlstate::foreign_key_violation,
+                    fmt::format("hard delete cascades into soft-delete table {}", table),
                     "Its rows are protected by pg_lifecycle and are never removed by accident.",
                     "Enable soft delete on the referenced table too, or delete or purge the referencing rows first.");
     }
@@ -458,9 +462,9 @@ void legacy_delete(Relation rel, HeapTuple row) {
         /* The row's own event and actor: as the table's owner, like the guard. */
         Oid types[3] = {TIDOID, INT8OID, TEXTOID};
         Datum values[3] = {PointerGetDatum(&row->t_self), event, deleted_by};
-        std::string sql = fmt::format(
-            "UPDATE ONLY {} SET delete_event = $2, deleted_by = $3 WHERE ctid OPERATOR(pg_catalog.=) $1",
-            bridge::qualified_relation_name(relid));
+        std::string sql =
+            fmt::format("UPDATE ONLY {} SET delete_event = $2, deleted_by = $3 WHERE ctid OPERATOR(pg_catalog.=) $1",
+                        bridge::qualified_relation_name(relid));
         bridge::SpiConnection spi;
         SPIPlanPtr plan = bridge::cached_plan(sql, 3, types);
         bridge::CallersSearchPath callers;
@@ -519,7 +523,7 @@ void restore_event_rows(Relation rel, HeapTuple row, Datum event) {
 struct ParentCheck {
     ForeignKey fk;
     RowKey key;
-    int depth;  /* the ExecutorFinish level that checks it */
+    int depth; /* the ExecutorFinish level that checks it */
 };
 /* volatile: GCC 16.2 (Debian sid, where the PostgreSQL 18 tests build)
  * compiled the scope's "if (--depth == 0) checks.clear()" in the exception
@@ -637,13 +641,9 @@ LIFECYCLE_FUNCTION(lifecycle_soft_delete_guard) { return softdelete::guard_cpp(f
 
 LIFECYCLE_FUNCTION(lifecycle_soft_delete_flag) { return softdelete::flag_cpp(fcinfo); }
 
-
-
 /* lifecycle._soft_delete_referenced(tbl oid) RETURNS boolean — in the cascade
  * trigger's WHEN, so that a table no foreign key references queues no event. */
-LIFECYCLE_FUNCTION(lifecycle_soft_delete_referenced) {
-    PG_RETURN_BOOL(softdelete::has_incoming_fks(PG_GETARG_OID(0)));
-}
+LIFECYCLE_FUNCTION(lifecycle_soft_delete_referenced) { PG_RETURN_BOOL(softdelete::has_incoming_fks(PG_GETARG_OID(0))); }
 
 LIFECYCLE_FUNCTION(lifecycle_soft_delete_cascade) {
     softdelete::cascade_cpp(fcinfo);

@@ -73,8 +73,7 @@ std::optional<TokenParts> decode_token(std::string_view text);
  * id, the family id and the nonce. */
 inline constexpr std::string_view mac_label = "pg_lifecycle refresh token v1";
 inline constexpr std::size_t mac_message_len = mac_label.size() + 1 + family_len + nonce_len;
-std::array<std::uint8_t, mac_message_len> mac_message(std::uint8_t key_id, const Bytes16& family,
-                                                      const Bytes16& nonce);
+std::array<std::uint8_t, mac_message_len> mac_message(std::uint8_t key_id, const Bytes16& family, const Bytes16& nonce);
 /* What the key's fingerprint is an HMAC of (see keys.cpp). */
 inline constexpr std::string_view fingerprint_label = "pg_lifecycle key fingerprint";
 
@@ -89,13 +88,13 @@ std::string to_hex(const std::uint8_t* data, std::size_t len);
 struct KeyEntry {
     int id = 0;
     bool retired = false;
-    KeyBytes key{};  /* all zero when retired */
-    HmacKey hmac{};  /* derived from key (parse_key_file fills it) */
+    KeyBytes key{}; /* all zero when retired */
+    HmacKey hmac{}; /* derived from key (parse_key_file fills it) */
 };
 
 struct KeyFileParse {
-    std::vector<KeyEntry> keys;  /* sorted by id */
-    std::string error;           /* empty when the text is well-formed */
+    std::vector<KeyEntry> keys; /* sorted by id */
+    std::string error;          /* empty when the text is well-formed */
     int error_line = 0;
 };
 

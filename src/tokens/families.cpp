@@ -122,7 +122,7 @@ int compare_to_zero(const Interval* iv) { return bridge::interval_sign(iv); }
 struct Outcome {
     const char* status = "invalid";
     std::optional<Bytes16> family;
-    std::optional<Datum> user_id;   /* a text Datum */
+    std::optional<Datum> user_id; /* a text Datum */
     bool has_token = false;
     char token[token_text_len] = {};
     std::optional<int32> generation;
@@ -204,8 +204,8 @@ std::optional<Family> lock_family(const Bytes16& family_id) {
 
 /* The generation of an earlier token of the family, if it was ever issued. */
 std::optional<int32> ancestor_generation(const Bytes16& family_id, const Bytes16& nonce) {
-    static bridge::Statement find(
-        "SELECT generation FROM lifecycle.token_chain WHERE family_id = $1 AND nonce = $2", {UUIDOID, BYTEAOID});
+    static bridge::Statement find("SELECT generation FROM lifecycle.token_chain WHERE family_id = $1 AND nonce = $2",
+                                  {UUIDOID, BYTEAOID});
     Datum values[2] = {uuid_datum(family_id), bytea_datum(nonce)};
     find.execute(values, nullptr, false);
     if (bridge::processed_rows() == 0) return std::nullopt;
@@ -217,9 +217,8 @@ std::optional<int32> ancestor_generation(const Bytes16& family_id, const Bytes16
  * with that rotation, before it could have seen it. */
 bool changed_after_statement_began(TransactionId xmin, Snapshot snapshot) {
     if (snapshot == nullptr || !TransactionIdIsNormal(xmin)) return false;
-    return pg_call([xmin, snapshot] {
-        return !TransactionIdIsCurrentTransactionId(xmin) && XidInMVCCSnapshot(xmin, snapshot);
-    });
+    return pg_call(
+        [xmin, snapshot] { return !TransactionIdIsCurrentTransactionId(xmin) && XidInMVCCSnapshot(xmin, snapshot); });
 }
 
 /* The rotation's UPDATE that also records the presented device (Citus; the
@@ -240,18 +239,19 @@ bridge::Statement& rotate_citus_device_update() {
 /* Revokes the family for reuse and records why (severity high). */
 void revoke_for_reuse(const Bytes16& family_id, const Family& f, const char* cause, int32 presented_generation,
                       std::optional<Datum> device, TimestampTz ts) {
-#define REUSE_REVOKE "UPDATE lifecycle.token_family_state SET revoked_at = $1, revoked_reason = 'reuse_detected' "  \
-                     "WHERE family_id = $3"
-#define REUSE_EVENT                                                                                               \
-    "INSERT INTO lifecycle.security_events (occurred_at, event_type, severity, user_id, family_id, detail) "     \
-    "VALUES ($1, 'token_reuse_detected', 'high', $2, $3, jsonb_strip_nulls(pg_catalog.jsonb_build_object("      \
-    "'cause', $4::text, 'presented_generation', $5::integer, 'current_generation', $6::integer, "               \
-    "'seconds_since_rotation', extract(epoch FROM $1 - $7::timestamptz)::float8, "                              \
-    "'grace_seconds', extract(epoch FROM $8::interval)::float8, "                                               \
+#define REUSE_REVOKE                                                                              \
+    "UPDATE lifecycle.token_family_state SET revoked_at = $1, revoked_reason = 'reuse_detected' " \
+    "WHERE family_id = $3"
+#define REUSE_EVENT                                                                                          \
+    "INSERT INTO lifecycle.security_events (occurred_at, event_type, severity, user_id, family_id, detail) " \
+    "VALUES ($1, 'token_reuse_detected', 'high', $2, $3, jsonb_strip_nulls(pg_catalog.jsonb_build_object("   \
+    "'cause', $4::text, 'presented_generation', $5::integer, 'current_generation', $6::integer, "            \
+    "'seconds_since_rotation', extract(epoch FROM $1 - $7::timestamptz)::float8, "                           \
+    "'grace_seconds', extract(epoch FROM $8::interval)::float8, "                                            \
     "'device_fingerprint', $9::text, 'family_device_fingerprint', $10::text)))"
-    static bridge::Statement revoke("WITH revoked AS (" REUSE_REVOKE ") " REUSE_EVENT,
-                                    {TIMESTAMPTZOID, TEXTOID, UUIDOID, TEXTOID, INT4OID, INT4OID, TIMESTAMPTZOID,
-                                     INTERVALOID, TEXTOID, TEXTOID});
+    static bridge::Statement revoke(
+        "WITH revoked AS (" REUSE_REVOKE ") " REUSE_EVENT,
+        {TIMESTAMPTZOID, TEXTOID, UUIDOID, TEXTOID, INT4OID, INT4OID, TIMESTAMPTZOID, INTERVALOID, TEXTOID, TEXTOID});
     /* On Citus, two statements: Citus fails on a modifying CTE over a
      * distributed table in an INSERT into a local one. */
     static bridge::Statement revoke_citus(REUSE_REVOKE, {TIMESTAMPTZOID, TEXTOID, UUIDOID});
@@ -294,31 +294,33 @@ void revoke_for_reuse(const Bytes16& family_id, const Family& f, const char* cau
  * rotation that commits while this waits for the row makes the recheck of
  * current_nonce fail, so a concurrent loser also ends up on that path. */
 std::optional<std::pair<int32, Datum>> rotate_if_current(const Bytes16& family_id, const Bytes16& presented,
-                                                         const Bytes16& nonce, int key_id,
-                                                         std::optional<Datum> device, TimestampTz ts) {
+                                                         const Bytes16& nonce, int key_id, std::optional<Datum> device,
+                                                         TimestampTz ts) {
     /* The hot path: no device fingerprint presented. */
 #define ROTATE_SQL(idle_expiry)                                                                                  \
     "UPDATE lifecycle.token_family_state SET generation = generation + 1, "                                      \
     "previous_nonce = current_nonce, current_nonce = $2, current_key = $3, rotated_at = $4, last_used_at = $4, " \
-    "idle_expires_at = " idle_expiry " "                                                                         \
-    "WHERE family_id = $1 AND current_nonce = $5 AND revoked_at IS NULL AND expires_at > $4 "                   \
+    "idle_expires_at = " idle_expiry                                                                             \
+    " "                                                                                                          \
+    "WHERE family_id = $1 AND current_nonce = $5 AND revoked_at IS NULL AND expires_at > $4 "                    \
     "AND (idle_expires_at IS NULL OR idle_expires_at > $4) "                                                     \
     "AND generation < 2147483647 RETURNING generation, user_id"
     /* With one: recorded, and a change is a security event. */
-#define ROTATE_DEVICE_SQL(idle_expiry)                                                                           \
-    "WITH before AS (SELECT device_fingerprint FROM lifecycle.token_family_state WHERE family_id = $1), "        \
-    "rotated AS (UPDATE lifecycle.token_family_state SET generation = generation + 1, "                          \
-    "            previous_nonce = current_nonce, current_nonce = $2, current_key = $3, rotated_at = $4, "       \
-    "            last_used_at = $4, device_fingerprint = $6, idle_expires_at = " idle_expiry " "                 \
-    "            WHERE family_id = $1 AND current_nonce = $5 AND revoked_at IS NULL AND expires_at > $4 "       \
-    "              AND (idle_expires_at IS NULL OR idle_expires_at > $4) "                                       \
-    "              AND generation < 2147483647 "                                                                 \
-    "            RETURNING family_id, generation, user_id), "                                                    \
-    "device AS (INSERT INTO lifecycle.security_events (occurred_at, event_type, severity, user_id, "            \
-    "           family_id, detail) SELECT $4, 'token_device_changed', 'medium', r.user_id, r.family_id, "        \
-    "           pg_catalog.jsonb_build_object('previous_device_fingerprint', b.device_fingerprint, "             \
-    "                              'device_fingerprint', $6::text, 'generation', r.generation) "                 \
-    "           FROM rotated r, before b WHERE b.device_fingerprint <> $6) "                                     \
+#define ROTATE_DEVICE_SQL(idle_expiry)                                                                    \
+    "WITH before AS (SELECT device_fingerprint FROM lifecycle.token_family_state WHERE family_id = $1), " \
+    "rotated AS (UPDATE lifecycle.token_family_state SET generation = generation + 1, "                   \
+    "            previous_nonce = current_nonce, current_nonce = $2, current_key = $3, rotated_at = $4, " \
+    "            last_used_at = $4, device_fingerprint = $6, idle_expires_at = " idle_expiry              \
+    " "                                                                                                   \
+    "            WHERE family_id = $1 AND current_nonce = $5 AND revoked_at IS NULL AND expires_at > $4 " \
+    "              AND (idle_expires_at IS NULL OR idle_expires_at > $4) "                                \
+    "              AND generation < 2147483647 "                                                          \
+    "            RETURNING family_id, generation, user_id), "                                             \
+    "device AS (INSERT INTO lifecycle.security_events (occurred_at, event_type, severity, user_id, "      \
+    "           family_id, detail) SELECT $4, 'token_device_changed', 'medium', r.user_id, r.family_id, " \
+    "           pg_catalog.jsonb_build_object('previous_device_fingerprint', b.device_fingerprint, "      \
+    "                              'device_fingerprint', $6::text, 'generation', r.generation) "          \
+    "           FROM rotated r, before b WHERE b.device_fingerprint <> $6) "                              \
     "SELECT generation, user_id FROM rotated"
     /* Where Citus is installed the idle expiry is computed in UTC (a day of
      * idle_timeout is 24 hours): Citus refuses "$4 + idle_timeout" (a STABLE
@@ -347,7 +349,7 @@ std::optional<std::pair<int32, Datum>> rotate_if_current(const Bytes16& family_i
     static bridge::Statement issue(
         "INSERT INTO lifecycle.token_chain (family_id, nonce, generation) VALUES ($1, $2, $3)",
         {UUIDOID, BYTEAOID, INT4OID});
-    Datum values[6] = {uuid_datum(family_id), bytea_datum(nonce), Int16GetDatum(static_cast<int16>(key_id)),
+    Datum values[6] = {uuid_datum(family_id),   bytea_datum(nonce),     Int16GetDatum(static_cast<int16>(key_id)),
                        TimestampTzGetDatum(ts), bytea_datum(presented), device.value_or(0)};
     int32 generation;
     Datum user_id;
@@ -363,12 +365,13 @@ std::optional<std::pair<int32, Datum>> rotate_if_current(const Bytes16& family_i
         });
         std::string now_device = pg_call([&] { return std::string(TextDatumGetCString(*device)); });
         if (before && *before != now_device) {
-            Datum event[6] = {values[3], user_id, values[0], bridge::text_datum(*before), *device,
-                              Int32GetDatum(generation)};
+            Datum event[6] = {
+                values[3], user_id, values[0], bridge::text_datum(*before), *device, Int32GetDatum(generation)};
             device_event.execute(event, nullptr, false);
         }
     } else {
-        if (device) rotate_device.execute(values, nullptr, false); else rotate.execute(values, nullptr, false);
+        if (device) rotate_device.execute(values, nullptr, false);
+        else rotate.execute(values, nullptr, false);
         if (bridge::processed_rows() == 0) return std::nullopt;
         generation = DatumGetInt32(*bridge::result_datum(0, 1));
         user_id = *bridge::result_datum(0, 2);
@@ -405,7 +408,7 @@ std::optional<Family> family_as_of(const Bytes16& family_id, Snapshot snapshot) 
 /* status replayed: the token (key, family, nonce) again, at its generation. */
 Outcome& replay(Outcome& out, const Bytes16& family_id, int key_id, const Bytes16& nonce, int32 generation) {
     const KeyEntry* key = keys::find(key_id);
-    if (key == nullptr) {          /* its key has been retired since */
+    if (key == nullptr) { /* its key has been retired since */
         out = Outcome{};
         return out;
     }
@@ -419,9 +422,9 @@ Outcome& replay(Outcome& out, const Bytes16& family_id, int key_id, const Bytes1
 Outcome rotate_token(std::string_view presented, std::optional<Datum> device, TimestampTz ts, Snapshot snapshot) {
     Outcome out;
     std::optional<TokenParts> parts = decode_token(presented);
-    if (!parts) return out;                   /* not a token at all */
+    if (!parts) return out; /* not a token at all */
     keys::ring_for(true);
-    if (!keys::verify(*parts)) return out;    /* not issued by this server's keys */
+    if (!keys::verify(*parts)) return out; /* not issued by this server's keys */
 
     {
         const KeyEntry& key = keys::minting();
@@ -438,7 +441,7 @@ Outcome rotate_token(std::string_view presented, std::optional<Datum> device, Ti
     }
 
     std::optional<Family> fam = lock_family(parts->family);
-    if (!fam) return out;                     /* purged, or never committed */
+    if (!fam) return out; /* purged, or never committed */
     const Family& f = *fam;
 
     enum class Kind { current, previous, ancestor } kind;
@@ -453,7 +456,7 @@ Outcome rotate_token(std::string_view presented, std::optional<Datum> device, Ti
         kind = Kind::ancestor;
         presented_generation = *g;
     } else {
-        return out;                           /* minted by a rotation that rolled back */
+        return out; /* minted by a rotation that rolled back */
     }
 
     out.family = parts->family;
@@ -472,7 +475,8 @@ Outcome rotate_token(std::string_view presented, std::optional<Datum> device, Ti
         /* The fast path missed it only at the generation limit (the row is
          * locked now, so nothing else can have changed it). */
         if (f.generation == PG_INT32_MAX) {
-            throw Error(sqlstate::object_not_in_prerequisite_state, "refresh-token family has reached the generation limit", {},
+            throw Error(sqlstate::object_not_in_prerequisite_state,
+                        "refresh-token family has reached the generation limit", {},
                         "Create a new family with lifecycle.token_family_create.");
         }
         const KeyEntry& key = keys::minting();
@@ -554,9 +558,13 @@ LIFECYCLE_FUNCTION(lifecycle_token_family_create) {
     const KeyEntry& key = keys::minting();
     Bytes16 family = random_uuid();
     Bytes16 nonce = random16();
-    Datum values[8] = {uuid_datum(family),    bytea_datum(nonce),      PG_GETARG_DATUM(0),
-                       has_device ? PG_GETARG_DATUM(1) : Datum(0),    TimestampTzGetDatum(ts),
-                       IntervalPGetDatum(ttl), Int16GetDatum(static_cast<int16>(key.id)),
+    Datum values[8] = {uuid_datum(family),
+                       bytea_datum(nonce),
+                       PG_GETARG_DATUM(0),
+                       has_device ? PG_GETARG_DATUM(1) : Datum(0),
+                       TimestampTzGetDatum(ts),
+                       IntervalPGetDatum(ttl),
+                       Int16GetDatum(static_cast<int16>(key.id)),
                        has_idle ? PG_GETARG_DATUM(3) : Datum(0)};
     char nulls[9] = "        ";
     if (!has_device) nulls[3] = 'n';
@@ -619,7 +627,8 @@ LIFECYCLE_FUNCTION(lifecycle_token_families_revoke_user) {
         "                 WHERE user_id = $1 AND revoked_at IS NULL AND expires_at > $3 RETURNING family_id), "
         "event AS (INSERT INTO lifecycle.security_events (occurred_at, event_type, severity, user_id, detail) "
         "          SELECT $3, 'token_families_revoked', 'info', $1, pg_catalog.jsonb_build_object('reason', $2::text, "
-        "                 'families', pg_catalog.count(*), 'family_ids', coalesce(pg_catalog.jsonb_agg(family_id ORDER BY family_id), "
+        "                 'families', pg_catalog.count(*), 'family_ids', coalesce(pg_catalog.jsonb_agg(family_id ORDER "
+        "BY family_id), "
         "                 '[]')) FROM revoked) "
         "SELECT pg_catalog.count(*) FROM revoked",
         {TEXTOID, TEXTOID, TIMESTAMPTZOID});
@@ -648,7 +657,8 @@ LIFECYCLE_FUNCTION(lifecycle_token_keys) {
     }
     auto* rsinfo = reinterpret_cast<ReturnSetInfo*>(fcinfo->resultinfo);
     for (const auto& k : info) {
-        Datum values[3] = {Int32GetDatum(k.key_id), k.fingerprint.empty() ? Datum(0) : bridge::text_datum(k.fingerprint),
+        Datum values[3] = {Int32GetDatum(k.key_id),
+                           k.fingerprint.empty() ? Datum(0) : bridge::text_datum(k.fingerprint),
                            bridge::text_datum(k.state)};
         bool nulls[3] = {false, k.fingerprint.empty(), false};
         pg_call([&] { tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls); });

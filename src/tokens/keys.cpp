@@ -37,13 +37,13 @@ struct Cache {
     ino_t ino = 0;
     off_t size = 0;
     struct timespec mtime {};
-    std::uint64_t version = 0;        /* bumped on every (re)load */
+    std::uint64_t version = 0; /* bumped on every (re)load */
     std::vector<KeyEntry> keys;
     /* Checked against this database's fingerprints (0: not yet). */
     std::uint64_t checked_version = 0;
     bool minting_recorded = false;
     std::uint64_t warned_version = 0;
-    TimestampTz checked_at = 0;       /* when the file was last stat()ed */
+    TimestampTz checked_at = 0; /* when the file was last stat()ed */
 };
 
 /* How often a backend looks at the key file for changes (one stat()). */
@@ -80,12 +80,12 @@ bool read_key_file(std::string& text, struct stat& st) {
         ::close(fd);
         throw Error(sqlstate::object_not_in_prerequisite_state,
                     fmt::format("token key file \"{}\" is accessible to other users", path),
-                    "It holds the key that makes refresh tokens valid.",
-                    fmt::format("chmod 0600 {}", path));
+                    "It holds the key that makes refresh tokens valid.", fmt::format("chmod 0600 {}", path));
     }
     if (static_cast<std::size_t>(st.st_size) > max_key_file_size) {
         ::close(fd);
-        throw Error(sqlstate::object_not_in_prerequisite_state, fmt::format("token key file \"{}\" is too large", path));
+        throw Error(sqlstate::object_not_in_prerequisite_state,
+                    fmt::format("token key file \"{}\" is too large", path));
     }
     text.assign(static_cast<std::size_t>(st.st_size), '\0');
     std::size_t got = 0;
@@ -110,8 +110,8 @@ std::vector<KeyEntry> parse_or_throw(std::string& text) {
     explicit_bzero(text.data(), text.size());
     if (!parsed.error.empty()) {
         throw Error(sqlstate::object_not_in_prerequisite_state,
-                    fmt::format("token key file \"{}\" is malformed at line {}: {}", key_file_path(),
-                                parsed.error_line, parsed.error),
+                    fmt::format("token key file \"{}\" is malformed at line {}: {}", key_file_path(), parsed.error_line,
+                                parsed.error),
                     {}, "Each line is \"<key id> <64 hex digits>\" or \"<key id> retired\"; # starts a comment.");
     }
     return std::move(parsed.keys);
@@ -159,8 +159,7 @@ void refresh(bool force = true) {
 
 std::string fingerprint(const KeyEntry& k) {
     std::uint8_t out[32];
-    hmac_sha256(k.hmac, reinterpret_cast<const std::uint8_t*>(fingerprint_label.data()), fingerprint_label.size(),
-                out);
+    hmac_sha256(k.hmac, reinterpret_cast<const std::uint8_t*>(fingerprint_label.data()), fingerprint_label.size(), out);
     return to_hex(out, fingerprint_len);
 }
 
@@ -182,8 +181,8 @@ std::vector<int> keys_in_use(const std::vector<int>& ids) {
     Datum arr = bridge::pg_call([&ids] {
         Datum* elems = static_cast<Datum*>(palloc(sizeof(Datum) * (ids.size() + 1)));
         for (size_t i = 0; i < ids.size(); ++i) elems[i] = Int16GetDatum(static_cast<int16>(ids[i]));
-        return PointerGetDatum(construct_array(elems, static_cast<int>(ids.size()), INT2OID, sizeof(int16), true,
-                                               TYPALIGN_SHORT));
+        return PointerGetDatum(
+            construct_array(elems, static_cast<int>(ids.size()), INT2OID, sizeof(int16), true, TYPALIGN_SHORT));
     });
     in_use.execute(&arr, nullptr, true);
     std::vector<int> out;
@@ -197,8 +196,8 @@ std::vector<Recorded> recorded_fingerprints() {
     select_fps.execute(nullptr, nullptr, false);
     std::vector<Recorded> out;
     for (uint64 i = 0; i < bridge::processed_rows(); ++i) {
-        out.push_back(Recorded{static_cast<int>(bridge::result_int64(i, 1).value_or(0)),
-                               bridge::result_text(i, 2).value_or("")});
+        out.push_back(
+            Recorded{static_cast<int>(bridge::result_int64(i, 1).value_or(0)), bridge::result_text(i, 2).value_or("")});
     }
     return out;
 }
@@ -212,8 +211,8 @@ const KeyEntry* entry(int id) {
 
 [[noreturn]] void mismatch(int id, const std::string& in_file, const std::string& recorded) {
     throw Error(sqlstate::object_not_in_prerequisite_state,
-                fmt::format("token key {} in \"{}\" is not the key this database's refresh tokens were issued with",
-                            id, key_file_path()),
+                fmt::format("token key {} in \"{}\" is not the key this database's refresh tokens were issued with", id,
+                            key_file_path()),
                 fmt::format("Its fingerprint is {}; lifecycle.token_key_fingerprints records {}.", in_file, recorded),
                 "Put back the key file of the server that issued the tokens (the primary this server was cloned "
                 "from). To invalidate every issued token instead, run "
@@ -252,12 +251,18 @@ void write_key_file(const std::vector<KeyEntry>& keys) {
     while (ok && done < text.size()) {
         ssize_t n = ::write(fd, text.data() + done, text.size() - done);
         if (n < 0 && errno == EINTR) continue;
-        if (n <= 0) { ok = false; break; }
+        if (n <= 0) {
+            ok = false;
+            break;
+        }
         done += static_cast<std::size_t>(n);
     }
     int e = errno;
     explicit_bzero(text.data(), text.size());
-    if (ok && ::fsync(fd) != 0) { ok = false; e = errno; }
+    if (ok && ::fsync(fd) != 0) {
+        ok = false;
+        e = errno;
+    }
     ::close(fd);
     if (!ok) {
         ::unlink(tmp.c_str());
@@ -270,14 +275,18 @@ void write_key_file(const std::vector<KeyEntry>& keys) {
  * is taken, the lowest id neither lists (ids freed by hand). */
 int next_key_id(const std::vector<KeyEntry>& keys, const std::vector<Recorded>& recorded) {
     auto taken = [&](int id) {
-        for (const auto& k : keys) if (k.id == id) return true;
-        for (const auto& r : recorded) if (r.key_id == id) return true;
+        for (const auto& k : keys)
+            if (k.id == id) return true;
+        for (const auto& r : recorded)
+            if (r.key_id == id) return true;
         return false;
     };
     int top = 0;
-    for (int id = 1; id <= max_key_id; ++id) if (taken(id)) top = id;
+    for (int id = 1; id <= max_key_id; ++id)
+        if (taken(id)) top = id;
     if (top < max_key_id) return top + 1;
-    for (int id = 1; id <= max_key_id; ++id) if (!taken(id)) return id;
+    for (int id = 1; id <= max_key_id; ++id)
+        if (!taken(id)) return id;
     throw Error(sqlstate::object_not_in_prerequisite_state,
                 fmt::format("every token key id from 1 to {} is taken", max_key_id),
                 fmt::format("Ids are listed in \"{}\" and in lifecycle.token_key_fingerprints.", key_file_path()),
@@ -447,8 +456,10 @@ const std::vector<KeyEntry>& ring_for(bool mint) {
         cache.warned_version = cache.version;
         std::string ids;
         for (int id : missing) ids += (ids.empty() ? "" : ", ") + std::to_string(id);
-        std::string msg = fmt::format("refresh-token key(s) {} of this database, with which live tokens were "
-                                      "issued, are missing from \"{}\"", ids, key_file_path());
+        std::string msg = fmt::format(
+            "refresh-token key(s) {} of this database, with which live tokens were "
+            "issued, are missing from \"{}\"",
+            ids, key_file_path());
         pg_call([&msg] {
             ereport(WARNING, (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE), errmsg("%s", msg.c_str()),
                               errdetail("Tokens issued with them are rejected as invalid."),

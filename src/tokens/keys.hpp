@@ -47,8 +47,8 @@ int rotate(bool retire_old);
 
 struct KeyInfo {
     int key_id;
-    std::string fingerprint;  /* empty when unknown */
-    const char* state;        /* minting, verifying, retired, missing */
+    std::string fingerprint; /* empty when unknown */
+    const char* state;       /* minting, verifying, retired, missing */
 };
 /* Every key this server or this database knows of.  Read-only (works on a
  * standby).  SPI connected. */

@@ -24,8 +24,8 @@ namespace {
 
 char* grace_text = nullptr;
 char* retention_text = nullptr;
-Interval grace_value{};      /* 10s until assigned */
-Interval retention_value{};  /* 30 days until assigned */
+Interval grace_value{};     /* 10s until assigned */
+Interval retention_value{}; /* 30 days until assigned */
 
 extern "C" bool check_token_reuse_grace(char** newval, void** extra, GucSource) {
     return bridge::entry_guard([=] { return gucs::check_interval_setting(newval, extra, true, "10s"); });
@@ -43,28 +43,30 @@ extern "C" void assign_token_retention(const char*, void* extra) {
     if (extra != nullptr) retention_value = *static_cast<Interval*>(extra);
 }
 
-Oid token_families_relid() {
-    return bridge::extension_relation("token_families");
-}
+Oid token_families_relid() { return bridge::extension_relation("token_families"); }
 
 /* Removes revoked and expired families, and their token chains, once they
  * have been dead for lifecycle.token_retention. */
 /* The purge of families revoked or expired longer ago than the retention,
  * with their chains: on lifecycle.token_family_state / token_chain, or on a
  * shard of each ({0}, {1}). */
-#define TOKEN_PURGE_SQL(state, chain)                                                                      \
-    "WITH dead AS (SELECT family_id FROM " state " "                                                      \
-    "              WHERE least(revoked_at, expires_at) < pg_catalog.now() - $1 "                           \
-    "              LIMIT $2 FOR UPDATE SKIP LOCKED), "                                                     \
-    "idle AS (SELECT family_id FROM " state " "                                                           \
-    "         WHERE idle_expires_at IS NOT NULL AND idle_expires_at < pg_catalog.now() - $1 "              \
-    "         LIMIT $2 FOR UPDATE SKIP LOCKED), "                                                          \
-    "doomed AS (SELECT family_id FROM dead UNION SELECT family_id FROM idle), "                            \
-    "families AS (DELETE FROM " state " f USING doomed d "                                                \
-    "              WHERE f.family_id = d.family_id "                                                       \
-    "                AND least(f.revoked_at, f.expires_at, f.idle_expires_at) < pg_catalog.now() - $1 "   \
-    "              RETURNING f.family_id), "                                                               \
-    "chain AS (DELETE FROM " chain " c USING families f WHERE c.family_id = f.family_id) "                \
+#define TOKEN_PURGE_SQL(state, chain)                                                                   \
+    "WITH dead AS (SELECT family_id FROM " state                                                        \
+    " "                                                                                                 \
+    "              WHERE least(revoked_at, expires_at) < pg_catalog.now() - $1 "                        \
+    "              LIMIT $2 FOR UPDATE SKIP LOCKED), "                                                  \
+    "idle AS (SELECT family_id FROM " state                                                             \
+    " "                                                                                                 \
+    "         WHERE idle_expires_at IS NOT NULL AND idle_expires_at < pg_catalog.now() - $1 "           \
+    "         LIMIT $2 FOR UPDATE SKIP LOCKED), "                                                       \
+    "doomed AS (SELECT family_id FROM dead UNION SELECT family_id FROM idle), "                         \
+    "families AS (DELETE FROM " state                                                                   \
+    " f USING doomed d "                                                                                \
+    "              WHERE f.family_id = d.family_id "                                                    \
+    "                AND least(f.revoked_at, f.expires_at, f.idle_expires_at) < pg_catalog.now() - $1 " \
+    "              RETURNING f.family_id), "                                                            \
+    "chain AS (DELETE FROM " chain                                                                      \
+    " c USING families f WHERE c.family_id = f.family_id) "                                             \
     "SELECT pg_catalog.count(*) FROM families"
 constexpr const char* purge_sql_local = TOKEN_PURGE_SQL("lifecycle.token_family_state", "lifecycle.token_chain");
 constexpr const char* purge_sql_shard = TOKEN_PURGE_SQL("{0}", "{1}");
@@ -97,9 +99,9 @@ worker::BatchResult citus_batch(Oid state, char method, Interval* keep) {
                     "colocate_with => 'lifecycle.token_family_state');");
     }
     std::vector<citus::Placement> where = citus::placements(state);
-    std::string fn = bridge::quote_ident(bridge::pg_call([] {
-                         return std::string(get_namespace_name(bridge::extension_schema()));
-                     })) + "._token_purge_shard";
+    std::string fn = bridge::quote_ident(
+                         bridge::pg_call([] { return std::string(get_namespace_name(bridge::extension_schema())); })) +
+                     "._token_purge_shard";
     std::vector<std::string> commands;
     for (const auto& p : where) {
         Oid t[3] = {INT8OID, OIDOID, OIDOID};
@@ -112,7 +114,8 @@ worker::BatchResult citus_batch(Oid state, char method, Interval* keep) {
             "WHERE s.shardid OPERATOR(pg_catalog.=) $1 AND s.logicalrelid::pg_catalog.oid OPERATOR(pg_catalog.=) $3",
             3, t, a, nullptr, true, 1);
         if (bridge::processed_rows() == 0) {
-            throw Error(sqlstate::internal_error, fmt::format("no shard of lifecycle.token_chain for shard {}", p.shard));
+            throw Error(sqlstate::internal_error,
+                        fmt::format("no shard of lifecycle.token_chain for shard {}", p.shard));
         }
         commands.push_back(fmt::format("SELECT {}({}::pg_catalog.regclass, {}::pg_catalog.regclass, {})", fn,
                                        citus::literal(p.shard), citus::literal(*bridge::result_text(0, 1)),
@@ -140,7 +143,8 @@ public:
             "                 WHERE least(revoked_at, expires_at) < pg_catalog.now() - $1 "
             "                 LIMIT $2 FOR UPDATE SKIP LOCKED), "
             "families AS (DELETE FROM lifecycle.token_family_state f USING doomed d "
-            "              WHERE f.family_id = d.family_id AND least(f.revoked_at, f.expires_at) < pg_catalog.now() - $1 "
+            "              WHERE f.family_id = d.family_id AND least(f.revoked_at, f.expires_at) < pg_catalog.now() - "
+            "$1 "
             "              RETURNING f.family_id), "
             "chain AS (DELETE FROM lifecycle.token_chain c USING families f WHERE c.family_id = f.family_id) "
             "SELECT pg_catalog.count(*) FROM families",
@@ -180,9 +184,8 @@ void init() {
             &grace_text, "10s", PGC_SUSET, 0, check_token_reuse_grace, assign_token_reuse_grace, nullptr);
         DefineCustomStringVariable(
             "lifecycle.token_retention",
-            "How long revoked and expired refresh-token families are kept before the worker removes them.",
-            nullptr, &retention_text, "30 days", PGC_SIGHUP, 0, check_token_retention, assign_token_retention,
-            nullptr);
+            "How long revoked and expired refresh-token families are kept before the worker removes them.", nullptr,
+            &retention_text, "30 days", PGC_SIGHUP, 0, check_token_retention, assign_token_retention, nullptr);
     });
     keys::register_callbacks();
 }

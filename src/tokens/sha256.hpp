@@ -23,7 +23,7 @@ public:
 
 private:
     std::uint32_t h_[8];
-    std::uint64_t length_ = 0;  /* bytes hashed so far */
+    std::uint64_t length_ = 0; /* bytes hashed so far */
     std::uint8_t buf_[64] = {};
     std::size_t used_ = 0;
 };

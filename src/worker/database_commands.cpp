@@ -58,8 +58,7 @@ void note_extension_change(PlannedStmt* pstmt) {
 const char* exclusive_database(Node* stmt) {
     ListCell* lc;
     switch (nodeTag(stmt)) {
-        case T_DropdbStmt:
-            return ((DropdbStmt*)stmt)->dbname;
+        case T_DropdbStmt: return ((DropdbStmt*)stmt)->dbname;
         case T_RenameStmt:
             return ((RenameStmt*)stmt)->renameType == OBJECT_DATABASE ? ((RenameStmt*)stmt)->subname : nullptr;
         case T_CreatedbStmt:
@@ -74,8 +73,7 @@ const char* exclusive_database(Node* stmt) {
                 if (strcmp(def->defname, "tablespace") == 0) return ((AlterDatabaseStmt*)stmt)->dbname;
             }
             return nullptr;
-        default:
-            return nullptr;
+        default: return nullptr;
     }
 }
 
@@ -86,10 +84,8 @@ bool may_run(Node* stmt, Oid dboid) {
         bool owner = object_ownercheck(DatabaseRelationId, dboid, GetUserId());
         switch (nodeTag(stmt)) {
             case T_DropdbStmt:
-            case T_AlterDatabaseStmt:
-                return owner;
-            case T_RenameStmt:
-                return owner && compat::have_createdb_privilege();
+            case T_AlterDatabaseStmt: return owner;
+            case T_RenameStmt: return owner && compat::have_createdb_privilege();
             case T_CreatedbStmt: {
                 if (!compat::have_createdb_privilege()) return false;
                 HeapTuple tup = SearchSysCache1(DATABASEOID, ObjectIdGetDatum(dboid));
@@ -98,8 +94,7 @@ bool may_run(Node* stmt, Oid dboid) {
                 ReleaseSysCache(tup);
                 return is_template || owner;
             }
-            default:
-                return false;
+            default: return false;
         }
     });
 }

@@ -27,16 +27,16 @@ enum class Extension : uint8 { unknown, installed, absent };
 struct DatabaseEntry {
     Oid dboid;
     Extension extension;
-    bool seen;               /* in the launcher's last scan of pg_database */
-    bool no_slot;            /* a worker could not be registered: waiting for a slot */
-    bool read_only;          /* skipped: it cannot be written */
-    pid_t worker;            /* the worker that has claimed it, or 0 */
-    TimestampTz next_due;    /* when it should next get a worker */
+    bool seen;            /* in the launcher's last scan of pg_database */
+    bool no_slot;         /* a worker could not be registered: waiting for a slot */
+    bool read_only;       /* skipped: it cannot be written */
+    pid_t worker;         /* the worker that has claimed it, or 0 */
+    TimestampTz next_due; /* when it should next get a worker */
     TimestampTz waiting_since;
-    TimestampTz last_visit;  /* when a worker last started serving it */
-    uint32 starts;           /* workers started for it */
-    uint32 resume_at;        /* round-robin position of its passes */
-    uint32 passes;           /* passes ended since the server started */
+    TimestampTz last_visit; /* when a worker last started serving it */
+    uint32 starts;          /* workers started for it */
+    uint32 resume_at;       /* round-robin position of its passes */
+    uint32 passes;          /* passes ended since the server started */
     TimestampTz last_pass_end;
     char read_only_reason[120];
 };
@@ -125,7 +125,6 @@ bool database_paused_locked(Oid dboid, TimestampTz now) {
     return false;
 }
 
-
 /* True if some live worker has claimed dboid. */
 bool database_served(Oid dboid) {
     SpinLockAcquire(&shared->mutex);
@@ -205,7 +204,8 @@ void sync_databases(const std::vector<Oid>& dbs) {
     SpinLockRelease(&shared->mutex);
     if (warn) {
         pg_call([] {
-            ereport(WARNING, (errmsg("pg_lifecycle: more than %d databases; the others are not served", max_databases)));
+            ereport(WARNING,
+                    (errmsg("pg_lifecycle: more than %d databases; the others are not served", max_databases)));
         });
     }
 }
@@ -357,7 +357,8 @@ void launcher_main(Datum) {
             next_scan = TimestampTzPlusMilliseconds(now, gucs::naptime_ms);
         }
         TimestampTz next = std::min(launch_round(started), next_scan);
-        long wait_ms = static_cast<long>(std::clamp<int64>((next - GetCurrentTimestamp()) / 1000, 10, gucs::naptime_ms));
+        long wait_ms =
+            static_cast<long>(std::clamp<int64>((next - GetCurrentTimestamp()) / 1000, 10, gucs::naptime_ms));
         pg_call([wait_ms] {
             (void)WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, wait_ms, PG_WAIT_EXTENSION);
             ResetLatch(MyLatch);
@@ -532,19 +533,21 @@ std::string database_state_json(Oid dboid) {
         return fmt::format("{{\"launcher_running\": {}, \"known\": false, \"waiting\": null, \"skipped\": null}}",
                            launcher ? "true" : "false");
     }
-    std::string waiting = copy.no_slot ? quote(fmt::format("no background worker slot (max_worker_processes = {} is in use)",
-                                                           max_worker_processes))
-                                       : "null";
+    std::string waiting = copy.no_slot
+                              ? quote(fmt::format("no background worker slot (max_worker_processes = {} is in use)",
+                                                  max_worker_processes))
+                              : "null";
     std::string skipped = copy.read_only ? quote(fmt::format("read-only database: {}", copy.read_only_reason)) : "null";
     const char* ext = copy.extension == Extension::installed ? "\"installed\""
                       : copy.extension == Extension::absent  ? "\"absent\""
-                                                              : "\"unknown\"";
+                                                             : "\"unknown\"";
     return fmt::format(
         "{{\"launcher_running\": {}, \"known\": true, \"extension\": {}, \"worker_pid\": {}, \"next_due\": {}, "
         "\"last_visit\": {}, \"workers_started\": {}, \"passes\": {}, \"last_pass_end\": {}, "
         "\"waiting\": {}, \"waiting_since\": {}, \"skipped\": {}}}",
         launcher ? "true" : "false", ext, copy.worker != 0 ? std::to_string(copy.worker) : "null", ts(copy.next_due),
-        ts(copy.last_visit), copy.starts, copy.passes, ts(copy.last_pass_end), waiting, copy.no_slot ? ts(copy.waiting_since) : "null", skipped);
+        ts(copy.last_visit), copy.starts, copy.passes, ts(copy.last_pass_end), waiting,
+        copy.no_slot ? ts(copy.waiting_since) : "null", skipped);
 }
 
 bool pause_database(Oid dboid, int seconds) {

@@ -42,7 +42,7 @@ public:
                     return true;
                 });
         } catch (const bridge::PgError&) {
-            throw;  /* not handled above: it ends run_maintenance */
+            throw; /* not handled above: it ends run_maintenance */
         } catch (const std::exception& e) {
             /* A C++ error: the subtransaction was rolled back before it got here. */
             error = describe_error(e);
@@ -109,9 +109,8 @@ LIFECYCLE_FUNCTION(lifecycle_run_maintenance) {
                     "A hot standby is read-only; maintenance runs on the primary and replicates.");
     }
     TimestampTz deadline = bridge::pg_call([max_runtime] {
-        return DatumGetTimestampTz(DirectFunctionCall2(timestamptz_pl_interval,
-                                                       TimestampTzGetDatum(GetCurrentTimestamp()),
-                                                       IntervalPGetDatum(max_runtime)));
+        return DatumGetTimestampTz(DirectFunctionCall2(
+            timestamptz_pl_interval, TimestampTzGetDatum(GetCurrentTimestamp()), IntervalPGetDatum(max_runtime)));
     });
 
     worker::Subtransactions exec;

@@ -23,9 +23,8 @@ void init() {
         DefineCustomBoolVariable("lifecycle.enabled", "Whether the pg_lifecycle background worker does maintenance.",
                                  nullptr, &gucs::enabled, true, PGC_SIGHUP, 0, nullptr, nullptr, nullptr);
         DefineCustomIntVariable("lifecycle.naptime", "Time between maintenance passes of the pg_lifecycle worker.",
-                                "Also how soon a database that installs the extension is picked up.",
-                                &gucs::naptime_ms, 10000, 100, 24 * 3600 * 1000, PGC_SIGHUP, GUC_UNIT_MS,
-                                nullptr, nullptr, nullptr);
+                                "Also how soon a database that installs the extension is picked up.", &gucs::naptime_ms,
+                                10000, 100, 24 * 3600 * 1000, PGC_SIGHUP, GUC_UNIT_MS, nullptr, nullptr, nullptr);
         DefineCustomIntVariable("lifecycle.worker_nice", "CPU priority (nice value) of the pg_lifecycle workers.",
                                 "Workers use idle CPU fully but yield to application backends under load. "
                                 "A worker can only raise its value; lowering it takes effect when it restarts.",

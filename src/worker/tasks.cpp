@@ -41,8 +41,7 @@ std::string describe_failure(const Unit& unit, const std::string& error) {
 
 void set_batch_settings() {
     bridge::pg_call([] {
-        (void)set_config_option("lock_timeout", "100ms", PGC_USERSET, PGC_S_SESSION, GUC_ACTION_LOCAL, true, 0,
-                                false);
+        (void)set_config_option("lock_timeout", "100ms", PGC_USERSET, PGC_S_SESSION, GUC_ACTION_LOCAL, true, 0, false);
         (void)set_config_option("synchronous_commit", "off", PGC_USERSET, PGC_S_SESSION, GUC_ACTION_LOCAL, true, 0,
                                 false);
     });
@@ -60,9 +59,11 @@ PassOutcome run_pass(Executor& exec, TimestampTz deadline) {
     pass.started = GetCurrentTimestamp();
 
     std::vector<Unit> units;
-    if (!exec.run([&] {
-            for (int i = 0; i < n_registered; ++i) registered[i]->collect(units);
-        }, pass.error)) {
+    if (!exec.run(
+            [&] {
+                for (int i = 0; i < n_registered; ++i) registered[i]->collect(units);
+            },
+            pass.error)) {
         exec.report_failure(Unit{nullptr, InvalidOid, InvalidOid, "its tasks"}, pass.error);
         pass.finished = GetCurrentTimestamp();
         return pass;
@@ -134,10 +135,12 @@ void record_pass(const PassOutcome& pass) {
         values[0] = TimestampTzGetDatum(started);
         values[1] = TimestampTzGetDatum(finished);
         values[2] = bridge::text_datum(task);
-        if (target) values[3] = bridge::text_datum(*target); else nulls[3] = 'n';
+        if (target) values[3] = bridge::text_datum(*target);
+        else nulls[3] = 'n';
         values[4] = Int64GetDatum(rows);
         values[5] = bridge::text_datum(error.empty() ? "ok" : "error");
-        if (!error.empty()) values[6] = bridge::text_datum(error); else nulls[6] = 'n';
+        if (!error.empty()) values[6] = bridge::text_datum(error);
+        else nulls[6] = 'n';
         insert.execute(values, nulls, false);
     };
 

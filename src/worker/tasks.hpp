@@ -23,14 +23,14 @@ class Task;
 /* One target of one task in one pass. */
 struct Unit {
     const Task* task;
-    Oid target;          /* the relation the batches work on */
-    Oid config;          /* the relation whose configuration applies (a partition's root) */
+    Oid target; /* the relation the batches work on */
+    Oid config; /* the relation whose configuration applies (a partition's root) */
     std::string target_name;
 };
 
 struct BatchResult {
-    int64 rows;  /* rows processed by this batch */
-    bool more;   /* work may remain for this unit */
+    int64 rows; /* rows processed by this batch */
+    bool more;  /* work may remain for this unit */
     /* Set when some rows could not be processed while the batch did the
      * others (recorded like a failure, but the unit goes on). */
     std::string error = {};
@@ -66,8 +66,8 @@ struct UnitOutcome {
     Unit unit;
     int64 rows = 0;
     bool more = true;
-    bool failed = false;       /* a batch failed: the unit stopped */
-    std::string error;         /* why it failed, or the first rows it could not process */
+    bool failed = false; /* a batch failed: the unit stopped */
+    std::string error;   /* why it failed, or the first rows it could not process */
     TimestampTz started = 0;
     TimestampTz finished = 0;
 };
@@ -76,8 +76,8 @@ struct PassOutcome {
     std::vector<UnitOutcome> units;
     TimestampTz started = 0;
     TimestampTz finished = 0;
-    bool backlog = false;      /* some unit stopped at the deadline with work left */
-    std::string error;         /* collecting the units failed */
+    bool backlog = false; /* some unit stopped at the deadline with work left */
+    std::string error;    /* collecting the units failed */
 };
 
 PassOutcome run_pass(Executor& exec, TimestampTz deadline);

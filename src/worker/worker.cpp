@@ -25,7 +25,7 @@ namespace {
  * CPU fully but yields to application backends when the machine is busy. */
 void apply_nice() {
     static int applied = 0;
-    if (gucs::worker_nice <= applied) return;  /* raising it back needs privileges */
+    if (gucs::worker_nice <= applied) return; /* raising it back needs privileges */
     if (setpriority(PRIO_PROCESS, 0, gucs::worker_nice) == 0) applied = gucs::worker_nice;
 }
 

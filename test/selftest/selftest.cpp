@@ -43,12 +43,12 @@ LIFECYCLE_FUNCTION(pg_lifecycle_selftest_raise) {
     require_arg(fcinfo, 0, "kind");
     std::string kind = text_arg(fcinfo, 0);
     std::string arg = PG_ARGISNULL(1) ? std::string() : text_arg(fcinfo, 1);
-    Tracker tracker;  // must be destroyed whatever happens below
+    Tracker tracker;               // must be destroyed whatever happens below
     std::string owned(1000, 'x');  // heap memory owned by this frame
 
     if (kind == "cpp") {
-        throw Error(sqlstate::invalid_parameter_value, "selftest: bad value \"" + arg + "\"",
-                    "raised by C++ code", "pass a good value");
+        throw Error(sqlstate::invalid_parameter_value, "selftest: bad value \"" + arg + "\"", "raised by C++ code",
+                    "pass a good value");
     } else if (kind == "std") {
         throw std::runtime_error("selftest: std::runtime_error");
     } else if (kind == "bad_alloc") {
@@ -92,8 +92,8 @@ LIFECYCLE_FUNCTION(pg_lifecycle_selftest_raise) {
     } else if (kind == "quote") {
         return text_datum(quote_ident(arg));
     }
-    throw Error(sqlstate::invalid_parameter_value, fmt::format("unknown selftest kind \"{}\"", kind),
-                {}, "use cpp, std, bad_alloc, unknown, pg, spi, spi_param, vector, huge, spin or quote");
+    throw Error(sqlstate::invalid_parameter_value, fmt::format("unknown selftest kind \"{}\"", kind), {},
+                "use cpp, std, bad_alloc, unknown, pg, spi, spi_param, vector, huge, spin or quote");
 }
 
 /* pg_lifecycle_selftest_live() RETURNS int: Tracker objects still alive. */

@@ -105,8 +105,8 @@ TEST(CountsFilter, BadShapes) {
 }
 
 TEST(CountsFilter, InvalidJson) {
-    for (const char* bad : {"", "{", R"({"a" 1})", R"({"outcome": "x",})", R"({"outcome": tru})", R"({"outcome": "x"} x)",
-                            R"({"outcome": "\ud800"})", R"({"outcome": 01x})"}) {
+    for (const char* bad : {"", "{", R"({"a" 1})", R"({"outcome": "x",})", R"({"outcome": tru})",
+                            R"({"outcome": "x"} x)", R"({"outcome": "\ud800"})", R"({"outcome": 01x})"}) {
         expect_error(bad, "not valid JSON");
     }
 }

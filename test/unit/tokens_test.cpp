@@ -19,7 +19,8 @@ std::vector<std::uint8_t> bytes(const std::string& s) { return {s.begin(), s.end
 
 std::vector<std::uint8_t> unhex(const std::string& h) {
     std::vector<std::uint8_t> out;
-    for (std::size_t i = 0; i + 1 < h.size(); i += 2) out.push_back(static_cast<std::uint8_t>(std::stoi(h.substr(i, 2), nullptr, 16)));
+    for (std::size_t i = 0; i + 1 < h.size(); i += 2)
+        out.push_back(static_cast<std::uint8_t>(std::stoi(h.substr(i, 2), nullptr, 16)));
     return out;
 }
 
@@ -54,7 +55,7 @@ TokenParts sample_parts() {
 // RFC 4648 §10 vectors, in the URL-safe alphabet and without padding.
 TEST(Base64Url, Rfc4648Vectors) {
     const std::pair<std::string, std::string> cases[] = {
-        {"", ""},         {"f", "Zg"},         {"fo", "Zm8"},        {"foo", "Zm9v"},
+        {"", ""},           {"f", "Zg"},          {"fo", "Zm8"},         {"foo", "Zm9v"},
         {"foob", "Zm9vYg"}, {"fooba", "Zm9vYmE"}, {"foobar", "Zm9vYmFy"}};
     for (const auto& [plain, encoded] : cases) {
         auto in = bytes(plain);
@@ -66,17 +67,17 @@ TEST(Base64Url, Rfc4648Vectors) {
 }
 
 TEST(Base64Url, UsesTheUrlSafeAlphabet) {
-    std::vector<std::uint8_t> in = {0xfb, 0xff, 0xbf};   // "+/+/" in standard base64
+    std::vector<std::uint8_t> in = {0xfb, 0xff, 0xbf};  // "+/+/" in standard base64
     EXPECT_EQ(base64url_encode(in.data(), in.size()), "-_-_");
     EXPECT_EQ(*base64url_decode("-_-_"), in);
 }
 
 TEST(Base64Url, DecodingIsStrict) {
-    EXPECT_FALSE(base64url_decode("Zg==").has_value());  // padding
-    EXPECT_FALSE(base64url_decode("Zm9v+").has_value()); // standard alphabet
-    EXPECT_FALSE(base64url_decode("Zm 9v").has_value()); // whitespace
-    EXPECT_FALSE(base64url_decode("Z").has_value());     // impossible length
-    EXPECT_FALSE(base64url_decode("Zh").has_value());    // non-zero unused bits: not canonical
+    EXPECT_FALSE(base64url_decode("Zg==").has_value());   // padding
+    EXPECT_FALSE(base64url_decode("Zm9v+").has_value());  // standard alphabet
+    EXPECT_FALSE(base64url_decode("Zm 9v").has_value());  // whitespace
+    EXPECT_FALSE(base64url_decode("Z").has_value());      // impossible length
+    EXPECT_FALSE(base64url_decode("Zh").has_value());     // non-zero unused bits: not canonical
     EXPECT_TRUE(base64url_decode("Zg").has_value());
 }
 
@@ -89,9 +90,9 @@ TEST(Token, LayoutAndLength) {
     ASSERT_TRUE(raw.has_value());
     ASSERT_EQ(raw->size(), raw_token_len);
     EXPECT_EQ((*raw)[0], 7);
-    EXPECT_EQ((*raw)[1], 0);        // family
-    EXPECT_EQ((*raw)[17], 0xf0);    // nonce
-    EXPECT_EQ((*raw)[33], 0x80);    // mac
+    EXPECT_EQ((*raw)[1], 0);      // family
+    EXPECT_EQ((*raw)[17], 0xf0);  // nonce
+    EXPECT_EQ((*raw)[33], 0x80);  // mac
 }
 
 TEST(Token, RoundTrips) {
@@ -162,12 +163,12 @@ TEST(HmacSha256, Rfc4231Vectors) {
               "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843");
     EXPECT_EQ(hmac_hex(std::vector<std::uint8_t>(20, 0xaa), std::vector<std::uint8_t>(50, 0xdd)),
               "773ea91e36800e46854db8ebd09181a72959098b3ef8c122d9635514ced565fe");
-    EXPECT_EQ(hmac_hex(unhex("0102030405060708090a0b0c0d0e0f10111213141516171819"),
-                       std::vector<std::uint8_t>(50, 0xcd)),
-              "82558a389a443c0ea4cc819899f2083a85f0faa3e578f8077a2e3ff46729665b");
-    EXPECT_EQ(hmac_hex(std::vector<std::uint8_t>(131, 0xaa),
-                       bytes("Test Using Larger Than Block-Size Key - Hash Key First")),
-              "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54");
+    EXPECT_EQ(
+        hmac_hex(unhex("0102030405060708090a0b0c0d0e0f10111213141516171819"), std::vector<std::uint8_t>(50, 0xcd)),
+        "82558a389a443c0ea4cc819899f2083a85f0faa3e578f8077a2e3ff46729665b");
+    EXPECT_EQ(
+        hmac_hex(std::vector<std::uint8_t>(131, 0xaa), bytes("Test Using Larger Than Block-Size Key - Hash Key First")),
+        "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54");
     EXPECT_EQ(hmac_hex(std::vector<std::uint8_t>(131, 0xaa),
                        bytes("This is a test using a larger than block-size key and a larger than block-size data. "
                              "The key needs to be hashed before being used by the HMAC algorithm.")),

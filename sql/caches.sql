@@ -3,10 +3,12 @@
 -- their own, "pg_lifecycle cache", freed on invalidation: enabling,
 -- disabling and re-enabling many times, each in its own transaction, keeps
 -- every answer right (nothing read from freed memory) and the contexts'
--- size bounded (nothing left behind by a reload).
-SET client_min_messages = warning;   -- the same whether or not an earlier file created it
-CREATE EXTENSION IF NOT EXISTS pg_lifecycle;
-RESET client_min_messages;
+-- size bounded (nothing left behind by a reload).  In a database of its own:
+-- the ids its count_enable calls take are not the other files' business.
+SELECT current_database() AS regress_db \gset
+CREATE DATABASE lifecycle_caches;
+\c lifecycle_caches
+CREATE EXTENSION pg_lifecycle;
 
 CREATE TABLE cache_users (id int PRIMARY KEY, team int NOT NULL);
 CREATE TABLE cache_posts (id int PRIMARY KEY, user_id int NOT NULL REFERENCES cache_users ON DELETE CASCADE);
@@ -90,5 +92,5 @@ FROM pg_backend_memory_contexts c JOIN cache_sizes s USING (ident)
 WHERE c.name = 'pg_lifecycle cache' ORDER BY c.ident;
 SELECT count(*) AS users, (SELECT count(*) FROM cache_posts) AS posts FROM cache_users;
 
-DROP PROCEDURE cache_rounds(int);
-DROP TABLE cache_posts, cache_users;
+\c :regress_db
+DROP DATABASE lifecycle_caches;

@@ -298,9 +298,9 @@ const TableInfo* lookup(Oid relid) {
                     break;
                 }
             }
-        } else if (std::optional<bool> hide = citus::marked(relid)) {
+        } else if (std::optional<bool> marked = citus::marked(relid)) {
             /* A shard (or a worker's shell table) of a table enabled on the coordinator. */
-            info = make_info(relid, relid, *hide);
+            info = make_info(relid, relid, *marked);
         }
         if (loads == seen) {
             found = &cache.get().memo.emplace(relid, info).first->second;

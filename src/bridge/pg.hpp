@@ -21,6 +21,11 @@
 #include <type_traits>
 #include <utility>
 
+#include <boost/container/flat_map.hpp>
+#include <boost/container/map.hpp>
+#include <boost/container/small_vector.hpp>
+#include <boost/container/string.hpp>
+#include <boost/container/vector.hpp>
 #include <fmt/format.h>
 
 extern "C" {
@@ -84,6 +89,7 @@ extern "C" {
 #include "utils/array.h"
 #include "utils/backend_status.h"
 #include "utils/builtins.h"
+#include "utils/catcache.h"
 #include "utils/datum.h"
 #include "utils/fmgroids.h"
 #include "utils/guc.h"

@@ -973,7 +973,7 @@ namespace pg_lifecycle::counts {
  * its arguments (id, time column, bucket, dimensions), and fill the summaries
  * from the table's rows.  Refused (55000) when that cannot be done. */
 void reattach_after_restore(Oid rel, const std::string& trigger_name, const std::vector<std::string>& args) {
-    if (own_ddl_depth > 0 || config_for_relation(rel) != nullptr) return; /* ours, or attached already */
+    if (own_ddl_depth > 0 || is_counted(rel)) return; /* ours, or attached already */
     /* A Citus shard (or shell table) of a counted table: Citus copied the
      * trigger, which finds its deltas by itself (citus.cpp). */
     if (softdelete::citus::copy_of_citus_table(rel)) return;

@@ -38,8 +38,8 @@ TriggerData* trigger_data(FunctionCallInfo fcinfo, const char* name) {
  * arguments, which whoever created the trigger chose. */
 Config config_of(TriggerData* td) {
     Oid rel = RelationGetRelid(td->tg_relation);
-    const Config* cfg = config_for_relation(rel);
-    if (cfg == nullptr) {
+    std::optional<Config> cfg = config_for_relation(rel);
+    if (!cfg) {
         throw Error(
             sqlstate::object_not_in_prerequisite_state,
             fmt::format("table {} is not counted by pg_lifecycle", relation_display_name(rel)),
@@ -442,9 +442,9 @@ void queue_merge_moves(ModifyTableState* mt, EState* estate) {
     if (missing == 0 || !(mt->mt_merge_subcommands & MERGE_UPDATE)) return;
     ResultRelInfo* root = mt->rootResultRelInfo;
     if (root->ri_RelationDesc->rd_rel->relkind != RELKIND_PARTITIONED_TABLE) return;
-    const Config* found = config_for_relation(RelationGetRelid(root->ri_RelationDesc));
-    if (found == nullptr) return;
-    Config cfg = *found;
+    std::optional<Config> found = config_for_relation(RelationGetRelid(root->ri_RelationDesc));
+    if (!found) return;
+    Config cfg = std::move(*found);
     TransitionCaptureState* tcs = mt->mt_transition_capture;
     pg_call([&] {
         auto queue = [&](Trigger* trigger, bool insert) {
@@ -537,7 +537,7 @@ void wrap_merge_source(ModifyTableState* mt, EState* estate) {
     if (root->rd_rel->relkind != RELKIND_PARTITIONED_TABLE) return;
     PlanState* source = outerPlanState(mt);
     if (source == nullptr || source->ExecProcNodeReal == merge_source_next) return; /* run again */
-    if (config_for_relation(RelationGetRelid(root)) == nullptr) return;
+    if (!is_counted(RelationGetRelid(root))) return;
     pg_call([&] {
         auto* s = static_cast<MergeSource*>(MemoryContextAllocZero(estate->es_query_cxt, sizeof(MergeSource)));
         s->node = source;
@@ -593,7 +593,7 @@ extern "C" void lifecycle_executor_finish(QueryDesc* qd) {
             if (mt->rootResultRelInfo == nullptr || mt->mt_transition_capture == nullptr) continue;
             Relation root = mt->rootResultRelInfo->ri_RelationDesc;
             if (root->rd_rel->relkind != RELKIND_PARTITIONED_TABLE) continue;
-            if (config_for_relation(RelationGetRelid(root)) == nullptr) continue;
+            if (!is_counted(RelationGetRelid(root))) continue;
             if (!mt->mt_done)
                 pg_call([&] {
                     MemoryContext old = MemoryContextSwitchTo(estate->es_query_cxt);
@@ -627,14 +627,14 @@ LIFECYCLE_FUNCTION(lifecycle_count_capture) {
                     "lifecycle.count_capture() must be an AFTER ... FOR EACH STATEMENT trigger");
     }
     Oid rel = RelationGetRelid(td->tg_relation);
-    const Config* registered = config_for_relation(rel);
+    std::optional<Config> registered = config_for_relation(rel);
     Target target;
     Config cfg;
-    if (registered != nullptr) {
+    if (registered) {
         /* A Citus table's own relation on the coordinator holds no rows: its
          * shards count. */
         if (citus::kind(registered->relid) != citus::Kind::none) return PointerGetDatum(nullptr);
-        cfg = *registered;
+        cfg = std::move(*registered);
         target.delta = cfg.delta();
         target.delta_oid = lifecycle_relation(cfg.table_name("delta"));
     } else if (auto shard = citus::shard_capture(rel, td->tg_trigger); shard && td->tg_trigger->tgnargs >= 3) {
@@ -706,8 +706,8 @@ LIFECYCLE_FUNCTION(lifecycle_count_truncate) {
             if (truncating_contains(lfirst_oid(lc))) return PointerGetDatum(nullptr);
         }
     }
-    const Config* registered = config_for_relation(rel);
-    if (registered == nullptr) {
+    std::optional<Config> registered = config_for_relation(rel);
+    if (!registered) {
         if (auto shard = citus::shard_capture(rel, td->tg_trigger)) {
             /* A shard of a Citus table: its colocated delta shard goes with it. */
             Oid delta = shard->delta;
@@ -722,9 +722,8 @@ LIFECYCLE_FUNCTION(lifecycle_count_truncate) {
          * give TRUNCATE triggers to the shards): its deltas are truncated
          * through Citus in the same distributed transaction. */
         if (TRIGGER_FIRED_BEFORE(td->tg_event) && rel == registered->relid) {
-            Config cfg = *registered;
             bridge::SpiConnection spi;
-            citus::truncate(cfg);
+            citus::truncate(*registered);
         }
         return PointerGetDatum(nullptr);
     }

@@ -21,12 +21,12 @@
  * on the node that holds it (lifecycle._count_compact, run on every
  * placement through run_command_on_placements).
  */
+#include "bridge/cache.hpp"
 #include "bridge/function.hpp"
 #include "counts/counts.hpp"
 #include "softdelete/citus.hpp"
 
 #include <charconv>
-#include <unordered_map>
 
 namespace pg_lifecycle::counts::citus {
 
@@ -34,20 +34,42 @@ using bridge::pg_call;
 
 namespace {
 
-/* Per-backend caches, dropped on a relcache invalidation of their relation
- * (Citus invalidates a table's relcache when its metadata changes). */
-std::unordered_map<Oid, Kind> kind_cache;
-std::unordered_map<Oid, ShardCapture> shard_cache;
+/* Per-backend caches (in the memory context "pg_lifecycle cache" / "counts
+ * Citus tables"): an entry is dropped on a relcache invalidation of its
+ * relation (Citus invalidates a table's relcache when its metadata changes),
+ * and everything is freed on an invalidation of every relation. */
+struct StoredShardCapture {
+    StoredShardCapture(const ShardCapture& sc, MemoryContext cxt)
+        : cfg(sc.cfg, cxt),
+          delta(sc.delta),
+          delta_name(bridge::to_pstring(sc.delta_name, cxt)),
+          dist_column(bridge::to_pstring(sc.dist_column, cxt)) {}
+    ShardCapture get() const {
+        return ShardCapture{cfg.get(), delta, bridge::to_string(delta_name), bridge::to_string(dist_column)};
+    }
+    StoredConfig cfg;
+    Oid delta;
+    bridge::pstring delta_name;
+    bridge::pstring dist_column;
+};
+/* Trees, so that the callback's erase moves no entry. */
+struct Caches {
+    explicit Caches(MemoryContext cxt)
+        : kinds(bridge::PallocAllocator<char>(cxt)), shards(bridge::PallocAllocator<char>(cxt)) {}
+    bridge::pmap<Oid, Kind> kinds;
+    bridge::pmap<Oid, StoredShardCapture> shards;
+};
+bridge::BackendCache<Caches> caches("counts Citus tables");
 bool callback_registered = false;
 
 extern "C" void cache_callback(Datum, Oid relid) {
-    /* No allocation, no PostgreSQL call: only forget. */
+    /* No allocation, no PostgreSQL call: only forget (nothing uses the
+     * caches across a call that processes invalidations). */
     if (relid == InvalidOid) {
-        kind_cache.clear();
-        shard_cache.clear();
-    } else {
-        kind_cache.erase(relid);
-        shard_cache.erase(relid);
+        caches.reset();
+    } else if (Caches* c = caches.built()) {
+        c->kinds.erase(relid);
+        c->shards.erase(relid);
     }
 }
 
@@ -64,9 +86,10 @@ Kind lookup_kind(Oid relid);
 Kind kind(Oid relid) {
     if (relid < FirstNormalObjectId || !softdelete::citus::present()) return Kind::none;
     register_callback();
-    if (auto it = kind_cache.find(relid); it != kind_cache.end()) return it->second;
+    const auto& kinds = caches.get().kinds;
+    if (auto it = kinds.find(relid); it != kinds.end()) return it->second;
     Kind k = lookup_kind(relid);
-    kind_cache[relid] = k;
+    caches.get().kinds[relid] = k; /* afresh: the query may have reset the caches */
     return k;
 }
 
@@ -251,13 +274,15 @@ std::optional<ShardCapture> shard_capture(Oid rel, const Trigger* trigger) {
     int id = 0;
     if (std::sscanf(trigger->tgargs[0], "%d", &id) != 1 || id <= 0) return std::nullopt;
     std::optional<ShardCapture> cached;
-    if (auto it = shard_cache.find(rel); it != shard_cache.end() && it->second.cfg.id == id) cached = it->second;
+    const auto& shards = caches.get().shards;
+    if (auto it = shards.find(rel); it != shards.end() && it->second.cfg.id() == id) cached = it->second.get();
     /* (a copy: looking the relation up may process invalidations) */
     if (cached && !pg_call([d = cached->delta] { return get_rel_name(d) != nullptr; })) cached.reset();
     if (!cached) {
         cached = find_shard(rel, id);
         if (!cached) return std::nullopt;
-        shard_cache.insert_or_assign(rel, *cached);
+        Caches& c = caches.get(); /* afresh: finding it may have reset the caches */
+        c.shards.insert_or_assign(rel, StoredShardCapture(*cached, caches.context()));
     }
     ShardCapture sc = *cached;
     /* The configuration travels in the capture trigger's arguments (id, time

@@ -27,6 +27,7 @@
  */
 #pragma once
 
+#include "bridge/memory.hpp"
 #include "bridge/pg.hpp"
 #include "bridge/security.hpp"
 #include "bridge/spi.hpp"
@@ -93,6 +94,34 @@ struct Config {
     std::string dim_list(const Summary& s) const;
 };
 
+/* A Config kept in a backend-lifetime cache (bridge/cache.hpp): the same
+ * values, its strings and vectors in the cache's memory context. */
+class StoredConfig {
+public:
+    StoredConfig(const Config& cfg, MemoryContext cxt);
+    Config get() const;
+    int32 id() const { return id_; }
+    Oid relid() const { return relid_; }
+
+private:
+    struct Summary {
+        int no;
+        bridge::pvector<size_t> dims;
+        bool timed;
+    };
+    int32 id_;
+    Oid relid_;
+    bridge::pvector<bridge::pstring> dims_;
+    bridge::pstring time_column_;
+    int64 bucket_usecs_;
+    bridge::pstring bucket_text_;
+    bool live_column_;
+    bridge::pvector<Summary> lattice_;
+    bool legacy_;
+    bridge::pstring citus_dist_;
+    bool citus_coarse_;
+};
+
 /* Names of the internal columns; a dimension may not use them. */
 inline constexpr const char* reserved_columns[] = {"lc_bucket", "lc_live", "lc_delta", "lc_n", "lc_level"};
 
@@ -111,12 +140,15 @@ Oid lifecycle_namespace();
 Oid lifecycle_relation(const std::string& name);
 
 /* The configuration that applies to a relation our triggers fire on: the
- * counted table's, or its root's for a registered partition; nullptr when the
- * relation is neither.  Read through a per-backend cache dropped on every
- * relcache invalidation of the relation or of the registry (so the triggers
- * never trust their arguments).  The pointer is valid until the next call
- * that may process invalidations: copy what you need. */
-const Config* config_for_relation(Oid rel);
+ * counted table's, or its root's for a registered partition; nullopt when the
+ * relation is neither.  Read through a per-backend cache (in the memory
+ * context "pg_lifecycle cache" / "counts configuration") whose entry is
+ * dropped on a relcache invalidation of the relation, and which is freed
+ * whole on one of the registry or of everything (so the triggers never trust
+ * their arguments). */
+std::optional<Config> config_for_relation(Oid rel);
+/* Whether config_for_relation(rel) has a configuration (without copying it). */
+bool is_counted(Oid rel);
 /* Tell every backend that lifecycle.count_tables or count_parts changed. */
 void registry_changed();
 

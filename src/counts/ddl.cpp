@@ -336,8 +336,8 @@ void refuse_concurrent_detach(Node* parsetree) {
         if (!partition->concurrent) continue;
         Oid relid = pg_call([stmt] { return RangeVarGetRelid(stmt->relation, NoLock, true); });
         if (!OidIsValid(relid)) return;
-        const Config* cfg = config_for_relation(relid);
-        if (cfg == nullptr) return;
+        std::optional<Config> cfg = config_for_relation(relid);
+        if (!cfg) return;
         std::string table = relation_display_name(cfg->relid);
         throw Error(sqlstate::object_not_in_prerequisite_state,
                     fmt::format("cannot detach a partition of counted table {} concurrently", table),

@@ -26,6 +26,7 @@
  * DELETE wait; after lock_timeout the attempt (a subtransaction) is undone
  * and the batch is done again locking every row with SKIP LOCKED.
  */
+#include "bridge/cache.hpp"
 #include "bridge/function.hpp"
 #include "bridge/security.hpp"
 #include "bridge/spi.hpp"
@@ -37,7 +38,6 @@
 #include <algorithm>
 #include <array>
 #include <functional>
-#include <unordered_map>
 #include <vector>
 
 namespace pg_lifecycle::expiry {
@@ -86,10 +86,23 @@ void prune_blocks(Oid target, BlockNumber from, BlockNumber to, BlockNumber nblo
         table_close(rel, NoLock);
     });
 }
-std::unordered_map<Oid, Sweep> sweeps;
+/* Where each table's sweep stands, for as long as the backend (the worker)
+ * lives, in the memory context "pg_lifecycle cache" / "expiry sweep
+ * positions" — never reset: one entry per table and per Citus shard swept.
+ * Trees: a batch holds its table's Sweep& while it runs. */
+struct SweepPositions {
+    explicit SweepPositions(MemoryContext cxt)
+        : tables(bridge::PallocAllocator<char>(cxt)), shards(bridge::PallocAllocator<char>(cxt)) {}
+    bridge::pmap<Oid, Sweep> tables;
+    /* The coordinator's record of where each shard's sweep stands (the
+     * shard's node forgets it: every batch there runs in a new connection),
+     * as _expire_shard returns it. */
+    bridge::pmap<int64, bridge::pstring> shards;
+};
+bridge::BackendCache<SweepPositions> positions("expiry sweep positions");
 
 Sweep& sweep_of(Oid table) {
-    auto [it, inserted] = sweeps.try_emplace(table);
+    auto [it, inserted] = positions.get().tables.try_emplace(table);
     if (inserted) {
         ItemPointerSet(&it->second.after, 0, 0);
         it->second.blocks = 8;
@@ -557,10 +570,6 @@ void run_as_owner(Oid owner, const std::function<void()>& body) {
     pg_call([nest] { AtEOXact_GUC(false, nest); });
 }
 
-/* The coordinator's record of where each shard's sweep stands (the shard's
- * node forgets it: every batch there runs in a new connection). */
-std::unordered_map<int64, std::string> shard_sweeps;
-
 std::string schema_prefix() {
     return bridge::quote_ident(pg_call([] { return std::string(get_namespace_name(bridge::extension_schema())); })) +
            ".";
@@ -601,10 +610,11 @@ worker::BatchResult shards_batch(Oid table, const std::string& column, Datum aft
     std::string after_sql = citus::interval_literal(DatumGetIntervalP(after));
     std::vector<std::string> commands;
     for (const auto& p : where) {
-        auto it = shard_sweeps.find(p.shardid);
+        const auto& shards = positions.get().shards;
+        auto it = shards.find(p.shardid);
         commands.push_back(fmt::format("SELECT {}({}::pg_catalog.regclass, {}::pg_catalog.name, {}, {}, {})", fn,
                                        citus::literal(p.shard), citus::literal(column), after_sql, cap,
-                                       citus::literal(it == shard_sweeps.end() ? "" : it->second)));
+                                       citus::literal(it == shards.end() ? "" : bridge::to_string(it->second))));
     }
     /* As the worker's (or run_maintenance's) own role: the table's owner may
      * not log in.  _expire_shard does the batch as the shard's owner. */
@@ -628,7 +638,9 @@ worker::BatchResult shards_batch(Oid table, const std::string& column, Datum aft
         }
         std::string rest = r.result.substr(static_cast<size_t>(used));
         size_t nl = rest.find('\n');
-        shard_sweeps[where[i].shardid] = rest.substr(0, nl);
+        std::string_view state = std::string_view(rest).substr(0, nl);
+        SweepPositions& kept = positions.get();
+        kept.shards.insert_or_assign(where[i].shardid, bridge::to_pstring(state, positions.context()));
         if (nl != std::string::npos && nl + 1 < rest.size() && out.error.empty()) {
             out.error = fmt::format("shard {}: {}", where[i].shard, rest.substr(nl + 1));
         }

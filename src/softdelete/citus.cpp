@@ -23,8 +23,9 @@
 #include "counts/counts.hpp"
 #include "softdelete/softdelete.hpp"
 
+#include "bridge/cache.hpp"
+
 #include <charconv>
-#include <unordered_map>
 
 namespace pg_lifecycle::softdelete::citus {
 
@@ -34,7 +35,12 @@ namespace {
 
 enum class Known { unknown, yes, no };
 Known citus_installed = Known::unknown;
-std::unordered_map<Oid, bool> citus_tables; /* relid -> in pg_dist_partition */
+/* relid -> in pg_dist_partition; freed with the registry's load (reset()) */
+struct CitusTables {
+    explicit CitusTables(MemoryContext cxt) : in_dist_partition(bridge::PallocAllocator<char>(cxt)) {}
+    bridge::pflat_map<Oid, bool> in_dist_partition;
+};
+bridge::BackendCache<CitusTables> citus_tables("soft delete Citus tables");
 /* Inside our own catalog queries: their planning (the planner hook, lookups
  * of the catalogs they read) must not query again. */
 int own_sql = 0;
@@ -99,13 +105,13 @@ bool present() {
 
 void reset() {
     citus_installed = Known::unknown;
-    citus_tables.clear();
+    citus_tables.reset();
 }
 
 bool is_citus_table(Oid relid) {
     if (!present() || relid < FirstNormalObjectId) return false;
-    auto it = citus_tables.find(relid);
-    if (it != citus_tables.end()) return it->second;
+    const auto& known = citus_tables.get().in_dist_partition;
+    if (auto it = known.find(relid); it != known.end()) return it->second;
     if (own_sql > 0) return false;
     OwnSql own;
     Oid types[1] = {OIDOID};
@@ -119,7 +125,7 @@ bool is_citus_table(Oid relid) {
             1, types, args, true, 1);
         found = bridge::processed_rows() > 0;
     }
-    citus_tables[relid] = found;
+    citus_tables.get().in_dist_partition[relid] = found; /* afresh: the query may have reset it */
     return found;
 }
 

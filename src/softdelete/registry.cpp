@@ -12,15 +12,19 @@
  * soft_delete_enable committed is protected from the moment it commits.  The
  * registry is only read where pg_extension says the extension is installed:
  * a look-alike schema named lifecycle elsewhere is never consulted.
+ *
+ * What is loaded — the registered tables, the memo of every relation looked
+ * up and the foreign keys referencing enabled tables — lives in the memory
+ * context "pg_lifecycle cache" / "soft delete registry" (bridge::BackendCache);
+ * each load resets that context first, which frees the previous load whole.
  */
 #include "softdelete/softdelete.hpp"
 
+#include "bridge/cache.hpp"
 #include "bridge/security.hpp"
 #include "bridge/spi.hpp"
 #include "gucs.hpp"
 #include "softdelete/citus.hpp"
-
-#include <unordered_map>
 
 namespace pg_lifecycle::softdelete {
 
@@ -32,22 +36,76 @@ struct Registered {
     bool hide;
 };
 
+/* A ForeignKey kept in the cache: its strings in the cache's context. */
+struct CachedForeignKey {
+    CachedForeignKey(const ForeignKey& fk, MemoryContext cxt)
+        : constraint(fk.constraint),
+          name(bridge::to_pstring(fk.name, cxt)),
+          referencing(fk.referencing),
+          referenced(fk.referenced),
+          on_delete(fk.on_delete),
+          deferred(fk.deferred),
+          referencing_cols(bridge::to_pstrings(fk.referencing_cols, cxt)),
+          referenced_cols(bridge::to_pstrings(fk.referenced_cols, cxt)),
+          eq_ops(bridge::to_pstrings(fk.eq_ops, cxt)) {}
+
+    ForeignKey get() const {
+        ForeignKey fk;
+        fk.constraint = constraint;
+        fk.name = bridge::to_string(name);
+        fk.referencing = referencing;
+        fk.referenced = referenced;
+        fk.on_delete = on_delete;
+        fk.deferred = deferred;
+        fk.referencing_cols = bridge::to_strings(referencing_cols);
+        fk.referenced_cols = bridge::to_strings(referenced_cols);
+        fk.eq_ops = bridge::to_strings(eq_ops);
+        return fk;
+    }
+
+    Oid constraint;
+    bridge::pstring name;
+    Oid referencing;
+    Oid referenced;
+    char on_delete;
+    bool deferred;
+    bridge::pvector<bridge::pstring> referencing_cols;
+    bridge::pvector<bridge::pstring> referenced_cols;
+    bridge::pvector<bridge::pstring> eq_ops;
+};
+
+/* One load of the registry and what was looked up since, all in the cache's
+ * context. */
+struct Registry {
+    explicit Registry(MemoryContext cxt)
+        : registered(bridge::PallocAllocator<char>(cxt)),
+          memo(bridge::PallocAllocator<char>(cxt)),
+          incoming(bridge::PallocAllocator<char>(cxt)) {}
+
+    bridge::pflat_map<Oid, Registered> registered;
+    /* relid -> info (info.relid == InvalidOid: not enabled); a tree, as
+     * lookup() hands out pointers to its entries */
+    bridge::pmap<Oid, TableInfo> memo;
+    bridge::pflat_map<Oid, bridge::pvector<CachedForeignKey>> incoming; /* incoming_fks() by relid */
+};
+bridge::BackendCache<Registry> cache("soft delete registry");
+
 bool valid = false;
 bool loading = false;
 uint64 invalidations = 0; /* relevant invalidations seen so far */
+uint64 loads = 0;         /* loads so far: each one resets the cache */
 Oid registry_oid = InvalidOid;
 Oid actor_fn = InvalidOid;
 Oid event_fn = InvalidOid;
 Oid event_seq = InvalidOid;
 Oid legacy_fn = InvalidOid;
-bool loaded_once = false; /* registered/memo hold the newest load, kept or not */
-std::unordered_map<Oid, Registered> registered;
-std::unordered_map<Oid, TableInfo> memo; /* relid -> info (relid == InvalidOid: not enabled) */
-std::unordered_map<Oid, std::vector<ForeignKey>> incoming_memo;
+bool loaded_once = false; /* the cache holds the newest load, kept or not */
 
 extern "C" void relcache_callback(Datum, Oid relid) {
-    /* No allocation, no PostgreSQL call: only decide whether to reload. */
-    if (relid == InvalidOid || relid == registry_oid || memo.find(relid) != memo.end()) {
+    /* No allocation, no PostgreSQL call: only decide whether to reload (the
+     * next load frees the cache; a load may be under way right now). */
+    const Registry* r = cache.built();
+    if (relid == InvalidOid || relid == registry_oid || (r != nullptr && r->memo.find(relid) != r->memo.end())) {
         ++invalidations;
         valid = false;
     }
@@ -63,9 +121,8 @@ Oid lookup_function(Oid nsp, const char* name) {
 }
 
 void load() {
-    registered.clear();
-    memo.clear();
-    incoming_memo.clear();
+    cache.reset(); /* frees the previous load, memos and foreign keys */
+    ++loads;
     registry_oid = InvalidOid;
     loaded_once = false;
     citus::reset();
@@ -84,6 +141,9 @@ void load() {
         bridge::SpiConnection spi;
         bridge::execute_fresh("SELECT tbl::pg_catalog.oid, hide FROM lifecycle.soft_delete_tables", 0, nullptr, nullptr,
                               true);
+        /* Nothing resets the cache while `loading` is set. */
+        auto& registered = cache.get().registered;
+        registered.reserve(bridge::processed_rows());
         for (uint64 i = 0; i < bridge::processed_rows(); ++i) {
             Oid relid = DatumGetObjectId(*bridge::result_datum(i, 1));
             registered[relid] = Registered{DatumGetBool(*bridge::result_datum(i, 2))};
@@ -105,6 +165,14 @@ void ensure_loaded() {
 }
 
 bool usable() { return registry_oid != InvalidOid && loaded_once; }
+
+/* hide of a table named in the registry, or nullopt. */
+std::optional<bool> registered_hide(Oid relid) {
+    const auto& registered = cache.get().registered;
+    auto it = registered.find(relid);
+    if (it == registered.end()) return std::nullopt;
+    return it->second.hide;
+}
 
 TableInfo make_info(Oid relid, Oid reg, bool hide) {
     TableInfo info{relid, reg, hide, InvalidAttrNumber, InvalidAttrNumber, InvalidAttrNumber};
@@ -208,45 +276,55 @@ const TableInfo* lookup(Oid relid) {
     ensure_loaded();
     /* On a Citus cluster a node's registry may be empty while it holds
      * shards of enabled tables (citus::marked). */
-    if (!usable() || (registered.empty() && !citus::present())) return nullptr;
-    auto it = memo.find(relid);
-    if (it == memo.end()) {
+    if (!usable() || (cache.get().registered.empty() && !citus::present())) return nullptr;
+    const TableInfo* found;
+    if (auto it = cache.get().memo.find(relid); it != cache.get().memo.end()) {
+        found = &it->second;
+    } else {
+        /* The calls below may process invalidations and plan queries (which
+         * look tables up, and may load the registry again): the cache is
+         * looked at afresh after each one, and what was worked out is kept
+         * only when no load happened meanwhile. */
+        uint64 seen = loads;
         TableInfo info{InvalidOid, InvalidOid, false, 0, 0, 0};
-        auto reg = registered.find(relid);
-        if (reg != registered.end()) {
-            info = make_info(relid, relid, reg->second.hide);
+        if (std::optional<bool> hide = registered_hide(relid)) {
+            info = make_info(relid, relid, *hide);
         } else if (pg_call([relid] { return get_rel_relispartition(relid); })) {
             List* ancestors = pg_call([relid] { return get_partition_ancestors(relid); });
             ListCell* lc;
             foreach (lc, ancestors) {
-                auto r = registered.find(lfirst_oid(lc));
-                if (r != registered.end()) {
-                    info = make_info(relid, r->first, r->second.hide);
+                if (std::optional<bool> h = registered_hide(lfirst_oid(lc))) {
+                    info = make_info(relid, lfirst_oid(lc), *h);
                     break;
                 }
             }
-        } else if (std::optional<bool> hide = citus::marked(relid)) {
+        } else if (std::optional<bool> marked = citus::marked(relid)) {
             /* A shard (or a worker's shell table) of a table enabled on the coordinator. */
-            info = make_info(relid, relid, *hide);
+            info = make_info(relid, relid, *marked);
         }
-        it = memo.emplace(relid, info).first;
+        if (loads == seen) {
+            found = &cache.get().memo.emplace(relid, info).first->second;
+        } else {
+            static TableInfo once; /* used by this call, not kept */
+            once = info;
+            found = &once;
+        }
     }
-    const TableInfo& info = it->second;
-    if (info.relid == InvalidOid || info.deleted_at == InvalidAttrNumber) return nullptr;
-    return &info;
+    if (found->relid == InvalidOid || found->deleted_at == InvalidAttrNumber) return nullptr;
+    return found;
 }
 
 std::vector<Oid> registered_tables() {
     ensure_loaded();
     std::vector<Oid> out;
     if (!usable()) return out;
-    for (const auto& [relid, reg] : registered) out.push_back(relid);
+    for (const auto& [relid, reg] : cache.get().registered) out.push_back(relid);
     return out;
 }
 
 bool any_enabled() {
     ensure_loaded();
-    return usable() && (!registered.empty() || citus::present());
+    return usable() && (!cache.get().registered.empty() || citus::present());
 }
 
 Oid actor_function() { return actor_fn; }
@@ -269,20 +347,43 @@ void invalidate(Oid relid) {
     valid = false;
 }
 
+namespace {
+
+/* The foreign keys remembered for relid, or nullptr. */
+const bridge::pvector<CachedForeignKey>* remembered_fks(Oid relid) {
+    const Registry* r = cache.built();
+    if (!valid || r == nullptr) return nullptr;
+    auto it = r->incoming.find(relid);
+    return it == r->incoming.end() ? nullptr : &it->second;
+}
+
+}  // namespace
+
 std::vector<ForeignKey> incoming_fks(Oid relid) {
     (void)lookup(relid); /* remembered, so an invalidation of the table drops the memo */
-    auto it = incoming_memo.find(relid);
-    if (valid && it != incoming_memo.end()) return it->second;
+    if (const auto* kept = remembered_fks(relid)) {
+        std::vector<ForeignKey> out;
+        out.reserve(kept->size());
+        for (const CachedForeignKey& fk : *kept) out.push_back(fk.get());
+        return out;
+    }
     uint64 seen = invalidations;
+    uint64 seen_loads = loads;
     std::vector<ForeignKey> fks = read_fks("confrelid", relid);
-    if (valid && invalidations == seen) incoming_memo[relid] = fks;
+    if (valid && invalidations == seen && loads == seen_loads) {
+        Registry& r = cache.get(); /* no PostgreSQL call below */
+        MemoryContext cxt = cache.context();
+        bridge::pvector<CachedForeignKey> kept{bridge::PallocAllocator<CachedForeignKey>(cxt)};
+        kept.reserve(fks.size());
+        for (const ForeignKey& fk : fks) kept.emplace_back(fk, cxt);
+        r.incoming.insert_or_assign(relid, std::move(kept));
+    }
     return fks;
 }
 
 bool has_incoming_fks(Oid relid) {
     (void)lookup(relid); /* remembered, so an invalidation of the table reloads */
-    auto it = incoming_memo.find(relid);
-    if (valid && it != incoming_memo.end()) return !it->second.empty();
+    if (const auto* kept = remembered_fks(relid)) return !kept->empty();
     return !incoming_fks(relid).empty();
 }
 

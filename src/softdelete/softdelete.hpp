@@ -126,6 +126,10 @@ bool purge_in_progress();
  * installed and removed as the extension's owner (protection.cpp). */
 /* hide: on a Citus cluster the guard trigger carries it to the shards. */
 void install_triggers(Oid relid, bool hide = true);
+/* The names of two of them (on partitions too: PostgreSQL clones a trigger
+ * under its own name). */
+inline constexpr const char* cascade_trigger = "lifecycle_soft_delete_cascade";
+inline constexpr const char* flag_trigger = "lifecycle_soft_delete_flag";
 void remove_triggers(Oid relid);
 /* The flag trigger (soft_delete_flag) for `flag`, or none. */
 void set_flag_trigger(Oid relid, const std::optional<std::string>& flag);

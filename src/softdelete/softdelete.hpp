@@ -5,7 +5,8 @@
  * A DELETE on an enabled table is turned into an UPDATE by the planner hook
  * (planner.cpp); the BEFORE DELETE trigger soft_delete_guard does the same
  * when the library is not preloaded; the AFTER UPDATE trigger
- * soft_delete_cascade follows foreign keys (triggers.cpp); the SQL functions
+ * soft_delete_cascade follows foreign keys (triggers.cpp) — skipped by a soft
+ * DELETE of a table no foreign key references (executor_start.cpp); the SQL functions
  * are in functions.cpp; the retention task in retention.cpp.
  */
 #pragma once

@@ -366,13 +366,13 @@ worker::BatchResult next_range(Sweep& sweep, const Range& range, BlockNumber nbl
     return {rows, !all_refused, row_error};
 }
 
-}  // namespace
-
-/* One batch of the expire task on a local table (a table, a leaf partition,
- * or the shard of a Citus table on the node that holds it). */
-worker::BatchResult local_batch(Oid target, const std::string& column, Datum after, int64 cap) {
-    /* The table's row estimate, and whether a valid btree index leads
-     * with the expiry column. */
+/* The table's row estimate, and whether a valid btree index leads with the
+ * expiry column; nothing if the table is gone. */
+struct TableFacts {
+    int64 reltuples;
+    bool indexed;
+};
+std::optional<TableFacts> table_facts(Oid target, const std::string& column) {
     static bridge::Statement stats(
         "SELECT greatest(c.reltuples, 0)::int8, "
         "EXISTS (SELECT 1 FROM pg_catalog.pg_index i "
@@ -389,31 +389,24 @@ worker::BatchResult local_batch(Oid target, const std::string& column, Datum aft
                          return NameGetDatum(n);
                      })};
     stats.execute(keys, nullptr, true, 1);
-    if (bridge::processed_rows() == 0) return {0, false};
-    int64 reltuples = bridge::result_int64(0, 1).value_or(0);
-    bool indexed = bridge::result_text(0, 2).value_or("f") == "t";
+    if (bridge::processed_rows() == 0) return std::nullopt;
+    return TableFacts{bridge::result_int64(0, 1).value_or(0), bridge::result_text(0, 2).value_or("f") == "t"};
+}
 
-    std::string table = bridge::qualified_relation_name(target);
-    std::string col = bridge::quote_ident(column);
-    /* On a soft-delete table the DELETE keeps the rows: take live ones only
-     * (with hide on, the planner hook adds the same test). */
-    bool soft_delete = softdelete::lookup(target) != nullptr;
-    std::string expired = fmt::format("{} <= pg_catalog.now() - $1{}", col,
-                                      soft_delete ? fmt::format(" AND {} IS NULL", softdelete::deleted_at_column) : "");
-    /* $1 after, $2 batch cap, $3/$4 the range: ctid > $3 AND ctid <= $4. */
-    std::string direct_sql =
-        fmt::format("DELETE FROM ONLY {0} WHERE ctid > $3 AND ctid <= $4 AND lifecycle._expire_take(ctid, xmax, {1})",
-                    table, expired);
-    /* Row by row, when some row's DELETE fails: the batch's rows, locked. */
-    std::string candidates_sql = fmt::format(
-        "SELECT ctid FROM ONLY {0} WHERE ctid > $3 AND ctid <= $4 AND {1} ORDER BY ctid LIMIT $2 "
-        "FOR UPDATE SKIP LOCKED",
-        table, expired);
-    std::string one_sql =
-        fmt::format("DELETE FROM ONLY {0} WHERE ctid = $2 AND {1} <= pg_catalog.now() - $1", table, col);
+/* The statements of a batch on one table.  $1 is the expiry interval
+ * ("after"), $2 the batch's cap, $3/$4 the block range (ctid > $3 AND
+ * ctid <= $4). */
+struct BatchStatements {
+    std::string table;
+    std::string col;
+    std::string expired; /* the expired rows' condition */
+    std::string direct;  /* the range's expired rows, deleted at once */
+    std::string candidates; /* row by row, when some row's DELETE fails: the batch's rows, locked */
+    std::string one;        /* ... and one of them, deleted */
+
     /* Lock the candidate rows, skipping those held, and delete them:
      * (candidates, last candidate, deleted).  $1 after, $2 the limit. */
-    auto lock_and_delete_sql = [&](const std::string& where, const std::string& order_by) {
+    std::string lock_and_delete(const std::string& where, const std::string& order_by) const {
         return fmt::format(
             "WITH candidates AS (SELECT ctid FROM ONLY {0} WHERE {1}{2} LIMIT $2 FOR UPDATE SKIP LOCKED), "
             "deleted AS (DELETE FROM ONLY {0} WHERE ctid = ANY (ARRAY(SELECT ctid FROM candidates)) "
@@ -421,11 +414,124 @@ worker::BatchResult local_batch(Oid target, const std::string& column, Datum aft
             "SELECT (SELECT pg_catalog.count(*) FROM candidates), (SELECT pg_catalog.max(ctid) FROM candidates), "
             "(SELECT pg_catalog.count(*) FROM deleted)",
             table, where, order_by, col);
-    };
-    auto locking_sql = [&](bool held_only) {
-        return lock_and_delete_sql(
+    }
+    /* lock_and_delete over the range; held_only: rows that are or were locked. */
+    std::string locking(bool held_only) const {
+        return lock_and_delete(
             fmt::format("ctid > $3 AND ctid <= $4 AND {}{}", expired, held_only ? " AND xmax <> '0'" : ""), "");
+    }
+};
+
+BatchStatements batch_statements(Oid target, const std::string& column, bool soft_delete) {
+    BatchStatements sql;
+    sql.table = bridge::qualified_relation_name(target);
+    sql.col = bridge::quote_ident(column);
+    /* On a soft-delete table the DELETE keeps the rows: take live ones only
+     * (with hide on, the planner hook adds the same test). */
+    sql.expired = fmt::format("{} <= pg_catalog.now() - $1{}", sql.col,
+                              soft_delete ? fmt::format(" AND {} IS NULL", softdelete::deleted_at_column) : "");
+    sql.direct =
+        fmt::format("DELETE FROM ONLY {0} WHERE ctid > $3 AND ctid <= $4 AND lifecycle._expire_take(ctid, xmax, {1})",
+                    sql.table, sql.expired);
+    sql.candidates = fmt::format(
+        "SELECT ctid FROM ONLY {0} WHERE ctid > $3 AND ctid <= $4 AND {1} ORDER BY ctid LIMIT $2 "
+        "FOR UPDATE SKIP LOCKED",
+        sql.table, sql.expired);
+    sql.one = fmt::format("DELETE FROM ONLY {0} WHERE ctid = $2 AND {1} <= pg_catalog.now() - $1", sql.table, sql.col);
+    return sql;
+}
+
+void run_as_owner(Oid owner, const std::function<void()>& body);
+
+/* One block-range batch: the expired rows from range_start to range_end
+ * deleted at once, as the table's owner.  If a row is locked, the batch
+ * locks its rows first, skipping those held; if some row's DELETE fails, it
+ * deletes them one by one and reports the ones that fail. */
+RangeOutcome range_batch(const BatchStatements& sql, Oid owner, Datum after, int64 cap,
+                         const ItemPointerData& range_start, const ItemPointerData& range_end) {
+    Oid types[4] = {INTERVALOID, INT8OID, TIDOID, TIDOID};
+    auto values = [&](int64 limit, const ItemPointerData* upto) {
+        return std::array<Datum, 4>{after, Int64GetDatum(limit),
+                                    PointerGetDatum(const_cast<ItemPointerData*>(&range_start)),
+                                    PointerGetDatum(const_cast<ItemPointerData*>(upto))};
     };
+    auto run_locking = [&](bool held_only, int64 limit, const ItemPointerData* upto) {
+        auto v = values(limit, upto);
+        bridge::execute_cached(sql.locking(held_only), 4, types, v.data(), nullptr, false);
+        Counts c{bridge::result_int64(0, 1).value_or(0), std::nullopt, bridge::result_int64(0, 3).value_or(0)};
+        if (auto d = bridge::result_datum(0, 2))
+            c.last = *reinterpret_cast<const ItemPointerData*>(DatumGetPointer(*d));
+        return c;
+    };
+
+    RangeOutcome out{0, false, {}, 0, false, {}};
+    run_as_owner(owner, [&] {
+        Take seen;
+        enum { done, lock_timeout, row_failed } outcome = done;
+        bridge::in_subtransaction(
+            [&] {
+                {
+                    TakeScope scope(cap, range_start, range_end);
+                    auto v = values(cap, &range_end);
+                    bridge::execute_cached(sql.direct, 4, types, v.data(), nullptr, false);
+                    out.rows = static_cast<int64>(bridge::processed_rows());
+                    seen = scope.result();
+                }
+                if (seen.held > 0) {
+                    /* Rows that are or were locked: lock them now, skipping
+                     * those still held, and delete the ones locked. */
+                    Counts c = run_locking(true, cap - seen.taken, seen.capped ? &seen.last : &range_end);
+                    out.rows += c.deleted;
+                }
+            },
+            [&](const bridge::PgError& e) {
+                if (is_lock_wait(e.sqlerrcode())) {
+                    outcome = lock_timeout;
+                } else if (is_row_error(e.sqlerrcode())) {
+                    outcome = row_failed;
+                } else {
+                    return false; /* a cancel, a shutdown...: the batch ends */
+                }
+                return true;
+            });
+        if (outcome == done) {
+            out.capped = seen.capped;
+            out.counted = seen.taken + seen.held;
+            out.last = seen.last;
+        } else if (outcome == lock_timeout) {
+            /* A row locked after the DELETE read it: the whole batch again,
+             * every row locked first, skipping those held. */
+            Counts c = run_locking(false, cap, &range_end);
+            out.rows = c.deleted;
+            out.counted = c.candidates;
+            out.capped = c.candidates >= cap && c.last.has_value();
+            if (c.last) out.last = *c.last;
+        } else {
+            /* Some row's DELETE fails: lock the batch's rows, then delete
+             * them one by one, each in a subtransaction, and report the
+             * ones that fail.  The sweep goes on past them. */
+            std::vector<ItemPointerData> rows_to_try;
+            auto [deleted, refused] = delete_row_by_row(sql.candidates, sql.one, types, values(cap, &range_end),
+                                                        after, rows_to_try, out.row_error);
+            out.rows = deleted;
+            out.counted = static_cast<int64>(rows_to_try.size());
+            out.capped = out.counted >= cap;
+            if (out.capped) out.last = rows_to_try.back();
+            out.all_refused = refused > 0 && refused == out.counted;
+        }
+    });
+    return out;
+}
+
+}  // namespace
+
+/* One batch of the expire task on a local table (a table, a leaf partition,
+ * or the shard of a Citus table on the node that holds it). */
+worker::BatchResult local_batch(Oid target, const std::string& column, Datum after, int64 cap) {
+    std::optional<TableFacts> facts = table_facts(target, column);
+    if (!facts) return {0, false};
+    bool soft_delete = softdelete::lookup(target) != nullptr;
+    BatchStatements sql = batch_statements(target, column, soft_delete);
 
     worker::set_batch_settings();
     Oid owner = bridge::relation_owner(target);
@@ -443,16 +549,6 @@ worker::BatchResult local_batch(Oid target, const std::string& column, Datum aft
         prune_blocks(target, sweep.prune_from, sweep.prune_to, nblocks);
         sweep.prune_from = sweep.prune_to = 0;
     }
-    /* The batch's statements run as the table's owner, like autovacuum:
-     * its triggers never get the worker's superuser rights. */
-    auto as_owner = [owner](const std::function<void()>& body) {
-        int nest = pg_call([] { return NewGUCNestLevel(); });
-        {
-            bridge::AsRole role(owner, SECURITY_RESTRICTED_OPERATION);
-            body();
-        }
-        pg_call([nest] { AtEOXact_GUC(false, nest); });
-    };
 
     /* With an index on the column, batches first take the oldest expired
      * rows through it: when few rows are expired (the steady state) that
@@ -462,9 +558,13 @@ worker::BatchResult local_batch(Oid target, const std::string& column, Datum aft
      * pass over the heap is cheaper: the block-range sweep takes over
      * until it reaches the end of the table.  Not on a soft-delete table:
      * its expired rows stay in it, soft-deleted, and every index batch
-     * would walk past all of them again. */
-    if (!sweep.ranging && indexed && !soft_delete) {
-        return index_batch(sweep, lock_and_delete_sql(expired, " ORDER BY " + col), as_owner, after, cap, reltuples);
+     * would walk past all of them again.  The batch's statements run as the
+     * table's owner, like autovacuum: its triggers never get the worker's
+     * superuser rights. */
+    if (!sweep.ranging && facts->indexed && !soft_delete) {
+        auto as_owner = [owner](const std::function<void()>& body) { run_as_owner(owner, body); };
+        return index_batch(sweep, sql.lock_and_delete(sql.expired, " ORDER BY " + sql.col), as_owner, after, cap,
+                           facts->reltuples);
     }
     sweep.ranging = true;
 
@@ -477,84 +577,8 @@ worker::BatchResult local_batch(Oid target, const std::string& column, Datum aft
     ItemPointerData range_end;
     ItemPointerSet(&range_end, last_block, PG_UINT16_MAX);
 
-    Oid types[4] = {INTERVALOID, INT8OID, TIDOID, TIDOID};
-    auto values = [&](int64 limit, const ItemPointerData* upto) {
-        return std::array<Datum, 4>{after, Int64GetDatum(limit), PointerGetDatum(&range_start),
-                                    PointerGetDatum(const_cast<ItemPointerData*>(upto))};
-    };
-    auto run_locking = [&](bool held_only, int64 limit, const ItemPointerData* upto) {
-        auto v = values(limit, upto);
-        bridge::execute_cached(locking_sql(held_only), 4, types, v.data(), nullptr, false);
-        Counts c{bridge::result_int64(0, 1).value_or(0), std::nullopt, bridge::result_int64(0, 3).value_or(0)};
-        if (auto d = bridge::result_datum(0, 2))
-            c.last = *reinterpret_cast<const ItemPointerData*>(DatumGetPointer(*d));
-        return c;
-    };
-
-    int64 rows = 0;
-    bool capped = false;
-    int64 counted = 0;
-    ItemPointerData last{};
-    std::string row_error;
-    bool all_refused = false;
-    as_owner([&] {
-        Take seen;
-        enum { done, lock_timeout, row_failed } outcome = done;
-        bridge::in_subtransaction(
-            [&] {
-                {
-                    TakeScope scope(cap, range_start, range_end);
-                    auto v = values(cap, &range_end);
-                    bridge::execute_cached(direct_sql, 4, types, v.data(), nullptr, false);
-                    rows = static_cast<int64>(bridge::processed_rows());
-                    seen = scope.result();
-                }
-                if (seen.held > 0) {
-                    /* Rows that are or were locked: lock them now, skipping
-                     * those still held, and delete the ones locked. */
-                    Counts c = run_locking(true, cap - seen.taken, seen.capped ? &seen.last : &range_end);
-                    rows += c.deleted;
-                }
-            },
-            [&](const bridge::PgError& e) {
-                if (is_lock_wait(e.sqlerrcode())) {
-                    outcome = lock_timeout;
-                } else if (is_row_error(e.sqlerrcode())) {
-                    outcome = row_failed;
-                } else {
-                    return false; /* a cancel, a shutdown...: the batch ends */
-                }
-                return true;
-            });
-        if (outcome == done) {
-            capped = seen.capped;
-            counted = seen.taken + seen.held;
-            last = seen.last;
-        } else if (outcome == lock_timeout) {
-            /* A row locked after the DELETE read it: the whole batch again,
-             * every row locked first, skipping those held. */
-            Counts c = run_locking(false, cap, &range_end);
-            rows = c.deleted;
-            counted = c.candidates;
-            capped = c.candidates >= cap && c.last.has_value();
-            if (c.last) last = *c.last;
-        } else {
-            /* Some row's DELETE fails: lock the batch's rows, then delete
-             * them one by one, each in a subtransaction, and report the
-             * ones that fail.  The sweep goes on past them. */
-            std::vector<ItemPointerData> rows_to_try;
-            auto [deleted, refused] = delete_row_by_row(candidates_sql, one_sql, types, values(cap, &range_end), after,
-                                                        rows_to_try, row_error);
-            rows = deleted;
-            counted = static_cast<int64>(rows_to_try.size());
-            capped = counted >= cap;
-            if (capped) last = rows_to_try.back();
-            all_refused = refused > 0 && refused == counted;
-        }
-    });
-
-    return next_range(sweep, Range{first, last_block, range_end}, nblocks, cap,
-                      RangeOutcome{rows, capped, last, counted, all_refused, std::move(row_error)});
+    RangeOutcome done = range_batch(sql, owner, after, cap, range_start, range_end);
+    return next_range(sweep, Range{first, last_block, range_end}, nblocks, cap, std::move(done));
 }
 
 namespace {

@@ -773,9 +773,32 @@ LIFECYCLE_FUNCTION(lifecycle_current_delete_event) {
     PG_RETURN_INT64(event);
 }
 
-/* lifecycle.actor when set, else current_user: recorded in deleted_by. */
+/* lifecycle.actor when set, else current_user: recorded in deleted_by.  A
+ * soft DELETE of many rows calls it for each row: the value is kept for the
+ * call site (fn_extra, in the statement's memory) while the role and
+ * lifecycle.actor stay the same. */
 LIFECYCLE_FUNCTION(lifecycle_current_actor) {
-    (void)fcinfo;
-    if (gucs::actor != nullptr && gucs::actor[0] != '\0') return bridge::text_datum(gucs::actor);
-    return pg_call([] { return PointerGetDatum(cstring_to_text(GetUserNameFromId(GetUserId(), false))); });
+    struct Memo {
+        Oid user;
+        char* actor; /* lifecycle.actor when computed ("" if unset) */
+        Datum value;
+    };
+    const char* actor = gucs::actor != nullptr ? gucs::actor : "";
+    Oid user = GetUserId();
+    FmgrInfo* flinfo = fcinfo->flinfo;
+    auto* memo = flinfo != nullptr ? static_cast<Memo*>(flinfo->fn_extra) : nullptr;
+    if (memo != nullptr && memo->user == user && std::strcmp(memo->actor, actor) == 0) return memo->value;
+    return pg_call([&] {
+        Datum value = PointerGetDatum(actor[0] != '\0' ? cstring_to_text(actor)
+                                                         : cstring_to_text(GetUserNameFromId(user, false)));
+        if (flinfo == nullptr) return value;
+        MemoryContext old = MemoryContextSwitchTo(flinfo->fn_mcxt);
+        if (memo == nullptr) memo = static_cast<Memo*>(palloc0(sizeof(Memo)));
+        memo->user = user;
+        memo->actor = pstrdup(actor);
+        memo->value = datumCopy(value, false, -1);
+        MemoryContextSwitchTo(old);
+        flinfo->fn_extra = memo;
+        return memo->value;
+    });
 }

@@ -40,9 +40,7 @@ struct OwnDdl {
 };
 
 constexpr const char* guard_trigger = "lifecycle_soft_delete_guard";
-constexpr const char* cascade_trigger = "lifecycle_soft_delete_cascade";
 constexpr const char* truncate_trigger = "lifecycle_soft_delete_truncate";
-constexpr const char* flag_trigger = "lifecycle_soft_delete_flag";
 
 struct Column {
     const char* name;

@@ -419,6 +419,7 @@ void refuse_hard_delete(Oid relid) {
 
 void install_planner_hook();
 void install_executor_finish_hook();
+void install_executor_start_hook();
 void define_settings();
 
 void init() {
@@ -426,6 +427,7 @@ void init() {
     pg_call([] { CacheRegisterRelcacheCallback(relcache_callback, (Datum)0); });
     install_planner_hook();
     install_executor_finish_hook();
+    install_executor_start_hook();
     citus::init();
 }
 

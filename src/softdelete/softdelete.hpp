@@ -5,7 +5,8 @@
  * A DELETE on an enabled table is turned into an UPDATE by the planner hook
  * (planner.cpp); the BEFORE DELETE trigger soft_delete_guard does the same
  * when the library is not preloaded; the AFTER UPDATE trigger
- * soft_delete_cascade follows foreign keys (triggers.cpp); the SQL functions
+ * soft_delete_cascade follows foreign keys (triggers.cpp) — skipped by a soft
+ * DELETE of a table no foreign key references (executor_start.cpp); the SQL functions
  * are in functions.cpp; the retention task in retention.cpp.
  */
 #pragma once
@@ -126,6 +127,10 @@ bool purge_in_progress();
  * installed and removed as the extension's owner (protection.cpp). */
 /* hide: on a Citus cluster the guard trigger carries it to the shards. */
 void install_triggers(Oid relid, bool hide = true);
+/* The names of two of them (on partitions too: PostgreSQL clones a trigger
+ * under its own name). */
+inline constexpr const char* cascade_trigger = "lifecycle_soft_delete_cascade";
+inline constexpr const char* flag_trigger = "lifecycle_soft_delete_flag";
 void remove_triggers(Oid relid);
 /* The flag trigger (soft_delete_flag) for `flag`, or none. */
 void set_flag_trigger(Oid relid, const std::optional<std::string>& flag);

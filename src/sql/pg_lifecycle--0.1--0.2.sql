@@ -38,6 +38,8 @@ SELECT pg_catalog.pg_extension_config_dump('lifecycle.job_runs', '');
 SELECT pg_catalog.pg_extension_config_dump('lifecycle.job_runs_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('lifecycle.sessions', '');
 SELECT pg_catalog.pg_extension_config_dump('lifecycle.delete_event_seq', '');
+-- Each session takes 32 delete-event ids at a time (see the install script).
+ALTER SEQUENCE lifecycle.delete_event_seq CACHE 32;
 
 ------------------------------------------------------------------------------
 -- DDL on expiry tables: a renamed expiry column is followed, a dropped or

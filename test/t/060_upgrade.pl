@@ -68,6 +68,10 @@ my $objects = q{
     SELECT 'view ' || c.relname || ' ' || md5(pg_get_viewdef(c.oid))
       FROM pg_class c WHERE c.relnamespace = 'lifecycle'::regnamespace AND c.relkind = 'v'
     UNION ALL
+    SELECT 'sequence ' || s.seqrelid::regclass || ' ' || format_type(s.seqtypid, NULL) || ' start=' || s.seqstart
+           || ' increment=' || s.seqincrement || ' cache=' || s.seqcache || ' cycle=' || s.seqcycle
+      FROM pg_sequence s JOIN pg_class c ON c.oid = s.seqrelid WHERE c.relnamespace = 'lifecycle'::regnamespace
+    UNION ALL
     SELECT 'config dump ' || unnest(extconfig)::regclass FROM pg_extension WHERE extname = 'pg_lifecycle'
     ORDER BY 1
 };

@@ -288,7 +288,7 @@ void cascade_cpp(FunctionCallInfo fcinfo) {
 }
 
 /* One delete_event per transaction for the safety net too (see
- * current_delete_event); the WARNING is given once per statement. */
+ * _current_delete_event); the WARNING is given once per statement. */
 LocalTransactionId guard_lxid = InvalidLocalTransactionId;
 TimestampTz guard_statement = 0;
 bool guard_warned = false;

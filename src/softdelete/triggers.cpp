@@ -548,7 +548,7 @@ public:
     bool outermost() const { return legacy_restore_depth == 1; }
 };
 
-void run_parent_checks(std::vector<ParentCheck> checks) {
+void run_parent_checks(const std::vector<ParentCheck>& checks) {
     bridge::SpiConnection spi;
     for (const ParentCheck& c : checks) {
         check_parent_not_deleted(c.fk, c.key.types, c.key.values,

@@ -266,7 +266,7 @@ void prepare_enable(Config& cfg, Kind k);
  * counted one, or a reference table. */
 void distribute_counts(const Config& cfg, Kind k);
 /* Adds the table's rows (read through Citus) to the deltas. */
-void fill(const Config& cfg);
+void fill(const Config& config);
 /* Refuses (0A000) to distribute a table whose rows are counted (from
  * create_distributed_table / create_reference_table's function-manager hook). */
 void refuse_distributing(Oid relid);

@@ -85,6 +85,7 @@ worker::BatchResult session_task_batch(bool close) {
         bridge::quote_ident(pg_call([] { return std::string(get_namespace_name(bridge::extension_schema())); })) +
         "._sessions_shard";
     std::vector<std::string> commands;
+    commands.reserve(where.size());
     for (const auto& p : where) {
         commands.push_back(fmt::format("SELECT {}({}, {}::pg_catalog.regclass, {})", fn, close ? "'close'" : "'purge'",
                                        citus::literal(p.shard), citus::interval_literal(retention)));

@@ -2,14 +2,14 @@
  * lifecycle.cpp — the extension's own life cycle (SPEC.md §0): what keeps a
  * dump/restore, DROP EXTENSION and CREATE EXTENSION again lossless and clean.
  *
- *  lifecycle.on_create_trigger()   ddl_command_end of CREATE TRIGGER: one of
+ *  lifecycle.extension_reattach()  ddl_command_end of CREATE TRIGGER: one of
  *      our triggers created by somebody else than our own code — pg_restore of
  *      a schema-only or --schema dump, which has the triggers on the user's
  *      tables but not our configuration — attaches the table again (soft
  *      delete registered with default settings, counts re-attached from the
  *      trigger's arguments and rebuilt), or fails loudly: never a table whose
  *      triggers point at nothing.
- *  lifecycle.on_drop_extension()   ddl_command_start of DROP EXTENSION
+ *  lifecycle.extension_drop()      ddl_command_start of DROP EXTENSION
  *      pg_lifecycle: drops the count tables (lifecycle.count_N_*), which are
  *      not members of the extension (they are created per table, and dumped
  *      with their data); if the DROP then fails, this is rolled back with it.
@@ -126,11 +126,11 @@ void install_utility_hook() {
 using namespace pg_lifecycle;
 using bridge::pg_call;
 
-/* lifecycle.on_create_trigger() RETURNS event_trigger */
-LIFECYCLE_FUNCTION(lifecycle_on_create_trigger) {
+/* lifecycle.extension_reattach() RETURNS event_trigger */
+LIFECYCLE_FUNCTION(lifecycle_extension_reattach) {
     if (!CALLED_AS_EVENT_TRIGGER(fcinfo)) {
         throw Error(sqlstate::e_r_i_e_trigger_protocol_violated,
-                    "on_create_trigger must be called as an event trigger");
+                    "extension_reattach must be called as an event trigger");
     }
     if (creating_extension) PG_RETURN_VOID();
     Oid nsp = bridge::extension_schema();
@@ -173,11 +173,10 @@ LIFECYCLE_FUNCTION(lifecycle_on_create_trigger) {
     PG_RETURN_VOID();
 }
 
-/* lifecycle.on_drop_extension() RETURNS event_trigger */
-LIFECYCLE_FUNCTION(lifecycle_on_drop_extension) {
+/* lifecycle.extension_drop() RETURNS event_trigger */
+LIFECYCLE_FUNCTION(lifecycle_extension_drop) {
     if (!CALLED_AS_EVENT_TRIGGER(fcinfo)) {
-        throw Error(sqlstate::e_r_i_e_trigger_protocol_violated,
-                    "on_drop_extension must be called as an event trigger");
+        throw Error(sqlstate::e_r_i_e_trigger_protocol_violated, "extension_drop must be called as an event trigger");
     }
     auto* data = reinterpret_cast<EventTriggerData*>(fcinfo->context);
     if (!extension::drops_this_extension(data->parsetree)) PG_RETURN_VOID();

@@ -1,7 +1,7 @@
 /*
  * functions.cpp — lifecycle.soft_delete_enable/soft_delete_disable/restore/
  * purge/soft_unique, and the two helpers used inside soft-deleting
- * statements (current_delete_event, current_actor).
+ * statements (_current_delete_event, _current_actor).
  */
 #include "bridge/function.hpp"
 #include "bridge/security.hpp"

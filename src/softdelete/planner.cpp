@@ -3,8 +3,8 @@
  * client: after parse analysis and rewriting (views expanded, RLS applied),
  *
  *  - a DELETE whose target is an enabled table becomes
- *        UPDATE … SET deleted_at = now(), deleted_by = lifecycle.current_actor(),
- *                     delete_event = lifecycle.current_delete_event()
+ *        UPDATE … SET deleted_at = now(), deleted_by = lifecycle._current_actor(),
+ *                     delete_event = lifecycle._current_delete_event()
  *        WHERE <the DELETE's quals> AND deleted_at IS NULL
  *    keeping RETURNING and the DELETE's permission check.  The command tag is
  *    taken from the raw statement, so the client sees "DELETE n" with n the
@@ -50,8 +50,8 @@ Node* is_null(Var* var) {
 bool plan_depends_on_role = false;
 
 /* The SET list of a soft delete of the target table rte:
- * deleted_at = now(), deleted_by = lifecycle.current_actor(),
- * delete_event = lifecycle.current_delete_event(), in attribute order (as the
+ * deleted_at = now(), deleted_by = lifecycle._current_actor(),
+ * delete_event = lifecycle._current_delete_event(), in attribute order (as the
  * planner expects an UPDATE's target list); the columns are marked updated
  * (UPDATE OF triggers, generated columns).  The range-table entry's required
  * permission stays DELETE: DELETE privilege is what a soft delete needs. */
@@ -137,7 +137,7 @@ bool convert_delete(Query* q, bool hide) {
     if (!OidIsValid(actor) || !OidIsValid(event)) return false;
     /* A Citus table: Citus refuses VOLATILE functions in a distributed UPDATE
      * and drops security quals from the shard queries it writes.  The event
-     * comes from the STABLE twin of current_delete_event (Citus evaluates it
+     * comes from the STABLE twin of _current_delete_event (Citus evaluates it
      * once, here), and "deleted_at IS NULL" is a real WHERE clause. */
     bool on_citus = citus::present() && citus::is_citus_table(rte->relid);
     if (on_citus) {

@@ -131,8 +131,12 @@ void load() {
     if (!OidIsValid(nsp)) return; /* not installed here: checked again next time */
     registry_oid = pg_call([nsp] { return get_relname_relid("soft_delete_tables", nsp); });
     if (registry_oid == InvalidOid) return;
-    actor_fn = lookup_function(nsp, "current_actor");
-    event_fn = lookup_function(nsp, "current_delete_event");
+    actor_fn = lookup_function(nsp, "_current_actor");
+    event_fn = lookup_function(nsp, "_current_delete_event");
+    /* A database still at 0.1 (not updated yet) has them without the
+     * underscore: soft delete works there as it did (README, "Upgrades"). */
+    if (!OidIsValid(actor_fn)) actor_fn = lookup_function(nsp, "current_actor");
+    if (!OidIsValid(event_fn)) event_fn = lookup_function(nsp, "current_delete_event");
     event_seq = pg_call([nsp] { return get_relname_relid("delete_event_seq", nsp); });
     legacy_fn = lookup_function(nsp, "soft_delete_truncate");
 

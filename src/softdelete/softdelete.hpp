@@ -53,7 +53,8 @@ bool enabled_on(Oid relid);
 bool any_enabled();
 /* The tables named in lifecycle.soft_delete_tables. */
 std::vector<Oid> registered_tables();
-/* OIDs of lifecycle.current_actor() and lifecycle.current_delete_event(),
+/* OIDs of lifecycle._current_actor() and lifecycle._current_delete_event()
+ * (current_actor() and current_delete_event() in a database still at 0.1),
  * and of lifecycle.delete_event_seq (InvalidOid when not installed). */
 Oid actor_function();
 Oid event_function();

@@ -288,7 +288,7 @@ void cascade_cpp(FunctionCallInfo fcinfo) {
 }
 
 /* One delete_event per transaction for the safety net too (see
- * current_delete_event); the WARNING is given once per statement. */
+ * _current_delete_event); the WARNING is given once per statement. */
 LocalTransactionId guard_lxid = InvalidLocalTransactionId;
 TimestampTz guard_statement = 0;
 bool guard_warned = false;
@@ -548,7 +548,7 @@ public:
     bool outermost() const { return legacy_restore_depth == 1; }
 };
 
-void run_parent_checks(std::vector<ParentCheck> checks) {
+void run_parent_checks(const std::vector<ParentCheck>& checks) {
     bridge::SpiConnection spi;
     for (const ParentCheck& c : checks) {
         check_parent_not_deleted(c.fk, c.key.types, c.key.values,

@@ -2,6 +2,17 @@
 \echo Use "ALTER EXTENSION pg_lifecycle UPDATE" to load this file. \quit
 
 ------------------------------------------------------------------------------
+-- Names (README, "Names of SQL functions"): the functions only the extension
+-- calls start with an underscore, event-trigger functions are named after
+-- their capability.  Renamed, not re-created: the same OIDs, so the event
+-- triggers and the soft-deleting statements' plans that use them keep working.
+------------------------------------------------------------------------------
+ALTER FUNCTION lifecycle.current_delete_event() RENAME TO _current_delete_event;
+ALTER FUNCTION lifecycle.current_actor() RENAME TO _current_actor;
+ALTER FUNCTION lifecycle.on_sql_drop() RENAME TO expire_sql_drop;
+ALTER FUNCTION lifecycle.on_sql_drop_soft_delete() RENAME TO soft_delete_forget;
+
+------------------------------------------------------------------------------
 -- Security model (SPEC §5): trigger and event-trigger functions are not
 -- executable by PUBLIC; run_maintenance is SECURITY DEFINER with a pinned
 -- search_path; soft delete refuses TRUNCATE and DDL that would remove a
@@ -11,13 +22,13 @@ CREATE OR REPLACE FUNCTION lifecycle.run_maintenance(max_runtime interval DEFAUL
     RETURNS TABLE(task text, target regclass, rows bigint)
     AS 'MODULE_PATHNAME', 'lifecycle_run_maintenance' LANGUAGE C
     SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
-REVOKE EXECUTE ON FUNCTION lifecycle.on_sql_drop() FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION lifecycle.expire_sql_drop() FROM PUBLIC;
 
 CREATE FUNCTION lifecycle.soft_delete_truncate() RETURNS trigger
     AS 'MODULE_PATHNAME', 'lifecycle_soft_delete_truncate' LANGUAGE C;
 REVOKE EXECUTE ON FUNCTION lifecycle.soft_delete_guard(), lifecycle.soft_delete_cascade(),
                            lifecycle.soft_delete_truncate() FROM PUBLIC;
-REVOKE EXECUTE ON FUNCTION lifecycle.on_sql_drop_soft_delete() FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION lifecycle.soft_delete_forget() FROM PUBLIC;
 CREATE FUNCTION lifecycle.soft_delete_ddl() RETURNS event_trigger
     AS 'MODULE_PATHNAME', 'lifecycle_soft_delete_ddl' LANGUAGE C;
 REVOKE EXECUTE ON FUNCTION lifecycle.soft_delete_ddl() FROM PUBLIC;
@@ -47,7 +58,7 @@ ALTER SEQUENCE lifecycle.delete_event_seq CACHE 32;
 ------------------------------------------------------------------------------
 -- A dropped table takes its registration with it; dropping the expiry column
 -- of a table that stays is refused (the worker could not expire its rows).
-CREATE OR REPLACE FUNCTION lifecycle.on_sql_drop() RETURNS event_trigger
+CREATE OR REPLACE FUNCTION lifecycle.expire_sql_drop() RETURNS event_trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     r record;
@@ -68,7 +79,7 @@ END $$;
 
 -- An expiry column renamed is followed; retyped to something that is not a
 -- timestamp, refused.
-CREATE FUNCTION lifecycle.on_ddl_end_expiry() RETURNS event_trigger
+CREATE FUNCTION lifecycle.expire_ddl_end() RETURNS event_trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     r record;
@@ -102,25 +113,25 @@ BEGIN
                   HINT = format('Call lifecycle.expire_disable(%L) first.', r.tbl::text);
     END LOOP;
 END $$;
-REVOKE EXECUTE ON FUNCTION lifecycle.on_ddl_end_expiry() FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION lifecycle.expire_ddl_end() FROM PUBLIC;
 CREATE EVENT TRIGGER lifecycle_ddl_end_expiry ON ddl_command_end WHEN TAG IN ('ALTER TABLE')
-    EXECUTE FUNCTION lifecycle.on_ddl_end_expiry();
+    EXECUTE FUNCTION lifecycle.expire_ddl_end();
 
 ------------------------------------------------------------------------------
 -- The extension's own life cycle: dump/restore and DROP EXTENSION
 ------------------------------------------------------------------------------
 -- Our triggers created by a restore whose dump lacked our configuration (a
 -- schema-only or --schema dump) attach their table again.
-CREATE FUNCTION lifecycle.on_create_trigger() RETURNS event_trigger
-    AS 'MODULE_PATHNAME', 'lifecycle_on_create_trigger' LANGUAGE C;
+CREATE FUNCTION lifecycle.extension_reattach() RETURNS event_trigger
+    AS 'MODULE_PATHNAME', 'lifecycle_extension_reattach' LANGUAGE C;
 -- DROP EXTENSION pg_lifecycle takes the count tables (not members) with it.
-CREATE FUNCTION lifecycle.on_drop_extension() RETURNS event_trigger
-    AS 'MODULE_PATHNAME', 'lifecycle_on_drop_extension' LANGUAGE C;
-REVOKE EXECUTE ON FUNCTION lifecycle.on_create_trigger(), lifecycle.on_drop_extension() FROM PUBLIC;
+CREATE FUNCTION lifecycle.extension_drop() RETURNS event_trigger
+    AS 'MODULE_PATHNAME', 'lifecycle_extension_drop' LANGUAGE C;
+REVOKE EXECUTE ON FUNCTION lifecycle.extension_reattach(), lifecycle.extension_drop() FROM PUBLIC;
 CREATE EVENT TRIGGER lifecycle_create_trigger ON ddl_command_end WHEN TAG IN ('CREATE TRIGGER')
-    EXECUTE FUNCTION lifecycle.on_create_trigger();
+    EXECUTE FUNCTION lifecycle.extension_reattach();
 CREATE EVENT TRIGGER lifecycle_drop_extension ON ddl_command_start WHEN TAG IN ('DROP EXTENSION')
-    EXECUTE FUNCTION lifecycle.on_drop_extension();
+    EXECUTE FUNCTION lifecycle.extension_drop();
 
 ------------------------------------------------------------------------------
 -- Token families with an inactivity lifetime (SPEC §2): token_family_create
@@ -310,7 +321,7 @@ BEGIN
                                WHERE ended_at IS NULL AND (expires_at <= now() OR idle_expires_at <= now()))));
 END $$;
 
--- §6 Soft delete on a Citus cluster: the STABLE twin of current_delete_event().
+-- §6 Soft delete on a Citus cluster: the STABLE twin of _current_delete_event().
 CREATE FUNCTION lifecycle._citus_delete_event() RETURNS bigint
     AS 'MODULE_PATHNAME', 'lifecycle_current_delete_event' LANGUAGE C STABLE;
 

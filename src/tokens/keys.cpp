@@ -26,7 +26,7 @@ using bridge::pg_call;
 namespace {
 
 constexpr const char* key_file_name = "pg_lifecycle_token.key";
-constexpr std::size_t max_key_file_size = 64 * 1024;
+constexpr std::size_t max_key_file_size = std::size_t{64} * 1024;
 constexpr std::size_t fingerprint_len = 8;
 
 /* What this backend knows about the key file. */

@@ -28,7 +28,7 @@ inline std::uint32_t rotr(std::uint32_t x, int n) { return (x >> n) | (x << (32 
 
 void sha256_compress(std::uint32_t h[8], const std::uint8_t block[64]) {
     std::uint32_t w[64];
-    for (int i = 0; i < 16; ++i) {
+    for (std::size_t i = 0; i < 16; ++i) {
         w[i] = (std::uint32_t{block[4 * i]} << 24) | (std::uint32_t{block[4 * i + 1]} << 16) |
                (std::uint32_t{block[4 * i + 2]} << 8) | std::uint32_t{block[4 * i + 3]};
     }
@@ -105,7 +105,7 @@ void Sha256::final(std::uint8_t out[32]) {
     std::memset(buf_ + used_, 0, 56 - used_);
     for (int i = 0; i < 8; ++i) buf_[56 + i] = static_cast<std::uint8_t>(bits >> (56 - 8 * i));
     sha256_compress(h_, buf_);
-    for (int i = 0; i < 8; ++i) {
+    for (std::size_t i = 0; i < 8; ++i) {
         out[4 * i] = static_cast<std::uint8_t>(h_[i] >> 24);
         out[4 * i + 1] = static_cast<std::uint8_t>(h_[i] >> 16);
         out[4 * i + 2] = static_cast<std::uint8_t>(h_[i] >> 8);

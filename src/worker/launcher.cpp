@@ -50,7 +50,7 @@ constexpr int max_pauses = 16;
 constexpr int max_databases = 4096;
 /* A database found without the extension is visited again after this long
  * (CREATE EXTENSION in it tells the launcher at once). */
-constexpr int64 absent_recheck_ms = 10 * 60 * 1000;
+constexpr int64 absent_recheck_ms = int64{10} * 60 * 1000;
 
 struct SharedState {
     slock_t mutex;
@@ -553,7 +553,7 @@ std::string database_state_json(Oid dboid) {
 bool pause_database(Oid dboid, int seconds) {
     if (shared == nullptr) return false;
     TimestampTz now = GetCurrentTimestamp();
-    TimestampTz until = TimestampTzPlusMilliseconds(now, seconds * 1000);
+    TimestampTz until = TimestampTzPlusMilliseconds(now, static_cast<int64>(seconds) * 1000);
     pid_t worker = 0;
     SpinLockAcquire(&shared->mutex);
     DatabasePause* slot = nullptr;

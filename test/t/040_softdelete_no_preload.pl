@@ -105,7 +105,7 @@ is($node->safe_psql('postgres', q{
 # as the library is loaded in that backend, it is.
 ($rc, $out, $err) = run(q{
     SELECT string_agg(id::text, ',' ORDER BY id) FROM t WHERE id <= 3;
-    SELECT lifecycle.current_actor() IS NOT NULL AS loaded;
+    SELECT lifecycle._current_actor() IS NOT NULL AS loaded;
     SELECT string_agg(id::text, ',' ORDER BY id) FROM t WHERE id <= 3;
 });
 is($out, "1,2,3\nt\n3",

@@ -22,8 +22,8 @@
 #     session-level SET search_path inside the worker's batch: after it, the
 #     worker's superuser statements would resolve to her shadows (one database
 #     each for expiry, the soft-delete purge and the count fold);
-#  4. a look-alike lifecycle.soft_delete_tables (and current_actor /
-#     current_delete_event) in a database WITHOUT the extension: a superuser's
+#  4. a look-alike lifecycle.soft_delete_tables (and _current_actor /
+#     _current_delete_event) in a database WITHOUT the extension: a superuser's
 #     DELETE there must be an ordinary DELETE and run none of her code; the
 #     same with the registry as a view, read when any statement is planned;
 #  5. an advisory lock held by mallory must not stop the count fold of
@@ -348,7 +348,9 @@ SELECT id FROM lifecycle.count_tables WHERE tbl = 'public.c'::regclass;
 ########################################################################
 
 # 4a. A registry table listing the superuser's public.victim, and
-#     current_actor() / current_delete_event() that escalate.  victim has
+#     _current_actor() / _current_delete_event() that escalate (and 0.1's
+#     current_actor() / current_delete_event(), which the library also
+#     looks for).  victim has
 #     columns named like soft delete's own (an application's soft delete).
 scenario('s4a', sub {
     new_db('sec4a', no_extension => 1);
@@ -362,7 +364,9 @@ INSERT INTO public.victim (id, note) VALUES (1, 'one'), (2, 'two'), (3, 'three')
 CREATE SCHEMA lifecycle;
 CREATE TABLE lifecycle.soft_delete_tables (tbl regclass PRIMARY KEY, hide boolean, retention interval, enabled_at timestamptz);
 INSERT INTO lifecycle.soft_delete_tables VALUES ('public.victim', true, NULL, now());
-} . shadow_fn('lifecycle.current_actor', '', 'text', 's4a: lifecycle.current_actor()', "'mallory'")
+} . shadow_fn('lifecycle._current_actor', '', 'text', 's4a: lifecycle._current_actor()', "'mallory'")
+  . shadow_fn('lifecycle._current_delete_event', '', 'bigint', 's4a: lifecycle._current_delete_event()', '1')
+  . shadow_fn('lifecycle.current_actor', '', 'text', 's4a: lifecycle.current_actor()', "'mallory'")
   . shadow_fn('lifecycle.current_delete_event', '', 'bigint', 's4a: lifecycle.current_delete_event()', '1'));
     my $out = su('sec4a', 'DELETE FROM public.victim WHERE id = 1 RETURNING id');
     is($out, '1', 's4a: the superuser\'s DELETE reports the row');

@@ -23,7 +23,6 @@ $node->safe_psql('old', q{
     INSERT INTO users SELECT g, 'u' || g FROM generate_series(1, 3) g;
     INSERT INTO posts SELECT g, g FROM generate_series(1, 3) g;
     SELECT lifecycle.soft_delete_enable('users'), lifecycle.soft_delete_enable('posts');
-    DELETE FROM users WHERE id = 1;
     CREATE TABLE events (id int, kind text);
     SELECT lifecycle.count_enable('events', '{kind}');
     INSERT INTO events SELECT g, 'k' || (g % 3) FROM generate_series(1, 30) g;
@@ -31,9 +30,36 @@ $node->safe_psql('old', q{
 });
 is($node->safe_psql('old', q{SELECT extversion FROM pg_extension WHERE extname = 'pg_lifecycle'}), '0.1',
    'created at 0.1');
+# The new library in a database still at 0.1: the planner turns the DELETE
+# into an UPDATE with 0.1's current_actor() and current_delete_event() (had it
+# not found them, the guard trigger would soft-delete the row and RETURNING
+# would give nothing).
+is($node->safe_psql('old', 'DELETE FROM users WHERE id = 1 RETURNING id'), '1',
+   'a soft DELETE at 0.1 is rewritten by the planner (its RETURNING reports the row)');
+
+# The functions 0.2 renames keep their OIDs (event triggers and plans that use
+# them keep working); the old names are gone.
+my %renamed = (current_delete_event => '_current_delete_event', current_actor => '_current_actor',
+               on_sql_drop => 'expire_sql_drop', on_sql_drop_soft_delete => 'soft_delete_forget');
+my $oid_of = sub {
+    my ($name) = @_;
+    return $node->safe_psql('old', qq{SELECT coalesce((SELECT p.oid FROM pg_proc p
+        WHERE p.pronamespace = 'lifecycle'::regnamespace AND p.proname = '$name'), 0)});
+};
+my %oid_before = map { $_ => $oid_of->($_) } keys %renamed;
+isnt($oid_before{$_}, '0', "0.1 has lifecycle.$_()") for sort keys %renamed;
+
 $node->safe_psql('old', 'ALTER EXTENSION pg_lifecycle UPDATE');
 is($node->safe_psql('old', q{SELECT extversion FROM pg_extension WHERE extname = 'pg_lifecycle'}), $current,
    "updated to $current");
+for my $old_name (sort keys %renamed) {
+    is($oid_of->($renamed{$old_name}), $oid_before{$old_name},
+       "lifecycle.$old_name() renamed to $renamed{$old_name}(), same OID");
+    is($oid_of->($old_name), '0', "lifecycle.$old_name() is gone");
+}
+is($node->safe_psql('old', q{SELECT count(*) FROM pg_proc WHERE pronamespace = 'lifecycle'::regnamespace
+                               AND (proname ~ '^on_' OR proname ~ '^current_')}), '0',
+   'no function named on_* or current_* is left');
 $node->safe_psql('fresh', 'CREATE EXTENSION pg_lifecycle');
 
 # Every object of the extension, described by what users see of it.
@@ -89,6 +115,11 @@ is($node->safe_psql('old', $triggers), $node->safe_psql('fresh', $triggers),
 
 # The data still works.
 is($node->safe_psql('old', q{SELECT lifecycle.restore('users', 1)}), '2', 'restore of a 0.1 delete (with its cascade)');
+is($node->safe_psql('old', q{SET lifecycle.actor = 'upgraded';
+                             DELETE FROM users WHERE id = 3 RETURNING id;
+                             SET lifecycle.include_deleted = on;
+                             SELECT deleted_by || ' ' || (delete_event IS NOT NULL) FROM posts WHERE id = 3}),
+   "3\nupgraded true", 'a soft DELETE after the update, with its actor, event and cascade');
 is($node->safe_psql('old', q{SELECT lifecycle.count('events', '{"kind": "k1"}')}), '10', 'a count');
 $node->safe_psql('old', q{INSERT INTO events VALUES (31, 'k1')});
 is($node->safe_psql('old', q{SELECT lifecycle.count('events', '{"kind": "k1"}')}), '11', 'a count after a new row');

@@ -175,7 +175,7 @@ REVOKE EXECUTE ON FUNCTION lifecycle.health() FROM PUBLIC;
 
 -- A dropped table takes its registration with it; dropping the expiry column
 -- of a table that stays is refused (the worker could not expire its rows).
-CREATE FUNCTION lifecycle.on_sql_drop() RETURNS event_trigger
+CREATE FUNCTION lifecycle.expire_sql_drop() RETURNS event_trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     r record;
@@ -193,12 +193,12 @@ BEGIN
         END LOOP;
     END IF;
 END $$;
-REVOKE EXECUTE ON FUNCTION lifecycle.on_sql_drop() FROM PUBLIC;
-CREATE EVENT TRIGGER lifecycle_sql_drop ON sql_drop EXECUTE FUNCTION lifecycle.on_sql_drop();
+REVOKE EXECUTE ON FUNCTION lifecycle.expire_sql_drop() FROM PUBLIC;
+CREATE EVENT TRIGGER lifecycle_sql_drop ON sql_drop EXECUTE FUNCTION lifecycle.expire_sql_drop();
 
 -- An expiry column renamed is followed; retyped to something that is not a
 -- timestamp, refused.
-CREATE FUNCTION lifecycle.on_ddl_end_expiry() RETURNS event_trigger
+CREATE FUNCTION lifecycle.expire_ddl_end() RETURNS event_trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     r record;
@@ -232,6 +232,6 @@ BEGIN
                   HINT = format('Call lifecycle.expire_disable(%L) first.', r.tbl::text);
     END LOOP;
 END $$;
-REVOKE EXECUTE ON FUNCTION lifecycle.on_ddl_end_expiry() FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION lifecycle.expire_ddl_end() FROM PUBLIC;
 CREATE EVENT TRIGGER lifecycle_ddl_end_expiry ON ddl_command_end WHEN TAG IN ('ALTER TABLE')
-    EXECUTE FUNCTION lifecycle.on_ddl_end_expiry();
+    EXECUTE FUNCTION lifecycle.expire_ddl_end();

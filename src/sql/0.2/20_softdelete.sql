@@ -42,9 +42,9 @@ CREATE FUNCTION lifecycle.soft_unique(tbl regclass, columns name[])
     RETURNS name AS 'MODULE_PATHNAME', 'lifecycle_soft_unique' LANGUAGE C;
 
 -- Used inside soft-deleting statements: the statement's delete_event and actor.
-CREATE FUNCTION lifecycle.current_delete_event() RETURNS bigint
+CREATE FUNCTION lifecycle._current_delete_event() RETURNS bigint
     AS 'MODULE_PATHNAME', 'lifecycle_current_delete_event' LANGUAGE C VOLATILE;
-CREATE FUNCTION lifecycle.current_actor() RETURNS text
+CREATE FUNCTION lifecycle._current_actor() RETURNS text
     AS 'MODULE_PATHNAME', 'lifecycle_current_actor' LANGUAGE C STABLE;
 
 -- Row triggers put on enabled tables by soft_delete_enable:
@@ -81,7 +81,7 @@ CREATE FUNCTION lifecycle._soft_delete_referenced(tbl oid) RETURNS boolean
     AS 'MODULE_PATHNAME', 'lifecycle_soft_delete_referenced' LANGUAGE C STABLE STRICT;
 
 -- Forget registrations of dropped tables.
-CREATE FUNCTION lifecycle.on_sql_drop_soft_delete() RETURNS event_trigger
+CREATE FUNCTION lifecycle.soft_delete_forget() RETURNS event_trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     IF EXISTS (SELECT 1 FROM pg_event_trigger_dropped_objects()
@@ -90,9 +90,9 @@ BEGIN
          WHERE NOT EXISTS (SELECT 1 FROM pg_class c WHERE c.oid = s.tbl);
     END IF;
 END $$;
-REVOKE EXECUTE ON FUNCTION lifecycle.on_sql_drop_soft_delete() FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION lifecycle.soft_delete_forget() FROM PUBLIC;
 CREATE EVENT TRIGGER lifecycle_sql_drop_soft_delete ON sql_drop
-    EXECUTE FUNCTION lifecycle.on_sql_drop_soft_delete();
+    EXECUTE FUNCTION lifecycle.soft_delete_forget();
 
 -- Refuses DDL that would remove a table's protection (its columns, its
 -- triggers); gives new partitions the TRUNCATE trigger.

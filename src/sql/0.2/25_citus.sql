@@ -3,7 +3,7 @@
 -- §6 Soft delete on a Citus cluster
 ------------------------------------------------------------------------------
 
--- current_delete_event() as a STABLE function, for soft deletes of Citus
+-- _current_delete_event() as a STABLE function, for soft deletes of Citus
 -- tables: Citus refuses VOLATILE functions in a distributed UPDATE and
 -- evaluates STABLE ones once, on the node that received the statement, so
 -- every shard gets the same event.  (Its value is the transaction's event,

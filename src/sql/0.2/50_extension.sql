@@ -3,13 +3,13 @@
 ------------------------------------------------------------------------------
 -- Our triggers created by a restore whose dump lacked our configuration (a
 -- schema-only or --schema dump) attach their table again.
-CREATE FUNCTION lifecycle.on_create_trigger() RETURNS event_trigger
-    AS 'MODULE_PATHNAME', 'lifecycle_on_create_trigger' LANGUAGE C;
+CREATE FUNCTION lifecycle.extension_reattach() RETURNS event_trigger
+    AS 'MODULE_PATHNAME', 'lifecycle_extension_reattach' LANGUAGE C;
 -- DROP EXTENSION pg_lifecycle takes the count tables (not members) with it.
-CREATE FUNCTION lifecycle.on_drop_extension() RETURNS event_trigger
-    AS 'MODULE_PATHNAME', 'lifecycle_on_drop_extension' LANGUAGE C;
-REVOKE EXECUTE ON FUNCTION lifecycle.on_create_trigger(), lifecycle.on_drop_extension() FROM PUBLIC;
+CREATE FUNCTION lifecycle.extension_drop() RETURNS event_trigger
+    AS 'MODULE_PATHNAME', 'lifecycle_extension_drop' LANGUAGE C;
+REVOKE EXECUTE ON FUNCTION lifecycle.extension_reattach(), lifecycle.extension_drop() FROM PUBLIC;
 CREATE EVENT TRIGGER lifecycle_create_trigger ON ddl_command_end WHEN TAG IN ('CREATE TRIGGER')
-    EXECUTE FUNCTION lifecycle.on_create_trigger();
+    EXECUTE FUNCTION lifecycle.extension_reattach();
 CREATE EVENT TRIGGER lifecycle_drop_extension ON ddl_command_start WHEN TAG IN ('DROP EXTENSION')
-    EXECUTE FUNCTION lifecycle.on_drop_extension();
+    EXECUTE FUNCTION lifecycle.extension_drop();

@@ -3,7 +3,7 @@
  * cascade trigger where that trigger cannot do anything.
  *
  * A soft DELETE is an UPDATE that sets exactly deleted_at = now(),
- * deleted_by = <the actor> and delete_event = lifecycle.current_delete_event()
+ * deleted_by = <the actor> and delete_event = lifecycle._current_delete_event()
  * (planner.cpp).  Neither now() nor the event is ever NULL, so for such an
  * UPDATE the cascade trigger's WHEN reduces to "OLD.deleted_at IS NULL and a
  * foreign key references the table": on a table (or partition) that no

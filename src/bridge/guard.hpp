@@ -119,6 +119,8 @@ auto pg_call(F&& f) -> std::invoke_result_t<F&> {
         ErrorData* e = pg_try([](void* p) { (*static_cast<decltype(thunk)*>(p))(); }, &thunk);
         if (e) throw PgError(e);
         if (cpp_error) std::rethrow_exception(cpp_error);
+        /* f returned (else one of the two above was set): result holds its value. */
+        if (!result) std::terminate();
         return std::move(*result);
     }
 }

@@ -242,6 +242,30 @@ std::optional<std::string> result_text(uint64 row, int col) {
     return out;
 }
 
+namespace {
+[[noreturn]] void unexpected_null(int col) {
+    throw Error(sqlstate::internal_error, fmt::format("pg_lifecycle: column {} of an internal query is NULL", col));
+}
+}  // namespace
+
+Datum required_datum(uint64 row, int col) {
+    std::optional<Datum> d = result_datum(row, col);
+    if (!d) unexpected_null(col);
+    return *d;
+}
+
+int64 required_int64(uint64 row, int col) {
+    std::optional<int64> v = result_int64(row, col);
+    if (!v) unexpected_null(col);
+    return *v;
+}
+
+std::string required_text(uint64 row, int col) {
+    std::optional<std::string> v = result_text(row, col);
+    if (!v) unexpected_null(col);
+    return std::move(*v);
+}
+
 std::string quote_ident(std::string_view ident) {
     std::string in(ident);
     return pg_call([&] {

@@ -97,6 +97,12 @@ uint64 processed_rows();
 std::optional<Datum> result_datum(uint64 row, int col);
 std::optional<int64> result_int64(uint64 row, int col);
 std::optional<std::string> result_text(uint64 row, int col);
+/* The same for a column that cannot be NULL (a key, a NOT NULL column, a
+ * count): a NULL there raises an internal error (XX000) naming the column
+ * instead of being read. */
+Datum required_datum(uint64 row, int col);
+int64 required_int64(uint64 row, int col);
+std::string required_text(uint64 row, int col);
 
 /* A text Datum in the current memory context. */
 inline Datum text_datum(std::string_view s) {

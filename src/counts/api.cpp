@@ -125,7 +125,7 @@ int32 register_config(const Config& cfg, FunctionCallInfo fcinfo) {
     if (!cfg.has_time()) nulls[2] = nulls[3] = 'n';
     bridge::AsRole ext(bridge::extension_owner());
     (cfg.legacy ? insert_0_1 : insert).execute(values, nulls, false);
-    return static_cast<int32>(*bridge::result_int64(0, 1));
+    return static_cast<int32>(bridge::required_int64(0, 1));
 }
 
 /* count_enable's dimensions: columns of the table, each once, not one of our

@@ -83,7 +83,7 @@ std::vector<Oid> attached_partitions(Oid root) {
     Datum key = ObjectIdGetDatum(root);
     tree.execute(&key, nullptr, true);
     std::vector<Oid> out;
-    for (uint64 i = 0; i < bridge::processed_rows(); ++i) out.push_back(DatumGetObjectId(*bridge::result_datum(i, 1)));
+    for (uint64 i = 0; i < bridge::processed_rows(); ++i) out.push_back(DatumGetObjectId(bridge::required_datum(i, 1)));
     return out;
 }
 
@@ -93,7 +93,7 @@ std::vector<Oid> registered_parts(const Config& cfg) {
     Datum key = Int32GetDatum(cfg.id);
     parts.execute(&key, nullptr, true);
     std::vector<Oid> out;
-    for (uint64 i = 0; i < bridge::processed_rows(); ++i) out.push_back(DatumGetObjectId(*bridge::result_datum(i, 1)));
+    for (uint64 i = 0; i < bridge::processed_rows(); ++i) out.push_back(DatumGetObjectId(bridge::required_datum(i, 1)));
     return out;
 }
 

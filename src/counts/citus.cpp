@@ -339,8 +339,8 @@ std::optional<ShardCapture> find_shard(Oid rel, int id) {
         Datum values[2] = {Int64GetDatum(shardid), ObjectIdGetDatum(delta)};
         colocated.execute(values, nullptr, true, 2);
         if (bridge::processed_rows() != 1) return std::nullopt;
-        logical = DatumGetObjectId(*bridge::result_datum(0, 1));
-        delta_shard = *bridge::result_int64(0, 2);
+        logical = DatumGetObjectId(bridge::required_datum(0, 1));
+        delta_shard = bridge::required_int64(0, 2);
         dist = bridge::result_text(0, 3).value_or("");
     }
     /* The shard is "<table>_<shard id>" in the table's schema. */

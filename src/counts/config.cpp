@@ -30,13 +30,13 @@ namespace {
 Config config_from_row(uint64 row) {
     Config c;
     c.legacy = !bridge::result_datum(row, 8).has_value();
-    c.id = static_cast<int32>(*bridge::result_int64(row, 1));
-    c.relid = DatumGetObjectId(*bridge::result_datum(row, 2));
+    c.id = static_cast<int32>(bridge::required_int64(row, 1));
+    c.relid = DatumGetObjectId(bridge::required_datum(row, 2));
     c.time_column = bridge::result_text(row, 3).value_or("");
     c.bucket_text = bridge::result_text(row, 4).value_or("");
     c.bucket_usecs = bridge::result_int64(row, 5).value_or(0);
-    c.live_column = DatumGetBool(*bridge::result_datum(row, 7));
-    Datum dims = *bridge::result_datum(row, 6);
+    c.live_column = DatumGetBool(bridge::required_datum(row, 7));
+    Datum dims = bridge::required_datum(row, 6);
     pg_call([&] {
         ArrayType* arr = DatumGetArrayTypeP(dims);
         Datum* elems;
@@ -203,7 +203,7 @@ std::optional<Config> read_config(Oid rel) {
         bridge::SpiConnection spi;
         Datum key = ObjectIdGetDatum(rel);
         owner_of.execute(&key, nullptr, true, 1);
-        if (bridge::processed_rows() > 0) cfg = load_config_by_id(static_cast<int32>(*bridge::result_int64(0, 1)));
+        if (bridge::processed_rows() > 0) cfg = load_config_by_id(static_cast<int32>(bridge::required_int64(0, 1)));
     }
     if (config_invalidations == seen) {
         ConfigCache& c = config_cache.get(); /* afresh: the queries may have reset it */

@@ -38,7 +38,7 @@ char relkind_of(Oid relid) {
 
 std::vector<Oid> oid_column() {
     std::vector<Oid> out;
-    for (uint64 i = 0; i < bridge::processed_rows(); ++i) out.push_back(DatumGetObjectId(*bridge::result_datum(i, 1)));
+    for (uint64 i = 0; i < bridge::processed_rows(); ++i) out.push_back(DatumGetObjectId(bridge::required_datum(i, 1)));
     return out;
 }
 
@@ -78,7 +78,7 @@ void check_columns(const Config& cfg) {
     if (cfg.has_time()) nulls[3] = ' ';
     missing.execute(values, nulls, true, 1);
     if (bridge::processed_rows() > 0) {
-        std::string column = *bridge::result_text(0, 1);
+        std::string column = bridge::required_text(0, 1);
         std::string table = relation_display_name(cfg.relid);
         throw Error(sqlstate::object_not_in_prerequisite_state,
                     fmt::format("column \"{}\" of table {} is counted by pg_lifecycle as its {}", column, table,
@@ -106,7 +106,7 @@ void check_triggers_enabled(const Config& cfg, const std::vector<Oid>& rels) {
         std::string table = relation_display_name(cfg.relid);
         throw Error(sqlstate::object_not_in_prerequisite_state,
                     fmt::format("trigger \"{}\" on table {} keeps the counts of {} exact and must stay enabled",
-                                *bridge::result_text(0, 1), *bridge::result_text(0, 2), table),
+                                bridge::required_text(0, 1), bridge::required_text(0, 2), table),
                     {},
                     fmt::format("To load data without it, call lifecycle.count_disable('{}') and count_enable "
                                 "again afterwards.",
@@ -218,7 +218,7 @@ void refuse_inheritance() {
         {});
     children.execute(nullptr, nullptr, true, 1);
     if (bridge::processed_rows() > 0) {
-        std::string table = *bridge::result_text(0, 1);
+        std::string table = bridge::required_text(0, 1);
         throw Error(sqlstate::object_not_in_prerequisite_state,
                     fmt::format("the rows of table {} are counted by pg_lifecycle", table),
                     "A table with inheritance children is counted with their rows by count(*), which its statement "
@@ -258,7 +258,7 @@ void reconcile_after_ddl(bool dropping) {
             "OR (object_type = 'table' AND address_names[1] = 'lifecycle' AND address_names[2] LIKE 'count\\_%')",
             true);
         for (uint64 i = 0; i < bridge::processed_rows(); ++i) {
-            std::string type = *bridge::result_text(i, 1);
+            std::string type = bridge::required_text(i, 1);
             std::string schema = bridge::result_text(i, 2).value_or("");
             std::string name = bridge::result_text(i, 3).value_or("");
             std::string trigger = bridge::result_text(i, 4).value_or("");
@@ -372,7 +372,7 @@ void before_drop(Node* parsetree) {
         Datum key = ObjectIdGetDatum(relid);
         part_of.execute(&key, nullptr, true, 1);
         if (bridge::processed_rows() == 0) continue;
-        int32 id = static_cast<int32>(*bridge::result_int64(0, 1));
+        int32 id = static_cast<int32>(bridge::required_int64(0, 1));
         auto cfg = load_config_by_id(id);
         if (!cfg) continue;
         /* The locks DROP takes, in its order: the parent, then the partition. */

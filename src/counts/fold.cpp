@@ -74,7 +74,7 @@ public:
             true);
         std::vector<Oid> tables;
         for (uint64 i = 0; i < bridge::processed_rows(); ++i) {
-            tables.push_back(DatumGetObjectId(*bridge::result_datum(i, 1)));
+            tables.push_back(DatumGetObjectId(bridge::required_datum(i, 1)));
         }
         for (Oid t : tables) out.push_back(worker::Unit{this, t, t, relation_display_name(t)});
     }

@@ -111,7 +111,7 @@ std::vector<size_t> choose_lattice(Config& cfg) {
     std::vector<double> nd(cfg.dims.size(), 0);
     double rows = 0;
     for (uint64 i = 0; i < bridge::processed_rows(); ++i) {
-        std::string name = *bridge::result_text(i, 1);
+        std::string name = bridge::required_text(i, 1);
         double n = DatumGetFloat8(bridge::result_datum(i, 2).value_or(Float8GetDatum(0)));
         rows = DatumGetFloat8(bridge::result_datum(i, 3).value_or(Float8GetDatum(0)));
         for (size_t d = 0; d < cfg.dims.size(); ++d) {

@@ -54,7 +54,7 @@ std::vector<Placement> placements(Oid relid) {
         1, types, args, nullptr, true);
     std::vector<Placement> out;
     for (uint64 i = 0; i < bridge::processed_rows(); ++i) {
-        out.push_back(Placement{*bridge::result_int64(i, 1), bridge::result_text(i, 2).value_or(""),
+        out.push_back(Placement{bridge::required_int64(i, 1), bridge::result_text(i, 2).value_or(""),
                                 bridge::result_text(i, 3).value_or(""),
                                 static_cast<int32>(bridge::result_int64(i, 4).value_or(0))});
     }
@@ -86,7 +86,7 @@ std::vector<RemoteResult> run_on_placements(const std::vector<Placement>& where,
     bridge::execute_cached("SELECT success, result FROM pg_catalog.master_run_on_worker($1, $2, $3, true)", 3, types,
                            arrays, nullptr, false);
     for (uint64 i = 0; i < bridge::processed_rows(); ++i) {
-        bool ok = bridge::result_datum(i, 1).has_value() && DatumGetBool(*bridge::result_datum(i, 1));
+        bool ok = bridge::result_datum(i, 1).has_value() && DatumGetBool(bridge::required_datum(i, 1));
         out.push_back(RemoteResult{ok, bridge::result_text(i, 2).value_or("")});
     }
     if (out.size() != where.size()) {

@@ -180,7 +180,7 @@ public:
             true);
         std::vector<std::pair<Oid, bool>> registered;
         for (uint64 i = 0; i < bridge::processed_rows(); ++i) {
-            Oid relid = DatumGetObjectId(*bridge::result_datum(i, 1));
+            Oid relid = DatumGetObjectId(bridge::required_datum(i, 1));
             registered.emplace_back(relid, bridge::result_text(i, 2).value_or("") == "p");
         }
         auto add = [&](Oid target, Oid config) {
@@ -212,12 +212,12 @@ public:
         Datum key = ObjectIdGetDatum(unit.config);
         config.execute(&key, nullptr, true, 1);
         if (bridge::processed_rows() == 0) return {0, false}; /* disabled or dropped since the pass began */
-        std::string column = *bridge::result_text(0, 1);
+        std::string column = bridge::required_text(0, 1);
         Datum after = pg_call([] {
             bool isnull;
             return datumCopy(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull), false, 16);
         });
-        int64 cap = *bridge::result_int64(0, 3);
+        int64 cap = bridge::required_int64(0, 3);
         if (pg_call([&unit] { return get_rel_relkind(unit.target); }) == '\0') return {0, false}; /* dropped */
         switch (citus::partition_method(unit.target)) {
             case '\0': return local_batch(unit.target, column, after, cap);
@@ -286,7 +286,7 @@ std::pair<int64, int64> delete_row_by_row(const std::string& candidates_sql, con
     int64 rows = 0;
     bridge::execute_cached(candidates_sql, 4, types, range_values.data(), nullptr, false);
     for (uint64 i = 0; i < bridge::processed_rows(); ++i) {
-        tried.push_back(*reinterpret_cast<const ItemPointerData*>(DatumGetPointer(*bridge::result_datum(i, 1))));
+        tried.push_back(*reinterpret_cast<const ItemPointerData*>(DatumGetPointer(bridge::required_datum(i, 1))));
     }
     int64 refused = 0;
     for (auto& row : tried) {

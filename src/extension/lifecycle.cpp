@@ -157,9 +157,9 @@ LIFECYCLE_FUNCTION(lifecycle_extension_reattach) {
             "AND p.pronamespace OPERATOR(pg_catalog.=) $1 AND t.tgparentid OPERATOR(pg_catalog.=) 0",
             1, types, values, true);
         for (uint64 i = 0; i < bridge::processed_rows(); ++i) {
-            int nargs = static_cast<int>(*bridge::result_int64(i, 4));
-            created.push_back(Created{DatumGetObjectId(*bridge::result_datum(i, 1)), *bridge::result_text(i, 2),
-                                      *bridge::result_text(i, 3), extension::trigger_args(i, 5, nargs)});
+            int nargs = static_cast<int>(bridge::required_int64(i, 4));
+            created.push_back(Created{DatumGetObjectId(bridge::required_datum(i, 1)), bridge::required_text(i, 2),
+                                      bridge::required_text(i, 3), extension::trigger_args(i, 5, nargs)});
         }
     }
     for (const auto& c : created) {
@@ -195,7 +195,7 @@ LIFECYCLE_FUNCTION(lifecycle_extension_drop) {
         "AND d.deptype OPERATOR(pg_catalog.=) 'e')",
         1, types, values, nullptr, true);
     std::vector<std::string> tables;
-    for (uint64 i = 0; i < bridge::processed_rows(); ++i) tables.push_back(*bridge::result_text(i, 1));
+    for (uint64 i = 0; i < bridge::processed_rows(); ++i) tables.push_back(bridge::required_text(i, 1));
     if (tables.empty()) PG_RETURN_VOID();
     std::string list;
     for (const auto& t : tables) list += (list.empty() ? "" : ", ") + std::string("lifecycle.") + t;

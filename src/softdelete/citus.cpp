@@ -83,7 +83,7 @@ Oid shard_owner(Oid relid) {
         "WHERE shardid OPERATOR(pg_catalog.=) $1",
         1, types, args, true, 1);
     if (bridge::processed_rows() == 0) return InvalidOid;
-    Oid logical = DatumGetObjectId(*bridge::result_datum(0, 1));
+    Oid logical = DatumGetObjectId(bridge::required_datum(0, 1));
     /* Same schema, and the name is the table's name with the shard id appended. */
     bool same = pg_call([&] {
         const char* table = get_rel_name(logical);
@@ -387,7 +387,7 @@ bool only_our_triggers(Oid relid) {
         "FROM pg_catalog.pg_trigger t JOIN pg_catalog.pg_proc p ON p.oid OPERATOR(pg_catalog.=) t.tgfoid "
         "WHERE t.tgrelid OPERATOR(pg_catalog.=) $1 AND NOT t.tgisinternal",
         2, types, args, true, 1);
-    return bridge::result_datum(0, 1).has_value() && DatumGetBool(*bridge::result_datum(0, 1));
+    return bridge::result_datum(0, 1).has_value() && DatumGetBool(bridge::required_datum(0, 1));
 }
 
 int allow_for_call(FmgrInfo* flinfo) {

@@ -57,7 +57,7 @@ std::vector<std::string> primary_key_columns(Oid relid) {
     Datum key = ObjectIdGetDatum(relid);
     pk.execute(&key, nullptr, true);
     std::vector<std::string> cols;
-    for (uint64 i = 0; i < bridge::processed_rows(); ++i) cols.push_back(*bridge::result_text(i, 1));
+    for (uint64 i = 0; i < bridge::processed_rows(); ++i) cols.push_back(bridge::required_text(i, 1));
     return cols;
 }
 
@@ -151,7 +151,7 @@ std::vector<Datum> key_from_json(Datum id, Oid id_type, const std::vector<std::s
                         true);
     std::vector<std::optional<std::string>> found(pk.size());
     for (uint64 r = 0; r < bridge::processed_rows(); ++r) {
-        std::string name = *bridge::result_text(r, 1);
+        std::string name = bridge::required_text(r, 1);
         auto at = std::find(pk.begin(), pk.end(), name);
         if (at == pk.end()) {
             throw Error(sqlstate::invalid_parameter_value,
@@ -636,7 +636,7 @@ LIFECYCLE_FUNCTION(lifecycle_restore) {
                             ? fmt::format("no row with {} = {} in table {}", shown_cols, shown_values, table)
                             : fmt::format("no row with ({}) = ({}) in table {}", shown_cols, shown_values, table));
         }
-        bool deleted = DatumGetBool(*bridge::result_datum(0, 2));
+        bool deleted = DatumGetBool(bridge::required_datum(0, 2));
         if (!deleted) return; /* live already: nothing to restore */
         std::optional<int64> event = bridge::result_int64(0, 1);
 

@@ -69,7 +69,7 @@ char trigger_state(Oid rel, const char* name) {
         "AND tgname OPERATOR(pg_catalog.=) $2",
         2, types, args, true, 1);
     if (bridge::processed_rows() == 0) return '\0';
-    return DatumGetChar(*bridge::result_datum(0, 1));
+    return DatumGetChar(bridge::required_datum(0, 1));
 }
 
 /* The row triggers are cloned to each new partition by whoever creates it,

@@ -149,8 +149,8 @@ void load() {
         auto& registered = cache.get().registered;
         registered.reserve(bridge::processed_rows());
         for (uint64 i = 0; i < bridge::processed_rows(); ++i) {
-            Oid relid = DatumGetObjectId(*bridge::result_datum(i, 1));
-            registered[relid] = Registered{DatumGetBool(*bridge::result_datum(i, 2))};
+            Oid relid = DatumGetObjectId(bridge::required_datum(i, 1));
+            registered[relid] = Registered{DatumGetBool(bridge::required_datum(i, 2))};
         }
     } catch (...) {
         loading = false;
@@ -241,14 +241,14 @@ std::vector<ForeignKey> read_fks(const char* side_column, Oid relid) {
     std::vector<ForeignKey> fks;
     for (uint64 i = 0; i < bridge::processed_rows(); ++i) {
         ForeignKey fk;
-        fk.constraint = DatumGetObjectId(*bridge::result_datum(i, 1));
+        fk.constraint = DatumGetObjectId(bridge::required_datum(i, 1));
         fk.name = bridge::result_text(i, 2).value_or("");
-        fk.referencing = DatumGetObjectId(*bridge::result_datum(i, 3));
-        fk.referenced = DatumGetObjectId(*bridge::result_datum(i, 4));
+        fk.referencing = DatumGetObjectId(bridge::required_datum(i, 3));
+        fk.referenced = DatumGetObjectId(bridge::required_datum(i, 4));
         fk.on_delete = bridge::result_text(i, 5).value_or("a")[0];
         fk.referencing_cols = split(bridge::result_text(i, 6).value_or("{}"));
         fk.referenced_cols = split(bridge::result_text(i, 7).value_or("{}"));
-        Datum ops = *bridge::result_datum(i, 8);
+        Datum ops = bridge::required_datum(i, 8);
         std::vector<Oid> opnos;
         pg_call([&] {
             Datum* elems;
@@ -258,7 +258,7 @@ std::vector<ForeignKey> read_fks(const char* side_column, Oid relid) {
             for (int k = 0; k < n; ++k) opnos.push_back(DatumGetObjectId(elems[k]));
         });
         for (Oid op : opnos) fk.eq_ops.push_back(bridge::qualified_operator(op));
-        fk.deferred = DatumGetBool(*bridge::result_datum(i, 9));
+        fk.deferred = DatumGetBool(bridge::required_datum(i, 9));
         fks.push_back(std::move(fk));
     }
     return fks;

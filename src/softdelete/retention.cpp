@@ -246,8 +246,8 @@ public:
             true);
         std::vector<std::pair<Oid, bool>> tables;
         for (uint64 i = 0; i < bridge::processed_rows(); ++i) {
-            tables.emplace_back(DatumGetObjectId(*bridge::result_datum(i, 1)),
-                                DatumGetBool(*bridge::result_datum(i, 2)));
+            tables.emplace_back(DatumGetObjectId(bridge::required_datum(i, 1)),
+                                DatumGetBool(bridge::required_datum(i, 2)));
         }
         for (auto [relid, partitioned] : tables) {
             if (!partitioned) {

@@ -111,7 +111,7 @@ std::string encode_token(const TokenParts& parts) {
 
 std::optional<TokenParts> decode_token(std::string_view text) {
     if (text.size() != token_text_len) return std::nullopt;
-    std::uint8_t raw[raw_token_len];
+    std::uint8_t raw[raw_token_len]{};
     if (!decode_into(text, raw)) return std::nullopt;
     TokenParts p;
     p.key_id = raw[0];

@@ -185,19 +185,19 @@ std::optional<Family> lock_family(const Bytes16& family_id) {
     lock.execute(&id, nullptr, false);
     if (bridge::processed_rows() == 0) return std::nullopt;
     Family f;
-    f.user_id = *bridge::result_datum(0, 1);
+    f.user_id = bridge::required_datum(0, 1);
     f.device_fingerprint = bridge::result_datum(0, 2);
-    f.generation = DatumGetInt32(*bridge::result_datum(0, 3));
+    f.generation = DatumGetInt32(bridge::required_datum(0, 3));
     auto cur = bytes16(bridge::result_datum(0, 4));
     if (!cur) throw Error(sqlstate::internal_error, "pg_lifecycle: malformed current_nonce in token_family_state");
     f.current_nonce = *cur;
     f.previous_nonce = bytes16(bridge::result_datum(0, 5));
-    f.current_key = DatumGetInt16(*bridge::result_datum(0, 6));
+    f.current_key = DatumGetInt16(bridge::required_datum(0, 6));
     auto rotated = bridge::result_datum(0, 7);
     if (rotated) f.rotated_at = DatumGetTimestampTz(*rotated);
-    f.expires_at = DatumGetTimestampTz(*bridge::result_datum(0, 8));
-    f.revoked = DatumGetBool(*bridge::result_datum(0, 9));
-    f.xmin = DatumGetTransactionId(*bridge::result_datum(0, 10));
+    f.expires_at = DatumGetTimestampTz(bridge::required_datum(0, 8));
+    f.revoked = DatumGetBool(bridge::required_datum(0, 9));
+    f.xmin = DatumGetTransactionId(bridge::required_datum(0, 10));
     if (auto idle = bridge::result_datum(0, 11)) f.idle_expires_at = DatumGetTimestampTz(*idle);
     return f;
 }
@@ -209,7 +209,7 @@ std::optional<int32> ancestor_generation(const Bytes16& family_id, const Bytes16
     Datum values[2] = {uuid_datum(family_id), bytea_datum(nonce)};
     find.execute(values, nullptr, false);
     if (bridge::processed_rows() == 0) return std::nullopt;
-    return static_cast<int32>(*bridge::result_int64(0, 1));
+    return static_cast<int32>(bridge::required_int64(0, 1));
 }
 
 /* True if the last change to the family row committed after the calling
@@ -358,7 +358,7 @@ std::optional<std::pair<int32, Datum>> rotate_if_current(const Bytes16& family_i
         std::optional<std::string> before = bridge::processed_rows() ? bridge::result_text(0, 1) : std::nullopt;
         rotate_citus_device_update().execute(values, nullptr, false);
         if (bridge::processed_rows() == 0) return std::nullopt;
-        generation = DatumGetInt32(*bridge::result_datum(0, 1));
+        generation = DatumGetInt32(bridge::required_datum(0, 1));
         user_id = pg_call([] {
             bool isnull;
             return datumCopy(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull), false, -1);
@@ -373,8 +373,8 @@ std::optional<std::pair<int32, Datum>> rotate_if_current(const Bytes16& family_i
         if (device) rotate_device.execute(values, nullptr, false);
         else rotate.execute(values, nullptr, false);
         if (bridge::processed_rows() == 0) return std::nullopt;
-        generation = DatumGetInt32(*bridge::result_datum(0, 1));
-        user_id = *bridge::result_datum(0, 2);
+        generation = DatumGetInt32(bridge::required_datum(0, 1));
+        user_id = bridge::required_datum(0, 2);
     }
     Datum chain[3] = {values[0], values[1], Int32GetDatum(generation)};
     issue.execute(chain, nullptr, false);
@@ -395,12 +395,12 @@ std::optional<Family> family_as_of(const Bytes16& family_id, Snapshot snapshot) 
     pg_call([] { PopActiveSnapshot(); });
     if (bridge::processed_rows() == 0) return std::nullopt;
     Family f{};
-    f.generation = DatumGetInt32(*bridge::result_datum(0, 1));
+    f.generation = DatumGetInt32(bridge::required_datum(0, 1));
     auto cur = bytes16(bridge::result_datum(0, 2));
     if (!cur) return std::nullopt;
     f.current_nonce = *cur;
     f.previous_nonce = bytes16(bridge::result_datum(0, 3));
-    f.current_key = DatumGetInt16(*bridge::result_datum(0, 4));
+    f.current_key = DatumGetInt16(bridge::required_datum(0, 4));
     if (auto rotated = bridge::result_datum(0, 5)) f.rotated_at = DatumGetTimestampTz(*rotated);
     return f;
 }

@@ -186,7 +186,7 @@ std::vector<int> keys_in_use(const std::vector<int>& ids) {
     });
     in_use.execute(&arr, nullptr, true);
     std::vector<int> out;
-    for (uint64 i = 0; i < bridge::processed_rows(); ++i) out.push_back(static_cast<int>(*bridge::result_int64(i, 1)));
+    for (uint64 i = 0; i < bridge::processed_rows(); ++i) out.push_back(static_cast<int>(bridge::required_int64(i, 1)));
     return out;
 }
 

@@ -88,7 +88,7 @@ worker::BatchResult citus_batch(Oid state, char method, Interval* keep) {
         "AND c.colocationid OPERATOR(pg_catalog.=) s.colocationid AND c.partmethod OPERATOR(pg_catalog.=) 'h' "
         "WHERE s.logicalrelid::pg_catalog.oid OPERATOR(pg_catalog.=) $1",
         2, types, args, nullptr, true, 1);
-    bool colocated = bridge::processed_rows() == 1 && DatumGetBool(*bridge::result_datum(0, 1));
+    bool colocated = bridge::processed_rows() == 1 && DatumGetBool(bridge::required_datum(0, 1));
     if (method != 'h' || !colocated) {
         throw Error(sqlstate::feature_not_supported,
                     "lifecycle.token_family_state and lifecycle.token_chain must be distributed by family_id and "
@@ -118,7 +118,7 @@ worker::BatchResult citus_batch(Oid state, char method, Interval* keep) {
                         fmt::format("no shard of lifecycle.token_chain for shard {}", p.shard));
         }
         commands.push_back(fmt::format("SELECT {}({}::pg_catalog.regclass, {}::pg_catalog.regclass, {})", fn,
-                                       citus::literal(p.shard), citus::literal(*bridge::result_text(0, 1)),
+                                       citus::literal(p.shard), citus::literal(bridge::required_text(0, 1)),
                                        citus::interval_literal(keep)));
     }
     std::vector<citus::RemoteResult> results = citus::run_on_placements(where, commands);

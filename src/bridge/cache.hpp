@@ -55,10 +55,16 @@ public:
     MemoryContext context() const noexcept { return cxt_; }
 
 private:
+    /* ALLOCSET_SMALL_SIZES (min, initial, max), in Size arithmetic. */
+    static constexpr Size small_sizes[3] = {0, Size{1} * 1024, Size{8} * 1024};
+    static_assert(small_sizes[1] == static_cast<Size>(ALLOCSET_SMALL_INITSIZE) &&
+                  small_sizes[2] == static_cast<Size>(ALLOCSET_SMALL_MAXSIZE));
+
     static MemoryContext create_context(const char* ident) {
         return pg_call([ident] {
             if (CacheMemoryContext == nullptr) CreateCacheMemoryContext();
-            MemoryContext cxt = AllocSetContextCreate(CacheMemoryContext, "pg_lifecycle cache", ALLOCSET_SMALL_SIZES);
+            MemoryContext cxt = AllocSetContextCreate(CacheMemoryContext, "pg_lifecycle cache", small_sizes[0],
+                                                      small_sizes[1], small_sizes[2]);
             MemoryContextSetIdentifier(cxt, ident);
             return cxt;
         });

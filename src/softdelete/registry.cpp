@@ -36,8 +36,10 @@ struct Registered {
     bool hide;
 };
 
-/* A ForeignKey kept in the cache: its strings in the cache's context. */
-struct CachedForeignKey {
+/* A ForeignKey kept in the cache: its strings in the cache's context.  It
+ * moves only inside the cache, between containers of that same context, so a
+ * move never allocates. */
+struct CachedForeignKey {  // NOLINT(bugprone-exception-escape): see above
     CachedForeignKey(const ForeignKey& fk, MemoryContext cxt)
         : constraint(fk.constraint),
           name(bridge::to_pstring(fk.name, cxt)),
